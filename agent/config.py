@@ -1,0 +1,336 @@
+"""agent.yaml → a validated, frozen Config (the single source of truth for defaults and schema).
+
+Validation runs in two passes, like borgmatic: the first checks each part's
+shape and types (every error at once, each with file:line and YAML path), the
+second checks what only makes sense across fields (duplicate names, warning
+beyond critical, unknown schedule names).
+"""
+
+from __future__ import annotations
+
+import difflib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from agent.calendar import CalendarSpec, CalendarSpecError, parse_calendar
+from agent.paths import DEFAULT_STATE_DIR, store_path
+from agent.fields import Duration, Name, SecretStr
+from agent.units import format_value
+from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
+from checks import CHECK_TYPES
+from checks.base import CheckOptions
+
+DEFAULT_SCHEDULES = {
+    "daily": "02:00",
+    "weekly": "mon 03:00",
+    "monthly": "1 04:00",
+    "quarterly": "jan,apr,jul,oct 1 05:00",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Section):
+    hostname: str = Field(default_factory=socket.gethostname, description="default: the host name")
+    state_dir: str = Field(DEFAULT_STATE_DIR, description="SQLite store and state; relative to the config file")
+    timezone: str | None = Field(None, description="IANA zone for calendar schedules; default: the host's local zone")
+    workers: int = Field(4, ge=1, le=64, description="checks running at once")
+    check_timeout: Duration = Field(30.0, description="default per-check timeout")
+    default_interval: Duration = Field(60.0, description="interval of a check with neither every nor schedule")
+    shutdown_grace: Duration = Field(10.0, description="on SIGTERM, how long running checks may finish")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value):
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+        return value
+
+
+class BasicAuth(_Section):
+    username: str
+    password: SecretStr
+
+
+class HttpSection(_Section):
+    listen: str = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
+    basic_auth: BasicAuth | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value):
+        from checks.system import split_target
+        split_target(value)
+        return value
+
+
+class Retention(_Section):
+    raw: Duration = Field(90 * 86400.0, description="keep every check run this long")
+    rollups: Duration = Field(730 * 86400.0, description="keep daily per-check rollups this long")
+
+
+class StoreSection(_Section):
+    path: str | None = Field(None, description="default: <state_dir>/maint-agent.db")
+    retention: Retention = Retention()
+    maintenance_at: str = Field("00:15", description="calendar spec of the daily rollup and prune")
+
+    @field_validator("maintenance_at")
+    @classmethod
+    def _calendar(cls, value):
+        _parse_spec(value)
+        return value
+
+
+CheckConfig = Annotated[Union[tuple(cls.Options for cls in CHECK_TYPES.values())], Field(discriminator="type")]
+_CHECK_ADAPTER = TypeAdapter(CheckConfig)
+
+
+class Config(_Section):
+    version: Literal[1] = Field(1, description="config schema version")
+    agent: AgentSection = Field(default_factory=AgentSection)
+    http: HttpSection = HttpSection()
+    store: StoreSection = StoreSection()
+    schedules: dict[Name, str] = Field(default_factory=dict,
+                                       description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
+    checks: tuple[CheckConfig, ...] = ()
+
+    @field_validator("schedules")
+    @classmethod
+    def _specs(cls, value):
+        for spec in value.values():
+            _parse_spec(spec)
+        return {**DEFAULT_SCHEDULES, **value}
+
+
+def _parse_spec(text: str) -> CalendarSpec:
+    try:
+        return parse_calendar(text)
+    except CalendarSpecError as exc:
+        raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Interval:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Calendar:
+    spec: CalendarSpec
+    name: str
+
+
+Trigger = Union[Interval, Calendar]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid config with what was derived from it once: paths, zone, triggers."""
+
+    path: Path
+    config: Config
+    triggers: dict[str, Trigger]
+
+    @property
+    def checks(self) -> tuple[CheckOptions, ...]:
+        return self.config.checks
+
+    @property
+    def db_path(self) -> Path:
+        return store_path(self.path, self.config.agent.state_dir, self.config.store.path)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.agent.timezone) if self.config.agent.timezone else local_zone()
+
+    def timeout_for(self, check: CheckOptions) -> float:
+        return check.timeout if check.timeout is not None else self.config.agent.check_timeout
+
+    def summary(self) -> str:
+        calendars = sum(isinstance(t, Calendar) for t in self.triggers.values())
+        return (f"{self.path}: OK: {len(self.checks)} checks ({len(self.checks) - calendars} interval, "
+                f"{calendars} calendar), store {self.db_path}, listen {self.config.http.listen}")
+
+
+def local_zone() -> ZoneInfo:
+    """The host's zone from /etc/localtime (TZ wins), UTC when it cannot be told."""
+    import os
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.path.realpath("/etc/localtime")
+            name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+        except OSError:
+            name = ""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read config: {reason}")]) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, file: str) -> LoadedConfig:
+    source = load_yaml(text, file)
+    data = source.data if source.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError([source.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
+    issues: list[ConfigIssue] = []
+    raw_checks = data.get("checks", [])
+    if raw_checks is None:
+        raw_checks = []
+    top = {k: v for k, v in data.items() if k != "checks"}
+    config = _validate(Config, top, (), source, issues)
+    checks: list[CheckOptions | None] = []
+    if not isinstance(raw_checks, list):
+        issues.append(source.issue(("checks",), "must be a list of checks"))
+    else:
+        for index, item in enumerate(raw_checks):
+            checks.append(_validate(_CHECK_ADAPTER, item, ("checks", index), source, issues))
+    triggers = _logical_pass(config, checks, source, issues) if config else {}
+    if issues:
+        raise ConfigError(issues)
+    final = config.model_copy(update={"checks": tuple(checks)})
+    return LoadedConfig(Path(file).absolute(), final, triggers)
+
+
+def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[ConfigIssue]):
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = _strip_union_tag(error["loc"], data)
+            issues.append(source.issue((*prefix, *loc), _message(error, model, data, loc)))
+        return None
+
+
+def _strip_union_tag(loc: tuple, data: Any) -> tuple:
+    """Pydantic puts the union tag (`cpu`) into the location; the YAML has no such level."""
+    if loc and isinstance(data, dict) and loc[0] == data.get("type") and loc[0] in CHECK_TYPES:
+        return loc[1:]
+    return loc
+
+
+def _message(error: dict, model, data: Any, loc: tuple) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(model, data, loc[:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        return "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    if kind == "union_tag_invalid":
+        given = data.get("type") if isinstance(data, dict) else None
+        hint = difflib.get_close_matches(str(given), CHECK_TYPES, n=1)
+        return (f"unknown check type {given!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; known types: {', '.join(CHECK_TYPES)}")
+    if kind == "union_tag_not_found":
+        return f"missing 'type' (one of: {', '.join(CHECK_TYPES)})"
+    if kind == "missing":
+        return "required key is missing"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if "input" in error and kind not in ("model_type", "dict_type") and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def _known_keys(model, data: Any, parent: tuple) -> list[str]:
+    """Field names (and aliases) valid at `parent`, for "did you mean"."""
+    if isinstance(model, TypeAdapter):
+        cls = CHECK_TYPES.get(data.get("type")) if isinstance(data, dict) else None
+        model = cls.Options if cls else None
+    for part in parent:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _logical_pass(config: Config, checks: list[CheckOptions | None], source: YamlSource,
+                  issues: list[ConfigIssue]) -> dict[str, Trigger]:
+    triggers: dict[str, Trigger] = {}
+    first_seen: dict[str, int] = {}
+    for index, check in enumerate(checks):
+        if check is None:
+            continue
+        loc = ("checks", index)
+        if check.name in first_seen:
+            issues.append(source.issue((*loc, "name"), f"duplicate check name '{check.name}' "
+                                       f"(first defined at line {source.line_of(('checks', first_seen[check.name]))})"))
+            continue
+        first_seen[check.name] = index
+        trigger = _trigger(config, check, loc, source, issues)
+        if trigger:
+            triggers[check.name] = trigger
+        _check_thresholds(check, loc, source, issues)
+    return triggers
+
+
+def _trigger(config: Config, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:
+    if check.every is not None and check.schedule is not None:
+        issues.append(source.issue((*loc, "schedule"), "give either 'every' or 'schedule', not both"))
+        return None
+    if check.schedule is not None:
+        if check.schedule in config.schedules:
+            return Calendar(parse_calendar(config.schedules[check.schedule]), check.schedule)
+        try:
+            return Calendar(parse_calendar(check.schedule), check.schedule)
+        except CalendarSpecError as exc:
+            hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
+            issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
+                                       f"nor a calendar spec: {exc}"
+                                       + (f" (did you mean '{hint[0]}'?)" if hint else "")))
+            return None
+    every = check.every if check.every is not None else config.agent.default_interval
+    if every < 0.1:
+        issues.append(source.issue((*loc, "every"), f"interval must be at least 100ms (got {every:g}s)"))
+        return None
+    return Interval(every)
+
+
+def _check_thresholds(check: CheckOptions, loc: Loc, source, issues) -> None:
+    cls = CHECK_TYPES[check.type]
+    warning, critical = getattr(check, "warning", None), getattr(check, "critical", None)
+    if cls.THRESHOLD is None or warning is None or critical is None:
+        return
+    unit = cls.THRESHOLD.unit
+    w, c = format_value(warning, unit), format_value(critical, unit)
+    if cls.THRESHOLD.bad_when == "above" and warning >= critical:
+        issues.append(source.issue((*loc, "warning"), f"must be below critical (got {w} ≥ {c})"))
+    if cls.THRESHOLD.bad_when == "below" and warning <= critical:
+        issues.append(source.issue((*loc, "warning"),
+                                   f"must be above critical for a minimum-count check (got {w} ≤ {c})"))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of agent.yaml, from the same models that validate it."""
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "maint-agent configuration (agent.yaml)"
+    return schema

@@ -1,0 +1,320 @@
+"""The daemon: scheduler loop, result sink, signals, reload, sd_notify.
+
+Threads: the main loop (due checks, timeouts, watchdog, signals), one thread
+per running check, the sink (evaluate → store → metrics; the store's only
+writer) and the HTTP server. Signals only set flags; the loop acts on them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+from agent import __version__, logs
+from agent.calendar import CalendarSpec, parse_calendar
+from agent.config import Calendar, LoadedConfig, load_config
+from agent.evaluate import evaluate
+from agent.job import Job
+from agent.metrics import AgentState, Exposition, MetricsServer
+from agent.result import CheckResult, Evaluated, Status
+from agent.runner import Runner
+from agent.scheduler import Plan, plan_next, plan_start
+from agent.sdnotify import notify, watchdog_interval
+from agent.store import Store
+from agent.yamlsrc import ConfigError
+from checks import CHECK_TYPES
+from checks.nagios import SUMMARY_CAP_CHARS
+from checks.system import split_target
+
+MAX_TICK_SECONDS = 1.0
+MAX_PENDING_RUNS = 10000
+STORE_MAINTENANCE = "_store_maintenance"
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig):
+        self.loaded = loaded
+        self.store = Store(loaded.db_path)
+        self.state = AgentState(__version__, loaded.config.agent.workers)
+        self.exposition = Exposition(self.state)
+        self._wake = threading.Event()
+        self._results: queue.Queue = queue.Queue()
+        self._pending: list[Evaluated] = []
+        self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set)
+        self.jobs: dict[str, Job] = {}
+        self._stop = threading.Event()
+        self._reload = False
+        self._heartbeat = time.monotonic()
+        self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
+        self._maintenance: Plan | None = None
+        self._maintenance_thread: threading.Thread | None = None
+        self.server: MetricsServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.loaded.config
+        self._install_signals()
+        self._apply(self.loaded, first=True)
+        host, port = split_target(cfg.http.listen)
+        auth = cfg.http.basic_auth
+        self.server = MetricsServer((host, port), self.exposition, self._health,
+                                    (auth.username, auth.password.reveal()) if auth else None)
+        self.server.serve_in_thread()
+        self._sink_thread.start()
+        self.exposition.refresh()
+        self.store.add_log(f"agent started (version {__version__}, {len(self.jobs)} checks)", at=time.time())
+        logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
+                   store=str(self.loaded.db_path), pid=os.getpid())
+        notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._request_reload())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def _loop(self) -> None:
+        watchdog = watchdog_interval()
+        last_ping = 0.0
+        while not self._stop.is_set():
+            if self._reload:
+                self._reload = False
+                self._do_reload()
+            now = time.time()
+            for job in list(self.jobs.values()):
+                if job.next_due <= now:
+                    self._dispatch(job, now)
+            self._maybe_maintain(now)
+            deadline_in = self.runner.pump()
+            self._heartbeat = time.monotonic()
+            if watchdog and self._heartbeat - last_ping >= watchdog:
+                notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+                last_ping = self._heartbeat
+            wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+                       + ([deadline_in] if deadline_in is not None else []))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _shutdown(self) -> None:
+        notify("STOPPING=1")
+        grace = self.loaded.config.agent.shutdown_grace
+        logs.event("agent.stopping", running=self.runner.busy, grace=f"{grace:g}s")
+        self.runner.drop_queued()
+        end = time.monotonic() + grace
+        while not self.runner.idle() and time.monotonic() < end:
+            self.runner.pump()
+            time.sleep(0.05)
+        self.runner.pump()
+        self._results.put(None)
+        self._sink_thread.join(timeout=max(5.0, grace))
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+        self.store.add_log("agent stopped", at=time.time())
+        self.store.close()
+        logs.event("agent.stopped")
+
+    # -- config ----------------------------------------------------------------------------------------
+
+    def _apply(self, loaded: LoadedConfig, first: bool = False) -> None:
+        """Build jobs for a (new) config; a check whose options did not change keeps its state."""
+        persisted = self.store.scheduler_state()
+        now = time.time()
+        jobs: dict[str, Job] = {}
+        for options in loaded.checks:
+            if not options.enabled:
+                continue
+            old = self.jobs.get(options.name)
+            trigger = loaded.triggers[options.name]
+            if old and old.options == options and old.trigger == trigger:
+                jobs[options.name] = old
+                continue
+            job = Job(CHECK_TYPES[options.type](options), trigger, loaded.timeout_for(options))
+            fired, ran = persisted.get(options.name, (None, None))
+            plan = plan_start(trigger, fired, ran, now, loaded.tz, self._jitter_key(job), options.jitter)
+            if plan.arm:
+                self.store.mark_fired(job.name, now)
+            if plan.catch_up:
+                logs.event("check.catch_up", check=job.name, last_fired=_iso(fired))
+                self.store.add_log(f"catch-up run of {job.name}: due time missed while the agent was down",
+                                   at=now, check_name=job.name)
+            job.next_due, job.next_fire = plan.next_due, plan.next_fire
+            jobs[options.name] = job
+        self.loaded = loaded
+        self.jobs = jobs
+        self.state.jobs = list(jobs.values())
+        fired, _ = persisted.get(STORE_MAINTENANCE, (None, None))
+        trigger = Calendar(_maintenance_spec(loaded), "store maintenance")
+        self._maintenance = plan_start(trigger, fired, None, now, loaded.tz, STORE_MAINTENANCE, 0)
+        if self._maintenance.arm:
+            self.store.mark_fired(STORE_MAINTENANCE, now)
+        logs.set_level(loaded.config.agent.log_level)
+
+    def _do_reload(self) -> None:
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            loaded = load_config(self.loaded.path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                logs.event("config.invalid", "error", error=str(issue))
+            logs.event("config.reload_failed", "error", errors=len(exc.issues), kept="previous config")
+            self.state.config_ok = False
+            self.store.add_log(f"config reload failed ({len(exc.issues)} errors); previous config kept",
+                               at=time.time())
+        else:
+            for what, old, new in (("http.listen", self.loaded.config.http, loaded.config.http),
+                                   ("store", self.loaded.db_path, loaded.db_path)):
+                if old != new:
+                    logs.event("config.needs_restart", "warning", changed=what)
+            self._apply(loaded)
+            self.state.config_ok = True
+            self.state.config_loaded_at = time.time()
+            self.store.add_log(f"config reloaded ({len(self.jobs)} checks)", at=time.time())
+            logs.event("config.reloaded", checks=len(self.jobs))
+        self.exposition.refresh()
+        notify("READY=1", f"STATUS={self._status_line()}")
+
+    def _jitter_key(self, job: Job) -> str:
+        return f"{self.loaded.config.agent.hostname}/{job.name}"
+
+    # -- scheduling and results ------------------------------------------------------------------------
+
+    def _dispatch(self, job: Job, now: float) -> None:
+        scheduled, fired = job.next_due, job.next_fire
+        if fired is not None:
+            self.store.mark_fired(job.name, fired)
+        self.runner.request(job, scheduled)
+        plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, self._jitter_key(job),
+                         job.options.jitter)
+        job.next_due, job.next_fire = plan.next_due, plan.next_fire
+
+    def _deliver(self, job: Job, result: CheckResult, started: float, duration: float, scheduled: float) -> None:
+        self._results.put((job, result, started, duration, scheduled))
+
+    def _sink(self) -> None:
+        """Evaluate, store and publish results; batches what arrives together into one commit."""
+        running = True
+        while running:
+            try:
+                item = self._results.get(timeout=5.0 if self._pending else None)
+            except queue.Empty:
+                item = ()
+            batch = [item] if item else []
+            running = item is not None
+            while running:
+                try:
+                    more = self._results.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    running = False
+                else:
+                    batch.append(more)
+            self._pending += [self._evaluate(*entry) for entry in batch]
+            self._flush()
+            self.state.abandoned_runs = self.runner.abandoned
+            self.exposition.refresh()
+
+    def _evaluate(self, job: Job, result: CheckResult, started: float, duration: float,
+                  scheduled: float) -> Evaluated:
+        verdict = evaluate(job.check, result, job.window, started + duration)
+        job.window = verdict.state
+        run = Evaluated(job.name, job.check.TYPE, verdict.status, verdict.summary[:SUMMARY_CAP_CHARS * 2],
+                        result.samples, result.details, started, duration, scheduled, verdict.pending)
+        previous = job.latest.status if job.latest else None
+        job.latest = run
+        job.lag = max(0.0, started - scheduled)
+        job.runs[verdict.status.label] += 1
+        if verdict.status is not previous:
+            logs.event("check.status_changed", "info" if verdict.status is Status.OK else "warning", check=job.name,
+                       status=verdict.status.label, was=previous.label if previous else None,
+                       summary=verdict.summary)
+        return run
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            self.store.record_runs(self._pending)
+            self._pending = []
+        except Exception as exc:  # disk full, I/O error: keep the results and retry
+            self.state.store_write_errors += 1
+            logs.event("store.write_failed", "error", error=str(exc), pending=len(self._pending))
+            if len(self._pending) > MAX_PENDING_RUNS:
+                dropped = len(self._pending) - MAX_PENDING_RUNS
+                self._pending = self._pending[dropped:]
+                logs.event("store.dropped_runs", "error", dropped=dropped)
+        self.state.store_pending = len(self._pending)
+
+    # -- store maintenance -----------------------------------------------------------------------------
+
+    def _maybe_maintain(self, now: float) -> None:
+        plan = self._maintenance
+        if plan is None or plan.next_due > now:
+            return
+        if self._maintenance_thread and self._maintenance_thread.is_alive():
+            return
+        self.store.mark_fired(STORE_MAINTENANCE, plan.next_fire)
+        retention = self.loaded.config.store.retention
+        tz = self.loaded.tz
+
+        def work():
+            try:
+                done = self.store.rollup_and_prune(time.time(), tz, retention.raw, retention.rollups)
+                logs.event("store.maintained", **done)
+            except Exception as exc:
+                logs.event("store.maintenance_failed", "error", error=str(exc))
+
+        self._maintenance_thread = threading.Thread(target=work, name="store-maintenance", daemon=True)
+        self._maintenance_thread.start()
+        trigger = Calendar(_maintenance_spec(self.loaded), "store maintenance")
+        self._maintenance = plan_next(trigger, plan.next_due, plan.next_fire, now, tz, STORE_MAINTENANCE, 0)
+
+    # -- health ----------------------------------------------------------------------------------------
+
+    def _health(self) -> tuple[bool, str]:
+        stalled = time.monotonic() - self._heartbeat
+        if stalled > 10 * MAX_TICK_SECONDS:
+            return False, f"scheduler loop stalled for {stalled:.0f}s"
+        if self.state.store_pending:
+            return False, f"{self.state.store_pending} results not yet written to the store"
+        return True, "ok " + self._status_line()
+
+    def _status_line(self) -> str:
+        counts = {s: 0 for s in Status}
+        for job in self.jobs.values():
+            if job.latest:
+                counts[job.latest.status] += 1
+        bad = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n and s is not Status.OK)
+        return f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+
+
+def _maintenance_spec(loaded: LoadedConfig) -> CalendarSpec:
+    return parse_calendar(loaded.config.store.maintenance_at)
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
+
+
+def run_daemon(config_path: Path) -> int:
+    loaded = load_config(config_path)
+    logs.setup(loaded.config.agent.log_level)
+    return Daemon(loaded).run()

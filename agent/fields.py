@@ -1,0 +1,101 @@
+"""Pydantic field types for agent.yaml: human units in, base units out.
+
+Each type also declares its JSON Schema so `maint-agent config schema` shows what
+an operator may write (`"30s"`), not what the agent stores (30.0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from agent.units import parse_duration, parse_ratio, parse_size
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
+                              {"type": "number", "minimum": 0}],
+                    "description": "seconds, or a duration such as 250ms, 30s, 5m, 26h, 7d"}),
+]
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                    "description": "bytes, or a size such as 512MiB, 10GiB, 2GB"}),
+]
+
+Ratio = Annotated[
+    float,
+    BeforeValidator(parse_ratio),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?%$"},
+                              {"type": "number", "minimum": 0}],
+                    "description": "a percentage such as 85%, or a ratio 0..1"}),
+]
+
+Count = Annotated[float, Field(ge=0)]
+
+Name = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
+          description="lower-case letters, digits, '.', '_' and '-'; used as a metric label"),
+]
+
+
+_SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")
+
+
+class Secret(str):
+    """A reference to a secret (`${env:NAME}`, `${file:/path}`, `${credential:NAME}`).
+
+    The string value IS the reference, so the config, logs, reports and the
+    store only ever hold the reference; `reveal()` reads the secret at the
+    moment of use. A literal value is accepted but discouraged.
+    """
+
+    def reveal(self) -> str:
+        match = _SECRET_RE.match(self)
+        if not match:
+            return str(self)
+        kind, ref = match.groups()
+        if kind == "env":
+            value = os.environ.get(ref)
+            if value is None:
+                raise LookupError(f"environment variable {ref} is not set")
+            return value
+        path = Path(ref) if kind == "file" else _credential_path(ref)
+        return path.read_text().rstrip("\n")
+
+    def __repr__(self) -> str:
+        return f"Secret({str.__repr__(self) if _SECRET_RE.match(self) else '***'})"
+
+
+def _credential_path(name: str) -> Path:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise LookupError(f"credential {name}: CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+    return Path(directory) / name
+
+
+def _check_secret(value: str) -> Secret:
+    """Resolve once at load so a missing variable or unreadable file is a config error, then forget the value."""
+    secret = Secret(value)
+    try:
+        secret.reveal()
+    except (OSError, LookupError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"cannot read secret {value}: {reason}") from None
+    return secret
+
+
+SecretStr = Annotated[
+    str,
+    AfterValidator(_check_secret),
+    WithJsonSchema({"type": "string",
+                    "description": "a secret reference: ${env:NAME}, ${file:/path} or ${credential:NAME}"}),
+]

@@ -1,0 +1,259 @@
+"""/metrics and /healthz: prometheus_client exposition of the agent's latest in-memory state.
+
+The body is rendered when the state changes (after a batch of results), not
+on scrape: a scrape never runs a check, reads SQLite or walks the jobs, so it
+costs the same with 5 checks or 500 and concurrent scrapes do not contend.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+
+from agent.job import Job
+from agent.result import Status
+from checks import CHECK_TYPES
+from checks.base import MetricSpec
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One exported metric family: the contract the exposition is tested against."""
+
+    name: str
+    kind: str          # gauge, counter, info
+    help: str
+    labels: tuple[str, ...]
+
+
+AGENT_FAMILIES = (
+    Family("maint_agent", "info", "Agent build information.", ("version",)),
+    Family("maint_agent_start_time_seconds", "gauge", "Unix time the agent started.", ()),
+    Family("maint_agent_config_last_reload_successful", "gauge", "1 when the last config (re)load succeeded.", ()),
+    Family("maint_agent_config_last_reload_success_timestamp_seconds", "gauge",
+           "Unix time of the last successful config load.", ()),
+    Family("maint_store_write_errors_total", "counter", "Failed store writes (results kept and retried).", ()),
+    Family("maint_store_pending_runs", "gauge", "Results not yet committed to the store.", ()),
+    Family("maint_runner_workers", "gauge", "Size of the check worker pool.", ()),
+    Family("maint_runner_abandoned_runs_total", "counter",
+           "Runs that overran their timeout and were reported UNKNOWN while their thread was left behind.", ()),
+    Family("maint_check_status", "gauge", "Latest status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+           ("check", "type")),
+    Family("maint_check_pending_status", "gauge",
+           "Status a threshold breach turns into once its `for` window has held (0 when none is pending).",
+           ("check",)),
+    Family("maint_check_last_run_timestamp_seconds", "gauge", "Unix time the latest run started.", ("check",)),
+    Family("maint_check_last_duration_seconds", "gauge", "Duration of the latest run.", ("check",)),
+    Family("maint_check_next_run_timestamp_seconds", "gauge", "Unix time the next run is due.", ("check",)),
+    Family("maint_check_interval_seconds", "gauge", "Configured interval (interval checks only).", ("check",)),
+    Family("maint_check_schedule_lag_seconds", "gauge", "Latest run's start minus its due time.", ("check",)),
+    Family("maint_check_runs_total", "counter", "Completed runs by resulting status.", ("check", "status")),
+    Family("maint_check_skipped_runs_total", "counter",
+           "Runs skipped because the previous run of the check was still in flight.", ("check",)),
+)
+
+
+def check_families() -> list[Family]:
+    """The per-type metric families, from each check type's declared METRICS."""
+    families = {}
+    for cls in CHECK_TYPES.values():
+        for spec in cls.METRICS:
+            name = exported_name(cls.metric_prefix(), spec)
+            families[name] = Family(name, "gauge", spec.help, ("check", *spec.labels))
+    return list(families.values())
+
+
+def contract() -> list[Family]:
+    return list(AGENT_FAMILIES) + check_families()
+
+
+def exported_name(prefix: str, spec: MetricSpec) -> str:
+    return f"maint_{prefix}_{spec.name}"
+
+
+class AgentState:
+    """What the collector reads: set by the daemon, swapped under a lock."""
+
+    def __init__(self, version: str, workers: int):
+        self.version = version
+        self.start_time = time.time()
+        self.workers = workers
+        self.jobs: list[Job] = []
+        self.store_write_errors = 0
+        self.store_pending = 0
+        self.abandoned_runs = 0
+        self.config_ok = True
+        self.config_loaded_at = self.start_time
+
+
+class StateCollector:
+    def __init__(self, state: AgentState):
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        st = self.state
+        fams = {f.name: f for f in AGENT_FAMILIES}
+
+        def gauge(name, value=None):
+            f = fams[name]
+            g = GaugeMetricFamily(name, f.help, labels=f.labels or None)
+            if value is not None:
+                g.add_metric([], value)
+            return g
+
+        def counter(name, value=None):
+            f = fams[name]
+            c = CounterMetricFamily(name.removesuffix("_total"), f.help, labels=f.labels or None)
+            if value is not None:
+                c.add_metric([], value)
+            return c
+
+        yield InfoMetricFamily("maint_agent", fams["maint_agent"].help, value={"version": st.version})
+        yield gauge("maint_agent_start_time_seconds", st.start_time)
+        yield gauge("maint_agent_config_last_reload_successful", 1 if st.config_ok else 0)
+        yield gauge("maint_agent_config_last_reload_success_timestamp_seconds", st.config_loaded_at)
+        yield counter("maint_store_write_errors_total", st.store_write_errors)
+        yield gauge("maint_store_pending_runs", st.store_pending)
+        yield gauge("maint_runner_workers", st.workers)
+        yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
+        yield from self._jobs(gauge, counter)
+
+    def _jobs(self, gauge, counter) -> Iterable[Metric]:
+        jobs = list(self.state.jobs)
+        status, pending = gauge("maint_check_status"), gauge("maint_check_pending_status")
+        last_run, duration = gauge("maint_check_last_run_timestamp_seconds"), gauge("maint_check_last_duration_seconds")
+        next_run, interval = gauge("maint_check_next_run_timestamp_seconds"), gauge("maint_check_interval_seconds")
+        lag, runs, skipped = (gauge("maint_check_schedule_lag_seconds"), counter("maint_check_runs_total"),
+                              counter("maint_check_skipped_runs_total"))
+        values: dict[str, GaugeMetricFamily] = {}
+        specs = {f.name: f for f in check_families()}
+        for job in jobs:
+            name = job.name
+            next_run.add_metric([name], job.next_due)
+            seconds = getattr(job.trigger, "seconds", None)
+            if seconds is not None:
+                interval.add_metric([name], seconds)
+            skipped.add_metric([name], job.skipped)
+            for st in Status:
+                runs.add_metric([name, st.label], job.runs.get(st.label, 0))
+            latest = job.latest
+            if latest is None:
+                continue
+            status.add_metric([name, job.check.TYPE], int(latest.status))
+            pending.add_metric([name], int(latest.pending))
+            last_run.add_metric([name], latest.started)
+            duration.add_metric([name], latest.duration)
+            lag.add_metric([name], job.lag)
+            prefix = job.check.metric_prefix()
+            for s in latest.samples:
+                spec = job.check.metric_spec(s.name)
+                if spec is None:
+                    continue
+                metric = exported_name(prefix, spec)
+                family = values.get(metric)
+                if family is None:
+                    f = specs[metric]
+                    family = values[metric] = GaugeMetricFamily(metric, f.help, labels=f.labels)
+                labels = dict(s.labels)
+                family.add_metric([name] + [labels.get(label, "") for label in spec.labels], s.value)
+        yield from (status, pending, last_run, duration, next_run, interval, lag, runs, skipped)
+        yield from values.values()
+
+
+class Exposition:
+    """The rendered /metrics body, refreshed by the daemon after each state change."""
+
+    def __init__(self, state: AgentState):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StateCollector(state))
+        self._lock = threading.Lock()
+        self._body = b""
+        self._gzipped: bytes | None = None
+
+    def refresh(self) -> None:
+        body = generate_latest(self.registry)
+        with self._lock:
+            self._body, self._gzipped = body, None
+
+    def body(self, want_gzip: bool) -> tuple[bytes, bool]:
+        with self._lock:
+            if not want_gzip:
+                return self._body, False
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self._body, compresslevel=5)
+            return self._gzipped, True
+
+
+class MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
+                 credentials: tuple[str, str] | None = None):
+        import socket
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.exposition = exposition
+        self.healthy = healthy
+        self.expected_auth = (b"Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode())
+                              if credentials else None)
+        super().__init__(address, _Handler)
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5}, name="http",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: MetricsServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            ok, text = self.server.healthy()
+            return self._send(200 if ok else 503, text.encode() + b"\n", "text/plain; charset=utf-8")
+        if not self._authorised():
+            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
+                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
+        if path == "/metrics":
+            body, zipped = self.server.exposition.body("gzip" in self.headers.get("Accept-Encoding", ""))
+            return self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if zipped else None)
+        if path == "/":
+            return self._send(200, b'<html><body><a href="/metrics">/metrics</a> '
+                                   b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")
+        self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def _authorised(self) -> bool:
+        expected = self.server.expected_auth
+        if expected is None:
+            return True
+        given = self.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    def _send(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - scrapes are not events
+        pass

@@ -1,0 +1,65 @@
+"""When each check runs next: pure functions of (trigger, persisted state, now).
+
+Interval checks keep their cadence (no drift) and skip slots missed while the
+agent was stopped or stalled. Calendar checks fire at their local wall time;
+a due time missed while the agent was down is run once on start (systemd
+`Persistent=true`), never once per missed slot. Times are wall-clock epoch
+seconds; the calendar module does the local-time arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from agent.calendar import catch_up_due, jitter_offset_seconds, next_fire
+from agent.config import Calendar, Interval, Trigger
+from agent.units import format_duration
+
+
+@dataclass(frozen=True)
+class Plan:
+    next_due: float             # when to start the run (jitter included)
+    next_fire: float | None     # calendar: the slot itself; None for intervals
+    catch_up: bool = False      # a missed calendar slot: run now, once
+    arm: bool = False           # first sight of a calendar check: persist `now` as its last fired time
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def plan_start(trigger: Trigger, last_fired: float | None, last_run: float | None, now: float, tz: ZoneInfo,
+               jitter_key: str, jitter: float) -> Plan:
+    """Given the persisted state of a check at agent start, return its first run."""
+    if isinstance(trigger, Interval):
+        if last_run is not None and now < last_run + trigger.seconds:
+            return Plan(last_run + trigger.seconds, None)
+        return Plan(now + jitter_offset_seconds(jitter_key, min(jitter, trigger.seconds)), None)
+    if last_fired is None:
+        fire = next_fire(trigger.spec, _utc(now), tz).timestamp()
+        return Plan(fire + jitter_offset_seconds(jitter_key, jitter), fire, arm=True)
+    if catch_up_due(trigger.spec, _utc(last_fired), _utc(now), tz):
+        return Plan(now, now, catch_up=True)
+    fire = next_fire(trigger.spec, _utc(last_fired), tz).timestamp()
+    return Plan(fire + jitter_offset_seconds(jitter_key, jitter), fire)
+
+
+def plan_next(trigger: Trigger, scheduled: float, fired: float | None, now: float, tz: ZoneInfo,
+              jitter_key: str, jitter: float) -> Plan:
+    """Given the run just dispatched (due at `scheduled`, slot `fired`), return the following one."""
+    if isinstance(trigger, Interval):
+        every = trigger.seconds
+        slots = max(1, math.floor((now - scheduled) / every) + 1)
+        return Plan(scheduled + slots * every, None)
+    fire = next_fire(trigger.spec, _utc(max(fired if fired is not None else now, now)), tz).timestamp()
+    return Plan(fire + jitter_offset_seconds(jitter_key, jitter), fire)
+
+
+def describe(trigger: Trigger) -> str:
+    if isinstance(trigger, Interval):
+        return f"every {format_duration(trigger.seconds)}"
+    return trigger.spec.describe() if trigger.name == trigger.spec.text else f"{trigger.name} ({trigger.spec.describe()})"
+

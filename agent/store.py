@@ -1,0 +1,215 @@
+"""The SQLite store: check runs, action audit, maintenance log, scheduler state, daily rollups.
+
+One writer (the daemon's result sink); the CLI opens the file read-only and, in
+WAL mode, reads while the daemon writes. `synchronous=FULL` makes every
+committed batch survive a power cut, not only a crash. Schema changes are
+forward migrations keyed by `PRAGMA user_version`; sqlite-utils creates the
+tables and indexes, the hot-path inserts are plain prepared statements.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import date, datetime, time as dtime, timedelta
+from pathlib import Path
+from typing import Callable, Iterable
+from zoneinfo import ZoneInfo
+
+from agent.result import Evaluated
+
+BUSY_TIMEOUT_MS = 5000
+PRUNE_BATCH_ROWS = 20000
+
+
+def _migrate_1(db) -> None:
+    db["checks"].create({"id": int, "name": str, "type": str}, pk="id", not_null={"name"})
+    db["checks"].create_index(["name"], unique=True)
+    db["check_runs"].create(
+        {"id": int, "check_id": int, "started": float, "duration": float, "scheduled": float,
+         "status": int, "pending": int, "summary": str, "metrics": str, "details": str},
+        pk="id", not_null={"check_id", "started", "status"}, foreign_keys=[("check_id", "checks", "id")])
+    db["check_runs"].create_index(["check_id", "started"], index_name="check_runs_by_check")
+    db["check_runs"].create_index(["started"], index_name="check_runs_by_time")
+    db.execute("""CREATE TABLE check_rollups (
+        check_id INTEGER NOT NULL REFERENCES checks(id), day TEXT NOT NULL, runs INTEGER NOT NULL,
+        ok INTEGER NOT NULL, warning INTEGER NOT NULL, critical INTEGER NOT NULL, unknown INTEGER NOT NULL,
+        metrics TEXT, PRIMARY KEY (check_id, day)) WITHOUT ROWID""")
+    db["action_runs"].create(
+        {"id": int, "started": float, "duration": float, "action": str, "action_type": str,
+         "check_name": str, "trigger": str, "target": str, "dry_run": int, "exit_code": int,
+         "output": str, "verified": int, "outcome": str, "details": str}, pk="id")
+    db["action_runs"].create_index(["started"])
+    db["maintenance_log"].create(
+        {"id": int, "at": float, "category": str, "author": str, "source": str, "check_name": str,
+         "message": str}, pk="id", not_null={"at", "message"})
+    db["maintenance_log"].create_index(["at"])
+    db["scheduler_state"].create({"check_name": str, "last_fired": float, "last_run": float}, pk="check_name")
+    db["agent_state"].create({"key": str, "value": str}, pk="key")
+
+
+MIGRATIONS: list[Callable] = [_migrate_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class Store:
+    """The daemon's read-write handle. Every method is safe to call from any thread."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = connect(path)
+        self._lock = threading.Lock()
+        self._check_ids: dict[str, int] = {}
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Apply forward migrations; refuse a store written by a newer agent."""
+        import sqlite_utils
+
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"store {self.path} has schema {version}, newer than this agent's {SCHEMA_VERSION}")
+        db = sqlite_utils.Database(self.conn)
+        for number in range(version, SCHEMA_VERSION):
+            with self._lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    MIGRATIONS[number](db)
+                    self.conn.execute(f"PRAGMA user_version={number + 1}")
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.execute("PRAGMA optimize")
+            self.conn.close()
+
+    def _check_id(self, name: str, check_type: str) -> int:
+        if name not in self._check_ids:
+            row = self.conn.execute("SELECT id FROM checks WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = (self.conn.execute("INSERT INTO checks(name, type) VALUES (?, ?)", (name, check_type)).lastrowid,)
+            self._check_ids[name] = row[0]
+        return self._check_ids[name]
+
+    def record_runs(self, runs: Iterable[Evaluated]) -> None:
+        """Commit a batch of runs and their scheduler state in one transaction (all or nothing)."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for run in runs:
+                    check_id = self._check_id(run.check, run.check_type)
+                    self.conn.execute(
+                        "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
+                        " metrics, details) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (check_id, run.started, run.duration, run.scheduled, int(run.status), int(run.pending),
+                         run.summary, json.dumps({s.key: s.value for s in run.samples}, separators=(",", ":")),
+                         json.dumps(run.details, separators=(",", ":"), default=str) if run.details else None))
+                    self.conn.execute(
+                        "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
+                        "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
+                        (run.check, run.started))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                self._check_ids.clear()
+                raise
+
+    def mark_fired(self, check: str, fired_at: float) -> None:
+        """Persist that a calendar check's due time was handled, before it runs (catch-up never repeats)."""
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO scheduler_state(check_name, last_fired) VALUES (?, ?) "
+                "ON CONFLICT(check_name) DO UPDATE SET last_fired = excluded.last_fired", (check, fired_at))
+
+    def scheduler_state(self) -> dict[str, tuple[float | None, float | None]]:
+        """check name → (last_fired, last_run)."""
+        with self._lock:
+            rows = self.conn.execute("SELECT check_name, last_fired, last_run FROM scheduler_state").fetchall()
+        return {name: (fired, ran) for name, fired, ran in rows}
+
+    def add_log(self, message: str, *, at: float, category: str = "agent", author: str = "maint-agent",
+                source: str = "agent", check_name: str | None = None) -> int:
+        with self._lock:
+            return self.conn.execute(
+                "INSERT INTO maintenance_log(at, category, author, source, check_name, message) VALUES (?,?,?,?,?,?)",
+                (at, category, author, source, check_name, message)).lastrowid
+
+    def get_state(self, key: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM agent_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self.conn.execute("INSERT OR REPLACE INTO agent_state(key, value) VALUES (?, ?)", (key, value))
+
+    def rollup_and_prune(self, now: float, tz: ZoneInfo, keep_raw: float, keep_rollups: float) -> dict[str, int]:
+        """Roll every completed local day not yet rolled up, then prune raw runs and old rollups.
+
+        Raw rows go in batches so the CLI and the sink are never locked out for long.
+        """
+        today = datetime.fromtimestamp(now, tz).date()
+        through = self.get_state("rollup_through")
+        if through:
+            day = date.fromisoformat(through) + timedelta(days=1)
+        else:
+            with self._lock:
+                first = self.conn.execute("SELECT min(started) FROM check_runs").fetchone()[0]
+            day = datetime.fromtimestamp(first, tz).date() if first is not None else today
+        rolled = 0
+        while day < today:
+            self._rollup_day(day, tz)
+            self.set_state("rollup_through", day.isoformat())
+            day += timedelta(days=1)
+            rolled += 1
+        pruned = 0
+        while True:
+            with self._lock:
+                deleted = self.conn.execute(
+                    "DELETE FROM check_runs WHERE id IN (SELECT id FROM check_runs WHERE started < ? LIMIT ?)",
+                    (now - keep_raw, PRUNE_BATCH_ROWS)).rowcount
+            pruned += deleted
+            if deleted < PRUNE_BATCH_ROWS:
+                break
+        cutoff = datetime.fromtimestamp(now - keep_rollups, tz).date().isoformat()
+        with self._lock:
+            dropped = self.conn.execute("DELETE FROM check_rollups WHERE day < ?", (cutoff,)).rowcount
+        return {"days_rolled_up": rolled, "runs_pruned": pruned, "rollups_pruned": dropped}
+
+    def _rollup_day(self, day: date, tz: ZoneInfo) -> None:
+        start = datetime.combine(day, dtime(0), tz).timestamp()
+        end = datetime.combine(day + timedelta(days=1), dtime(0), tz).timestamp()
+        with self._lock:
+            counts = self.conn.execute(
+                "SELECT check_id, count(*), sum(status=0), sum(status=1), sum(status=2), sum(status=3) "
+                "FROM check_runs WHERE started >= ? AND started < ? GROUP BY check_id", (start, end)).fetchall()
+            stats: dict[int, dict] = {}
+            for check_id, key, low, avg, high in self.conn.execute(
+                    "SELECT r.check_id, j.key, min(j.value), avg(j.value), max(j.value) "
+                    "FROM check_runs r, json_each(r.metrics) j WHERE r.started >= ? AND r.started < ? "
+                    "GROUP BY r.check_id, j.key", (start, end)):
+                stats.setdefault(check_id, {})[key] = {"min": low, "avg": avg, "max": high}
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for check_id, runs, ok, warning, critical, unknown in counts:
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO check_rollups VALUES (?,?,?,?,?,?,?,?)",
+                        (check_id, day.isoformat(), runs, ok, warning, critical, unknown,
+                         json.dumps(stats.get(check_id, {}), separators=(",", ":"))))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise

@@ -1,0 +1,109 @@
+"""The shape every check type has: an options model, declared metrics, `run(ctx)`."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.fields import Count, Duration, Name, Ratio
+from agent.result import CheckResult, Sample
+
+
+class CheckOptions(BaseModel):
+    """Fields every check accepts; each type adds its own (and `type: Literal[...]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Name
+    type: str
+    description: str = ""
+    enabled: bool = True
+    every: Duration | None = Field(None, description="run at this interval, e.g. 15s")
+    schedule: str | None = Field(
+        None, description="a name from `schedules:` (daily, weekly, …) or a calendar spec such as 'sun 02:30'")
+    timeout: Duration | None = Field(None, description="default: agent.check_timeout")
+    jitter: Duration = Field(0.0, description="spread calendar runs by up to this much (stable per host)")
+    sustained: Duration = Field(
+        0.0, alias="for", description="a threshold breach turns WARNING/CRITICAL only after holding this long")
+
+
+class RatioThresholds(BaseModel):
+    warning: Ratio | None = None
+    critical: Ratio | None = None
+
+
+class DurationThresholds(BaseModel):
+    warning: Duration | None = None
+    critical: Duration | None = None
+
+
+class CountThresholds(BaseModel):
+    warning: Count | None = None
+    critical: Count | None = None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric: `maint_<prefix>_<name>` with labels `check` + `labels`."""
+
+    name: str
+    unit: Literal["ratio", "seconds", "bytes", "count", "boolean", "info"]
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Which samples the config's warning/critical apply to, and which side is bad."""
+
+    metrics: tuple[str, ...]
+    unit: str
+    bad_when: Literal["above", "below"] = "above"
+
+
+@dataclass
+class CheckContext:
+    """What a run may use from the outside world; injected so tests can replace it."""
+
+    timeout: float
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    hostname: str = field(default_factory=socket.gethostname)
+
+    def remaining(self, started: float) -> float:
+        """Seconds left of the run's timeout, for I/O that takes its own timeout."""
+        return max(0.0, self.timeout - (self.monotonic() - started))
+
+
+class Check:
+    """Base class. A subclass sets TYPE, Options, METRICS, THRESHOLD and implements run()."""
+
+    TYPE: ClassVar[str]
+    Options: ClassVar[type[CheckOptions]]
+    METRIC_PREFIX: ClassVar[str | None] = None
+    METRICS: ClassVar[tuple[MetricSpec, ...]] = ()
+    THRESHOLD: ClassVar[Threshold | None] = None
+
+    def __init__(self, options: CheckOptions):
+        self.options = options
+
+    @classmethod
+    def metric_prefix(cls) -> str:
+        return cls.METRIC_PREFIX or cls.TYPE
+
+    @classmethod
+    def metric_spec(cls, name: str) -> MetricSpec | None:
+        return next((m for m in cls.METRICS if m.name == name), None)
+
+    def threshold_samples(self, result: CheckResult) -> list[Sample]:
+        """The samples the configured warning/critical are compared with."""
+        if self.THRESHOLD is None:
+            return []
+        return [s for s in result.samples if s.name in self.THRESHOLD.metrics]
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        raise NotImplementedError

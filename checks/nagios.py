@@ -1,0 +1,116 @@
+"""Nagios/monitoring-plugins compatible commands: exit code is the status, perfdata are samples.
+
+Runs an argv list (never a shell), in its own process group so a timeout kills
+the plugin and everything it started; output is capped so a chatty plugin
+cannot fill memory or the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from agent.result import CheckResult, Status, sample
+from checks.base import Check, CheckContext, CheckOptions, MetricSpec
+
+OUTPUT_CAP_BYTES = 64 * 1024
+SUMMARY_CAP_CHARS = 300
+
+_PERF_RE = re.compile(r"""('[^']+'|[^\s=]+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
+_UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
+        "%": ("ratio", 0.01), "B": ("bytes", 1), "KB": ("bytes", 1024), "MB": ("bytes", 2**20),
+        "GB": ("bytes", 2**30), "TB": ("bytes", 2**40), "c": ("count", 1), "": ("count", 1)}
+
+
+class NagiosCheck(Check):
+    TYPE = "nagios"
+
+    class Options(CheckOptions):
+        type: Literal["nagios"]
+        command: tuple[str, ...] = Field(..., min_length=1,
+                                         description="argv list, e.g. [/usr/lib/nagios/plugins/check_load, -w, '5,4,3']")
+        env: dict[str, str] = Field(default_factory=dict, description="extra environment (PATH and LANG=C are set)")
+
+        @field_validator("command")
+        @classmethod
+        def _absolute_program(cls, command):
+            if not command[0].startswith("/"):
+                raise ValueError(f"program {command[0]!r} must be an absolute path (argv list, no shell)")
+            return command
+
+    METRICS = (
+        MetricSpec("perfdata_value", "count",
+                   "A plugin's performance data value in base units (seconds, bytes, ratio).", ("label", "unit")),
+        MetricSpec("exit_code", "count", "The plugin's exit code."),
+    )
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **self.options.env}
+        try:
+            proc = subprocess.Popen(self.options.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        except OSError as exc:
+            return CheckResult.unknown(f"cannot run {self.options.command[0]}: {exc.strerror}")
+        try:
+            output = _read_capped(proc, ctx.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return CheckResult.unknown(f"plugin timed out after {ctx.timeout:g}s")
+        code = proc.returncode
+        text = output.decode("utf-8", "replace")
+        first_line, _, rest = text.partition("\n")
+        summary_part, _, perf_text = first_line.partition("|")
+        perf_text += " " + rest.partition("|")[2]
+        samples = [sample("exit_code", code)] + parse_perfdata(perf_text)
+        status = Status(code) if code in (0, 1, 2, 3) else Status.UNKNOWN
+        summary = summary_part.strip()[:SUMMARY_CAP_CHARS] or f"exit code {code}, no output"
+        if code < 0:
+            summary = f"plugin killed by signal {-code}"
+        return CheckResult(status, summary, tuple(samples), {"output": text[:4096]})
+
+
+def _read_capped(proc: subprocess.Popen, timeout: float) -> bytes:
+    """Read at most OUTPUT_CAP_BYTES, drain and discard the rest, wait for exit within timeout."""
+    deadline = time.monotonic() + timeout
+    kept = bytearray()
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            if not sel.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            if len(kept) < OUTPUT_CAP_BYTES:
+                kept += chunk[: OUTPUT_CAP_BYTES - len(kept)]
+    proc.stdout.close()
+    proc.wait(max(0.0, deadline - time.monotonic()))
+    return bytes(kept)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def parse_perfdata(text: str) -> list:
+    """Given Nagios perfdata (`time=0.2s;1;2 size=10KB`), return samples in base units."""
+    samples = []
+    for label, value, uom in _PERF_RE.findall(text):
+        unit, factor = _UOM.get(uom, ("count", 1.0))
+        samples.append(sample("perfdata_value", float(value) * factor, label=label.strip("'"), unit=unit))
+    return samples
