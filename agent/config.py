@@ -101,7 +101,7 @@ class Config(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     http: HttpSection = HttpSection()
     store: StoreSection = StoreSection()
-    schedules: dict[Name, str] = Field(default_factory=dict,
+    schedules: dict[Name, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
                                        description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
     checks: tuple[CheckConfig, ...] = ()
 

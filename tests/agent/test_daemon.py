@@ -1,0 +1,192 @@
+"""The real agent as a subprocess: /metrics through promtool, history, reload, SIGKILL, catch-up, SIGTERM."""
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import have, wait_for
+
+CHECK_DUMMY = "/usr/lib/nagios/plugins/check_dummy"
+
+BASE = """
+agent:
+  state_dir: {state}
+  workers: 4
+http:
+  listen: 127.0.0.1:{port}
+checks:
+"""
+
+
+def scraped_status(agent, check: str) -> float | None:
+    match = re.search(rf'^maint_check_status{{check="{re.escape(check)}",[^}}]*}} (\S+)$', agent.metrics(), re.M)
+    return float(match.group(1)) if match else None
+
+
+def runs_total(agent, check: str) -> float:
+    total = 0.0
+    for value in re.findall(rf'^maint_check_runs_total{{check="{re.escape(check)}",[^}}]*}} (\S+)$',
+                            agent.metrics(), re.M):
+        total += float(value)
+    return total
+
+
+def history(agent, *args) -> list[dict]:
+    out = agent.cli("history", "--format", "json", "--limit", "0", *args)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def db_path(agent) -> Path:
+    return agent.config.parent / "var" / "maint-agent.db"
+
+
+@pytest.mark.skipif(not have("promtool"), reason="promtool missing (Debian package prometheus)")
+def test_daemon_metrics_scrape_passes_promtool_and_history_shows_runs(agent_factory):
+    agent = agent_factory(BASE + """
+  - {name: cpu, type: cpu, every: 1s, warning: 80%, for: 5m}
+  - {name: memory, type: memory, every: 1s, warning: 85%}
+  - {name: swap, type: swap, every: 1s}
+  - {name: disk, type: disk, every: 1s, mounts: [/, /tmp], critical: 99.9%}
+  - {name: load, type: load, every: 1s}
+  - {name: self-latency, type: network_latency, every: 1s, targets: ["127.0.0.1:{port}"], warning: 200ms}
+  - {name: test-runner, type: process, every: 1s, cmdline: "pytest", critical: 1}
+  - {name: config-file, type: file, every: 1s, path: "{state}/../agent.yaml", warning: 1h}
+  - {name: echo-plugin, type: nagios, every: 1s, command: [/bin/echo, "OK - fine | time=0.5s;1;2 size=10KB"]}
+""").start()
+    names = ["cpu", "memory", "swap", "disk", "load", "self-latency", "test-runner", "config-file", "echo-plugin"]
+    wait_for(lambda: all(scraped_status(agent, n) is not None for n in names), 20, what="every check to report")
+    body = agent.metrics()
+    assert scraped_status(agent, "test-runner") == 0, "the agent sees the pytest process"
+    assert 'maint_disk_used_ratio{check="disk",mount="/tmp"}' in body
+    assert 'maint_nagios_perfdata_value{check="echo-plugin",label="time",unit="seconds"} 0.5' in body
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+    assert promtool.returncode == 0 and promtool.stdout == "" and promtool.stderr == "", promtool.stderr
+
+    runs = history(agent, "--check", "cpu")
+    assert runs and all(r["check"] == "cpu" for r in runs)
+    assert set(runs[0]) >= {"started", "status", "summary", "metrics", "duration_seconds"}
+    assert "usage_ratio" in runs[0]["metrics"]
+
+    status, text = agent.get("/healthz")
+    assert status == 200 and text.startswith(b"ok 9 checks")
+    assert agent.stop() == 0
+
+
+def test_daemon_sighup_broken_config_keeps_old_then_valid_config_applies(agent_factory):
+    agent = agent_factory(BASE + """
+  - {name: fast, type: load, every: 200ms}
+""").start()
+    wait_for(lambda: runs_total(agent, "fast") >= 2, what="first runs")
+    good = agent.config.read_text()
+    agent.config.write_text(good + "  - {name: broken, type: load, every: 5x, warnign: 1}\n")
+    agent.send(signal.SIGHUP)
+    wait_for(lambda: "maint_agent_config_last_reload_successful 0.0" in agent.metrics(), what="failed reload")
+    log = agent.log.read_text()
+    assert "event=config.invalid" in log and "checks[1].every" in log and "did you mean 'warning'" in log
+    before = runs_total(agent, "fast")
+    wait_for(lambda: runs_total(agent, "fast") >= before + 3, what="old config to keep running")
+    assert scraped_status(agent, "broken") is None
+
+    agent.config.write_text(good + "  - {name: added, type: memory, every: 200ms}\n")
+    agent.send(signal.SIGHUP)
+    wait_for(lambda: scraped_status(agent, "added") is not None, what="the new check to run")
+    assert "maint_agent_config_last_reload_successful 1.0" in agent.metrics()
+    assert agent.proc.poll() is None
+    log_rows = agent.cli("history", "--check", "added", "--format", "json")
+    assert json.loads(log_rows.stdout)
+
+
+def test_daemon_sigkill_during_writes_loses_no_committed_run_and_catches_up_once(agent_factory):
+    config = BASE + "".join(f"  - {{name: burst-{i}, type: memory, every: 100ms}}\n" for i in range(6)) + """
+  - {name: nightly, type: disk, schedule: daily, mounts: [/]}
+"""
+    agent = agent_factory(config).start()
+    wait_for(lambda: len(history(agent)) >= 150, 30, what="a burst of committed runs")
+    seen = history(agent)                       # committed: read by another process from the file
+    agent.proc.kill()                           # SIGKILL mid-burst
+    agent.proc.wait()
+
+    db = sqlite3.connect(db_path(agent))
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    stored = {(r[0], r[1]) for r in db.execute(
+        "SELECT c.name, r.started FROM check_runs r JOIN checks c ON c.id = r.check_id")}
+    missing = [r for r in seen
+               if not any(name == r["check"] and abs(started - _epoch(r["started"])) < 1 for name, started in stored)]
+    assert not missing, f"{len(missing)} committed runs lost"
+    nightly_runs = db.execute("SELECT count(*) FROM check_runs r JOIN checks c ON c.id = r.check_id "
+                              "WHERE c.name = 'nightly'").fetchone()[0]
+    assert nightly_runs == 0, "a calendar check does not run at first start"
+    # the agent was "down" across three nightly slots
+    with db:
+        db.execute("UPDATE scheduler_state SET last_fired = ? WHERE check_name = 'nightly'",
+                   (time.time() - 3 * 86400 - 600,))
+    db.close()
+
+    agent.start()
+    wait_for(lambda: len(history(agent, "--check", "nightly")) >= 1, 20, what="the catch-up run")
+    count_after_catch_up = len(history(agent, "--check", "burst-0"))
+    wait_for(lambda: len(history(agent, "--check", "burst-0")) >= count_after_catch_up + 20, 20,
+             what="twenty more scheduler rounds")
+    assert len(history(agent, "--check", "nightly")) == 1, "missed slots run once, not once per slot"
+    log = agent.log.read_text()
+    assert log.count("event=check.catch_up check=nightly") == 1
+    assert agent.stop() == 0
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_daemon_sigterm_lets_running_check_finish_and_exits_zero(agent_factory):
+    agent = agent_factory(BASE + """
+  - {name: slow, type: nagios, every: 1h, timeout: 20s, command: [/bin/sh, -c, "sleep 1.5; echo OK - slept"]}
+""").start()
+    wait_for(lambda: "slow" in agent.log.read_text() or agent.proc.poll() is None, what="agent up")
+    time.sleep(0.3)  # the first run starts immediately; signal while it is sleeping
+    started = time.monotonic()
+    assert agent.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    runs = history(agent, "--check", "slow")
+    assert len(runs) == 1 and runs[0]["status"] == "ok" and runs[0]["summary"] == "OK - slept"
+    assert "event=agent.stopped" in agent.log.read_text()
+
+
+@pytest.mark.skipif(not Path(CHECK_DUMMY).exists(), reason="monitoring-plugins-basic not installed")
+def test_daemon_status_exit_code_reflects_problems(agent_factory):
+    agent = agent_factory(BASE + f"""
+  - {{name: good, type: nagios, every: 1h, command: [{CHECK_DUMMY}, "0", "all good"]}}
+  - {{name: bad, type: nagios, every: 1h, command: [{CHECK_DUMMY}, "2", "on fire"]}}
+""").start()
+    wait_for(lambda: len(history(agent)) >= 2, what="both checks")
+    out = agent.cli("status", "--format", "json")
+    assert out.returncode == 1
+    rows = {r["check"]: r for r in json.loads(out.stdout)}
+    assert rows["bad"]["status"] == "critical" and "on fire" in rows["bad"]["summary"]
+    assert rows["good"]["status"] == "ok"
+    csv_out = agent.cli("status", "--format", "csv")
+    assert csv_out.stdout.splitlines()[0].startswith("check,type,status")
+
+
+def test_daemon_basic_auth_protects_metrics_not_healthz(agent_factory, tmp_path, monkeypatch):
+    secret = tmp_path / "metrics-password"
+    secret.write_text("s3cret-value\n")
+    agent = agent_factory(BASE.replace("http:\n", f"http:\n  basic_auth: {{username: prom, password: '${{file:{secret}}}'}}\n")
+                          + "  - {name: load, type: load, every: 1s}\n").start()
+    assert agent.get("/metrics")[0] == 401
+    assert agent.get("/healthz")[0] == 200
+    import base64
+    token = base64.b64encode(b"prom:s3cret-value").decode()
+    status, body = agent.get("/metrics", {"Authorization": f"Basic {token}"})
+    assert status == 200 and b"maint_agent_info" in body
+    assert agent.get("/metrics", {"Authorization": "Basic " + base64.b64encode(b"prom:wrong").decode()})[0] == 401
+    agent.stop()
+    everything = agent.log.read_text() + db_path(agent).read_bytes().decode("latin-1")
+    assert "s3cret-value" not in everything

@@ -1,0 +1,166 @@
+"""The runner keeps fast checks on time beside hung, raising and chatty ones (real threads, real clock).
+
+These checks are test doubles of the Check interface defined here, since no
+production check type sleeps forever or raises on purpose.
+"""
+
+import threading
+import time
+from typing import Literal
+
+from agent.config import Interval
+from agent.job import Job
+from agent.result import CheckResult, Status, sample
+from agent.runner import Runner
+from checks.base import Check, CheckOptions
+from tests.conftest import wait_for
+
+
+class _Opts(CheckOptions):
+    type: Literal["test"] = "test"
+
+
+class FastCheck(Check):
+    TYPE = "test"
+    Options = _Opts
+
+    def run(self, ctx):
+        return CheckResult.ok("fast", [sample("x", 1)])
+
+
+class HungCheck(FastCheck):
+    release = threading.Event()
+
+    def run(self, ctx):
+        self.release.wait()          # sleeps "forever" (until the test ends)
+        return CheckResult.ok("woke up")
+
+
+class RaisingCheck(FastCheck):
+    def run(self, ctx):
+        raise ZeroDivisionError("division by zero in probe")
+
+
+class HugeCheck(FastCheck):
+    def run(self, ctx):
+        return CheckResult.ok("x" * 5_000_000, [sample(f"s{i}", i) for i in range(50)])
+
+
+def job(cls, name, timeout=0.5):
+    return Job(cls(_Opts(name=name)), Interval(0.1), timeout)
+
+
+class Collector:
+    def __init__(self):
+        self.results = []
+        self.lock = threading.Lock()
+
+    def __call__(self, job, result, started, duration, scheduled):
+        with self.lock:
+            self.results.append((job.name, result, started, duration, scheduled))
+
+    def of(self, name):
+        with self.lock:
+            return [r for r in self.results if r[0] == name]
+
+
+def drive(runner, jobs, seconds, every=0.1):
+    """A miniature scheduler loop: request every job each `every` seconds, pump in between."""
+    end = time.monotonic() + seconds
+    next_round = 0.0
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if now >= next_round:
+            for j in jobs:
+                runner.request(j, time.time())
+            next_round = now + every
+        runner.pump()
+        time.sleep(0.005)
+
+
+def test_runner_hung_raising_huge_beside_fast_fast_stays_on_time():
+    out = Collector()
+    runner = Runner(2, out)
+    fast, hung, raising, huge = (job(FastCheck, "fast"), job(HungCheck, "hung"),
+                                 job(RaisingCheck, "raising"), job(HugeCheck, "huge"))
+    try:
+        drive(runner, [fast, hung, raising, huge], seconds=2.0)
+        fast_runs = out.of("fast")
+        # 2 s at one request per 100 ms: ~20 slots; a fast check delayed by the hung one would get ~4
+        assert len(fast_runs) >= 15
+        lags = [started - scheduled for _, _, started, _, scheduled in fast_runs]
+        assert max(lags) < 0.2
+        hung_runs = out.of("hung")
+        assert len(hung_runs) == 1, "a hung check never overlaps itself"
+        assert hung_runs[0][1].status is Status.UNKNOWN and "timed out after" in hung_runs[0][1].summary
+        assert hung.skipped >= 10, "each due run while hung is counted as skipped"
+        assert runner.abandoned == 1
+        raised = out.of("raising")
+        assert raised and all(r[1].status is Status.UNKNOWN for r in raised)
+        assert "ZeroDivisionError: division by zero in probe" in raised[0][1].summary
+        assert out.of("huge") and out.of("huge")[0][1].status is Status.OK
+    finally:
+        HungCheck.release.set()
+
+
+def test_runner_abandoned_check_finishes_late_result_discarded_and_runs_again():
+    out = Collector()
+    gate = threading.Event()
+
+    class SlowOnce(FastCheck):
+        calls = 0
+
+        def run(self, ctx):
+            SlowOnce.calls += 1
+            if SlowOnce.calls == 1:
+                gate.wait(5)
+                return CheckResult.ok("late")
+            return CheckResult.ok("second")
+
+    runner = Runner(1, out)
+    slow = job(SlowOnce, "slow", timeout=0.2)
+    runner.request(slow, time.time())
+    wait_for(lambda: runner.pump() is None or out.of("slow"), 5, what="the timeout result")
+    assert out.of("slow")[0][1].status is Status.UNKNOWN
+    assert not runner.request(slow, time.time()), "still in flight while the abandoned thread lives"
+    gate.set()
+    wait_for(lambda: not slow.in_flight, 5, what="the abandoned thread to end")
+    assert runner.request(slow, time.time())
+    wait_for(lambda: (runner.pump(), len(out.of("slow")) == 2)[1], 5, what="the second run")
+    summaries = [r[1].summary for r in out.of("slow")]
+    assert "late" not in summaries and summaries[1] == "second"
+
+
+def test_runner_pool_bound_limits_concurrency():
+    out = Collector()
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    class Counting(FastCheck):
+        def run(self, ctx):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+            return CheckResult.ok("done")
+
+    runner = Runner(3, out)
+    jobs = [job(Counting, f"c{i}") for i in range(10)]
+    for j in jobs:
+        runner.request(j, time.time())
+    wait_for(lambda: (runner.pump(), len(out.results) == 10)[1], 10, what="all ten runs")
+    assert peak[0] == 3
+
+
+def test_runner_non_result_return_becomes_unknown():
+    class Bad(FastCheck):
+        def run(self, ctx):
+            return {"status": "ok"}
+
+    out = Collector()
+    runner = Runner(1, out)
+    runner.request(job(Bad, "bad"), time.time())
+    wait_for(lambda: (runner.pump(), out.results)[1], 5)
+    assert out.results[0][1].status is Status.UNKNOWN and "not a CheckResult" in out.results[0][1].summary
