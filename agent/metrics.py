@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.job import Job
 from agent.result import Status
@@ -32,13 +32,13 @@ class Family:
     """One exported metric family: the contract the exposition is tested against."""
 
     name: str
-    kind: str          # gauge, counter, info
+    kind: str          # gauge or counter
     help: str
     labels: tuple[str, ...]
 
 
 AGENT_FAMILIES = (
-    Family("maint_agent", "info", "Agent build information.", ("version",)),
+    Family("maint_agent_info", "gauge", "Agent build information (always 1).", ("version",)),
     Family("maint_agent_start_time_seconds", "gauge", "Unix time the agent started.", ()),
     Family("maint_agent_config_last_reload_successful", "gauge", "1 when the last config (re)load succeeded.", ()),
     Family("maint_agent_config_last_reload_success_timestamp_seconds", "gauge",
@@ -119,7 +119,9 @@ class StateCollector:
                 c.add_metric([], value)
             return c
 
-        yield InfoMetricFamily("maint_agent", fams["maint_agent"].help, value={"version": st.version})
+        info = gauge("maint_agent_info")
+        info.add_metric([st.version], 1)
+        yield info
         yield gauge("maint_agent_start_time_seconds", st.start_time)
         yield gauge("maint_agent_config_last_reload_successful", 1 if st.config_ok else 0)
         yield gauge("maint_agent_config_last_reload_success_timestamp_seconds", st.config_loaded_at)

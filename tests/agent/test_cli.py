@@ -1,0 +1,114 @@
+"""The command line: --help everywhere, formats, filters and exit codes (0 ok, 1 problem, 2 usage, 3 unknown)."""
+
+import csv
+import io
+import json
+import time
+
+import pytest
+
+from agent.result import Evaluated, Status, sample
+from agent.store import Store
+from tests.conftest import run_cli
+
+COMMANDS = [[], ["run"], ["config"], ["config", "check"], ["config", "schema"], ["checks"], ["check"], ["status"],
+            ["history"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_cli_help_every_command_exits_zero(command):
+    out = run_cli(*command, "--help")
+    assert out.returncode == 0 and "usage: maint-agent" in out.stdout
+
+
+def test_cli_unknown_command_exits_two():
+    assert run_cli("frobnicate").returncode == 2
+
+
+@pytest.fixture
+def populated(write_config, tmp_path):
+    config = write_config(f"""
+        agent: {{state_dir: {tmp_path}/var}}
+        checks:
+          - {{name: disk, type: disk, every: 1m, critical: 99%}}
+          - {{name: nightly, type: load, schedule: daily}}
+          - {{name: dummy-ok, type: nagios, every: 1h, command: [/bin/true]}}
+          - {{name: dummy-unknown, type: nagios, every: 1h, command: [/bin/sh, -c, "echo UNKNOWN - no idea; exit 3"]}}
+          - {{name: dummy-crit, type: nagios, every: 1h, command: [/bin/sh, -c, "echo CRITICAL - down; exit 2"]}}
+    """)
+    store = Store(tmp_path / "var" / "maint-agent.db")
+    now = time.time()
+    rows = []
+    for i in range(30):
+        status = Status.CRITICAL if i % 10 == 9 else Status.OK
+        rows.append(Evaluated("disk", "disk", status, f"run {i}", (sample("used_ratio", i / 100, mount="/"),), {},
+                              now - (30 - i) * 86400 / 2, 0.01, now - (30 - i) * 86400 / 2))
+    store.record_runs(rows)
+    store.close()
+    return config
+
+
+def test_cli_history_filters_by_check_status_and_since(populated):
+    out = run_cli("history", "--check", "disk", "--status", "critical", "--format", "json", config=populated)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["summary"] for r in rows] == ["run 29", "run 19", "run 9"]
+    recent = json.loads(run_cli("history", "--since", "50h", "--format", "json", config=populated).stdout)
+    assert [r["summary"] for r in recent] == ["run 29", "run 28", "run 27", "run 26"]
+    limited = json.loads(run_cli("history", "--limit", "5", "--format", "json", config=populated).stdout)
+    assert len(limited) == 5 and limited[0]["summary"] == "run 29"
+
+
+def test_cli_history_csv_and_table_formats(populated):
+    out = run_cli("history", "--limit", "3", "--format", "csv", config=populated)
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 3 and rows[0]["check"] == "disk" and rows[0]["status"] == "critical"
+    table = run_cli("history", "--limit", "3", config=populated).stdout.splitlines()
+    assert table[0].split() == ["STARTED", "CHECK", "STATUS", "SUMMARY"] and len(table) == 4
+
+
+def test_cli_history_bad_since_and_status_exit_two(populated):
+    bad_since = run_cli("history", "--since", "yesterday-ish", config=populated)
+    assert bad_since.returncode == 2 and "invalid time" in bad_since.stderr
+    bad_status = run_cli("history", "--status", "fine", config=populated)
+    assert bad_status.returncode == 2 and "--status" in bad_status.stderr
+
+
+def test_cli_status_without_store_exits_two_with_reason(write_config, tmp_path):
+    config = write_config(f"agent: {{state_dir: {tmp_path}/nowhere}}\n")
+    out = run_cli("status", config=config)
+    assert out.returncode == 2 and "no store at" in out.stderr
+
+
+def test_cli_status_problem_exits_one(populated):
+    out = run_cli("status", "--format", "json", config=populated)
+    assert out.returncode == 1
+    row = json.loads(out.stdout)[0]
+    assert (row["check"], row["status"], row["summary"]) == ("disk", "critical", "run 29")
+
+
+@pytest.mark.parametrize("name,code,status", [("dummy-ok", 0, "ok"), ("dummy-crit", 1, "critical"),
+                                              ("dummy-unknown", 3, "unknown")])
+def test_cli_check_runs_once_exit_code_by_status(populated, name, code, status):
+    out = run_cli("check", name, "--format", "json", config=populated)
+    assert out.returncode == code, out.stderr
+    assert json.loads(out.stdout)[0]["status"] == status
+
+
+def test_cli_check_unknown_name_suggests(populated):
+    out = run_cli("check", "dsk", config=populated)
+    assert out.returncode == 2 and "did you mean 'disk'" in out.stderr
+
+
+def test_cli_checks_lists_schedule_next_due_and_last_status(populated):
+    out = run_cli("checks", "--format", "json", config=populated)
+    rows = {r["check"]: r for r in json.loads(out.stdout)}
+    assert rows["disk"]["schedule"] == "every 1m" and rows["disk"]["last_status"] == "critical"
+    assert rows["nightly"]["schedule"] == "daily (daily at 02:00)" and rows["nightly"]["last_status"] is None
+    assert "T02:00:00" in rows["nightly"]["next_due"]
+
+
+def test_cli_config_check_invalid_exits_two(write_config):
+    config = write_config("agent: {workers: 0}\n")
+    out = run_cli("config", "check", str(config))
+    assert out.returncode == 2 and f"{config}:1: agent.workers:" in out.stderr

@@ -1,0 +1,121 @@
+"""The SQLite store: migrations, WAL reads beside the writer, rollups and retention."""
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.history import latest_runs, open_readonly, runs
+from agent.result import Evaluated, Status, sample
+from agent.store import SCHEMA_VERSION, Store
+
+UTC = ZoneInfo("UTC")
+
+
+def run(check="disk", started=1000.0, status=Status.OK, value=0.5):
+    return Evaluated(check, "disk", status, f"{check} {value}", (sample("used_ratio", value, mount="/"),), {},
+                     started, 0.01, started)
+
+
+def test_store_new_file_is_wal_at_current_schema(tmp_path):
+    store = Store(tmp_path / "s.db")
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.close()
+    Store(tmp_path / "s.db").close()   # reopening migrates nothing and keeps working
+
+
+def test_store_newer_schema_refused(tmp_path):
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this agent"):
+        Store(tmp_path / "s.db")
+
+
+def test_store_runs_round_trip_with_metrics_json(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_runs([run(started=1000.0), run(started=1060.0, status=Status.CRITICAL, value=0.95)])
+    conn = open_readonly(tmp_path / "s.db")
+    rows = runs(conn, check="disk")
+    assert [r["status"] for r in rows] == [2, 0]
+    assert json.loads(rows[0]["metrics"]) == {"used_ratio{mount=/}": 0.95}
+    assert latest_runs(conn)[0]["status"] == 2
+    assert store.scheduler_state()["disk"][1] == 1060.0
+
+
+def test_store_readonly_reader_never_blocks_writer(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_runs([run(started=1.0)])
+    reader = open_readonly(tmp_path / "s.db")
+    errors, written = [], []
+
+    def write():
+        try:
+            for i in range(200):
+                store.record_runs([run(started=10.0 + i)])
+                written.append(i)
+        except Exception as exc:  # noqa: BLE001 - the assertion is that nothing is raised
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads = 0
+    while writer.is_alive():
+        reader.execute("BEGIN")
+        assert runs(reader, limit=None)       # a long read transaction while the writer commits
+        reader.execute("COMMIT")
+        reads += 1
+    writer.join()
+    assert not errors and len(written) == 200 and reads > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.execute("DELETE FROM check_runs")
+
+
+def test_store_rollup_keeps_daily_counts_and_min_avg_max_then_prunes_raw(tmp_path):
+    store = Store(tmp_path / "s.db")
+    day1 = datetime(2026, 1, 10, tzinfo=UTC).timestamp()
+    store.record_runs([run(started=day1 + 60, value=0.2), run(started=day1 + 120, value=0.6),
+                       run(started=day1 + 180, status=Status.WARNING, value=0.85),
+                       run(started=day1 + 86400 + 60, value=0.3)])
+    now = day1 + 100 * 86400
+    done = store.rollup_and_prune(now, UTC, keep_raw=90 * 86400, keep_rollups=730 * 86400)
+    assert done["runs_pruned"] == 4
+    rows = store.conn.execute("SELECT day, runs, ok, warning, metrics FROM check_rollups ORDER BY day").fetchall()
+    assert rows[0][:4] == ("2026-01-10", 3, 2, 1)
+    stats = json.loads(rows[0][4])["used_ratio{mount=/}"]
+    assert stats["min"] == 0.2 and stats["max"] == 0.85 and abs(stats["avg"] - (0.2 + 0.6 + 0.85) / 3) < 1e-9
+    assert rows[1][:2] == ("2026-01-11", 1)
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 0
+    again = store.rollup_and_prune(now, UTC, keep_raw=90 * 86400, keep_rollups=730 * 86400)
+    assert again["days_rolled_up"] == 0, "days already rolled up are not redone"
+    later = store.rollup_and_prune(day1 + 800 * 86400, UTC, keep_raw=90 * 86400, keep_rollups=730 * 86400)
+    assert later["rollups_pruned"] == 2
+
+
+def test_store_rollup_keeps_recent_raw_runs(tmp_path):
+    store = Store(tmp_path / "s.db")
+    now = time.time()
+    store.record_runs([run(started=now - 3600)])
+    store.rollup_and_prune(now, UTC, keep_raw=90 * 86400, keep_rollups=730 * 86400)
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 1
+
+
+def test_store_failed_batch_commits_nothing(tmp_path):
+    store = Store(tmp_path / "s.db")
+    good = run(started=5.0)
+
+    class Unserialisable:
+        def __str__(self):
+            raise ValueError("cannot serialise")
+
+    bad = Evaluated("x", "disk", Status.OK, "s", (), {"v": Unserialisable()}, 1.0, 0.1, 1.0)
+    with pytest.raises(ValueError):
+        store.record_runs([good, bad])
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 0
+    store.record_runs([good])
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 1
