@@ -227,10 +227,13 @@ class Daemon:
                     running = False
                 else:
                     batch.append(more)
-            self._pending += [self._evaluate(*entry) for entry in batch]
-            self._flush()
-            self.state.abandoned_runs = self.runner.abandoned
-            self.exposition.refresh()
+            try:
+                self._pending += [self._evaluate(*entry) for entry in batch]
+                self._flush()
+                self.state.abandoned_runs = self.runner.abandoned
+                self.exposition.refresh()
+            except Exception as exc:  # a bug here must not stop every later result from being stored
+                logs.event("sink.failed", "error", error=f"{type(exc).__name__}: {exc}")
 
     def _evaluate(self, job: Job, result: CheckResult, started: float, duration: float,
                   scheduled: float) -> Evaluated:

@@ -190,3 +190,21 @@ def test_daemon_basic_auth_protects_metrics_not_healthz(agent_factory, tmp_path,
     agent.stop()
     everything = agent.log.read_text() + db_path(agent).read_bytes().decode("latin-1")
     assert "s3cret-value" not in everything
+
+
+def test_daemon_invalid_config_refuses_to_start_exit_two(agent_factory):
+    agent = agent_factory(BASE + "  - {name: x, type: cpu, every: 5x}\n")
+    out = agent.cli("run")
+    assert out.returncode == 2
+    assert f"{agent.config}:7: checks[0].every: invalid duration '5x'" in out.stderr
+
+
+def test_daemon_port_in_use_exits_one_with_reason(agent_factory):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        agent = agent_factory(BASE.replace("{port}", str(port)) + "  - {name: load, type: load}\n")
+        out = agent.cli("run")
+    assert out.returncode == 1 and "event=agent.failed" in out.stderr and "Address already in use" in out.stderr
