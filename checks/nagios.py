@@ -26,7 +26,9 @@ SUMMARY_CAP_CHARS = 300
 _PERF_RE = re.compile(r"""('[^']+'|[^\s=]+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
 _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
         "%": ("ratio", 0.01), "B": ("bytes", 1), "KB": ("bytes", 1024), "MB": ("bytes", 2**20),
-        "GB": ("bytes", 2**30), "TB": ("bytes", 2**40), "c": ("count", 1), "": ("count", 1)}
+        "GB": ("bytes", 2**30), "TB": ("bytes", 2**40), "kB": ("bytes", 1024), "KiB": ("bytes", 1024),
+        "MiB": ("bytes", 2**20), "GiB": ("bytes", 2**30), "TiB": ("bytes", 2**40),
+        "c": ("count", 1), "": ("count", 1)}
 
 
 class NagiosCheck(Check):
@@ -105,6 +107,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+    proc.stdout.close()   # still open when the deadline hit mid-read: one leaked pipe per timeout otherwise
 
 
 def parse_perfdata(text: str) -> list:
