@@ -12,10 +12,10 @@ import difflib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from agent.calendar import CalendarSpec, CalendarSpecError, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
@@ -31,6 +31,22 @@ DEFAULT_SCHEDULES = {
     "monthly": "1 04:00",
     "quarterly": "jan,apr,jul,oct 1 05:00",
 }
+
+
+def _parse_spec(text: str) -> CalendarSpec:
+    try:
+        return parse_calendar(text)
+    except CalendarSpecError as exc:
+        raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
+
+
+def _check_spec(text: str) -> str:
+    _parse_spec(text)
+    return text
+
+
+CalendarText = Annotated[str, AfterValidator(_check_spec)]
+"""A calendar spec validated per value, so an error names the schedule's own key and line."""
 
 
 class _Section(BaseModel):
@@ -101,23 +117,14 @@ class Config(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     http: HttpSection = HttpSection()
     store: StoreSection = StoreSection()
-    schedules: dict[Name, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
-                                       description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
+    schedules: dict[Name, CalendarText] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
+                                                description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
     checks: tuple[CheckConfig, ...] = ()
 
     @field_validator("schedules")
     @classmethod
-    def _specs(cls, value):
-        for spec in value.values():
-            _parse_spec(spec)
+    def _merge_defaults(cls, value):
         return {**DEFAULT_SCHEDULES, **value}
-
-
-def _parse_spec(text: str) -> CalendarSpec:
-    try:
-        return parse_calendar(text)
-    except CalendarSpecError as exc:
-        raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -207,7 +214,7 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     else:
         for index, item in enumerate(raw_checks):
             checks.append(_validate(_CHECK_ADAPTER, item, ("checks", index), source, issues))
-    triggers = _logical_pass(config, checks, source, issues) if config else {}
+    triggers = _logical_pass(config, checks, source, issues)
     if issues:
         raise ConfigError(issues)
     final = config.model_copy(update={"checks": tuple(checks)})
@@ -221,7 +228,10 @@ def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[Co
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             loc = _strip_union_tag(error["loc"], data)
-            issues.append(source.issue((*prefix, *loc), _message(error, model, data, loc)))
+            message = _message(error, model, data, loc)
+            if loc and loc[-1] == "[key]":  # pydantic's marker for a bad mapping key; the YAML has no such level
+                loc, message = loc[:-1], f"invalid key: {message}"
+            issues.append(source.issue((*prefix, *loc), message))
         return None
 
 
@@ -251,8 +261,10 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
-    if "input" in error and kind not in ("model_type", "dict_type") and not isinstance(error["input"], (dict, list)):
-        message += f" (got {error['input']!r})"
+    given = error.get("input")
+    if ("input" in error and kind not in ("model_type", "dict_type") and not isinstance(given, (dict, list))
+            and not (kind == "value_error" and str(given) in message)):  # our own messages usually quote it already
+        message += f" (got {given!r})"
     return message
 
 
@@ -266,14 +278,21 @@ def _known_keys(model, data: Any, parent: tuple) -> list[str]:
             continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        candidates = (annotation, *get_args(annotation))  # unwrap `BasicAuth | None`
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
     if model is None:
         return []
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _logical_pass(config: Config, checks: list[CheckOptions | None], source: YamlSource,
+def _logical_pass(config: Config | None, checks: list[CheckOptions | None], source: YamlSource,
                   issues: list[ConfigIssue]) -> dict[str, Trigger]:
+    """Cross-field checks of every check that passed the first pass.
+
+    Runs even when a top-level section failed, so a typo in `agent:` does not
+    hide a warning ≥ critical further down; only what needs the schedules and
+    the default interval is then skipped.
+    """
     triggers: dict[str, Trigger] = {}
     first_seen: dict[str, int] = {}
     for index, check in enumerate(checks):
@@ -283,18 +302,20 @@ def _logical_pass(config: Config, checks: list[CheckOptions | None], source: Yam
         if check.name in first_seen:
             issues.append(source.issue((*loc, "name"), f"duplicate check name '{check.name}' "
                                        f"(first defined at line {source.line_of(('checks', first_seen[check.name]))})"))
-            continue
-        first_seen[check.name] = index
-        trigger = _trigger(config, check, loc, source, issues)
-        if trigger:
-            triggers[check.name] = trigger
+        else:
+            first_seen[check.name] = index
+            trigger = _trigger(config, check, loc, source, issues)
+            if trigger:
+                triggers[check.name] = trigger
         _check_thresholds(check, loc, source, issues)
     return triggers
 
 
-def _trigger(config: Config, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:
+def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:
     if check.every is not None and check.schedule is not None:
         issues.append(source.issue((*loc, "schedule"), "give either 'every' or 'schedule', not both"))
+        return None
+    if config is None:
         return None
     if check.schedule is not None:
         if check.schedule in config.schedules:

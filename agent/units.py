@@ -7,6 +7,7 @@ formatters the only place that turns base units back into them.
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_UNITS = {
@@ -27,6 +28,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 30s, 5m, 26h (got {value!r})")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"duration must be a finite number of seconds (got {value})")
         if value < 0:
             raise ValueError(f"duration must not be negative (got {value})")
         return float(value)
