@@ -208,3 +208,60 @@ def test_daemon_port_in_use_exits_one_with_reason(agent_factory):
         agent = agent_factory(BASE.replace("{port}", str(port)) + "  - {name: load, type: load}\n")
         out = agent.cli("run")
     assert out.returncode == 1 and "event=agent.failed" in out.stderr and "Address already in use" in out.stderr
+
+
+def test_daemon_hung_huge_and_broken_checks_leave_fast_check_on_time(agent_factory):
+    agent = agent_factory(BASE + """
+  - {name: fast, type: load, every: 200ms}
+  - {name: hung, type: nagios, every: 200ms, timeout: 1s, command: [/bin/sleep, "1000"]}
+  - {name: huge, type: nagios, every: 500ms, command: [/bin/sh, -c, "yes | head -c 20000000"]}
+  - {name: broken, type: nagios, every: 500ms, command: [/nonexistent/plugin]}
+""").start()
+    wait_for(lambda: runs_total(agent, "fast") >= 25, 30, what="25 runs of the fast check")
+    body = agent.metrics()
+    lag = float(re.search(r'^maint_check_schedule_lag_seconds{check="fast"} (\S+)$', body, re.M).group(1))
+    assert lag < 0.1
+    assert scraped_status(agent, "hung") == 3 and scraped_status(agent, "broken") == 3
+    assert scraped_status(agent, "huge") == 0
+    hung = history(agent, "--check", "hung")
+    assert hung and all("timed out" in r["summary"] for r in hung)
+    fast = history(agent, "--check", "fast")
+    assert fast and all(r["status"] == "ok" for r in fast)
+    assert agent.proc.poll() is None
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs to fill up (root only; skipped where mounting is not permitted)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_daemon_disk_full_keeps_results_and_writes_them_when_space_returns(agent_factory, small_tmpfs):
+    agent = agent_factory(BASE.replace("{state}", str(small_tmpfs)) + """
+  - {name: fast, type: load, every: 100ms}
+""").start()
+    wait_for(lambda: runs_total(agent, "fast") >= 5, what="first runs")
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+    wait_for(lambda: re.search(r"^maint_store_write_errors_total [1-9]", agent.metrics(), re.M), 20,
+             what="a failed store write")
+    assert agent.get("/healthz")[0] == 503
+    filler.unlink()
+    wait_for(lambda: "maint_store_pending_runs 0.0" in agent.metrics(), 20, what="the backlog to be written")
+    evaluated = runs_total(agent, "fast")
+    assert agent.stop() == 0
+    db = sqlite3.connect(small_tmpfs / "maint-agent.db")
+    stored = db.execute("SELECT count(*) FROM check_runs").fetchone()[0]
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert stored >= evaluated, f"{evaluated - stored} runs evaluated during the outage were lost"
