@@ -229,6 +229,8 @@ def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[Co
         for error in exc.errors(include_url=False):
             loc = _strip_union_tag(error["loc"], data)
             message = _message(error, model, data, loc)
+            if error["type"] == "union_tag_invalid":  # point at the `type:` line, not the list item
+                loc = (*loc, "type")
             if loc and loc[-1] == "[key]":  # pydantic's marker for a bad mapping key; the YAML has no such level
                 loc, message = loc[:-1], f"invalid key: {message}"
             issues.append(source.issue((*prefix, *loc), message))

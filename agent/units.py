@@ -120,7 +120,7 @@ def format_size(size: float) -> str:
 def format_value(value: float, unit: str) -> str:
     """Format a metric value by its unit (ratio, seconds, bytes, or a plain count)."""
     if unit == "ratio":
-        return f"{value * 100:.1f}%"
+        return f"{value * 100:.1f}".removesuffix(".0") + "%"
     if unit == "seconds":
         return format_duration(value)
     if unit == "bytes":

@@ -109,7 +109,7 @@ def test_config_check_installed_script_bad_file_exits_2():
                           timeout=60, env=cli_env())
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        f"{path}:3: checks[0]: unknown check type 'cpuu' (did you mean 'cpu'?); "
+        f"{path}:4: checks[0].type: unknown check type 'cpuu' (did you mean 'cpu'?); "
         f"known types: {', '.join(CHECK_TYPES)}"]
 
 
@@ -156,7 +156,7 @@ def test_load_config_shape_and_logical_errors_reports_both_passes(write_config):
             schedule: daily
     """, write_config)
     assert where(issues) == [(2, "agent.workers"), (6, "checks[0].warning"), (11, "checks[1].schedule")]
-    assert issues[1].message == "must be below critical (got 95.0% ≥ 90.0%)"
+    assert issues[1].message == "must be below critical (got 95% ≥ 90%)"
 
 
 def test_load_config_check_with_shape_error_skips_its_logical_pass(write_config):

@@ -219,15 +219,15 @@ def test_evaluate_several_mounts_worst_breach_wins():
     check = disk_check(warning="80%", critical="90%")
     verdict = evaluate(check, disk_result(0.85, 0.95), WindowState(), T0)
     assert verdict.status is Status.CRITICAL
-    assert "used_ratio / 85.0% > 80.0%" in verdict.summary
-    assert "used_ratio /var/lib/postgresql 95.0% > 90.0%" in verdict.summary
+    assert "used_ratio / 85% > 80%" in verdict.summary
+    assert "used_ratio /var/lib/postgresql 95% > 90%" in verdict.summary
 
 
 def test_evaluate_summary_names_only_breaching_sample():
     check = disk_check(warning="80%")
     verdict = evaluate(check, disk_result(0.30, 0.85), WindowState(), T0)
     assert verdict.status is Status.WARNING
-    assert verdict.summary.startswith("used_ratio /var/lib/postgresql 85.0% > 80.0% — ")
+    assert verdict.summary.startswith("used_ratio /var/lib/postgresql 85% > 80% — ")
     assert "used_ratio / " not in verdict.summary
 
 
@@ -235,7 +235,7 @@ def test_evaluate_disk_inodes_breach_alarms_with_space_free():
     check = disk_check(warning="80%", critical="90%")
     verdict = evaluate(check, disk_result(0.10, 0.10, inodes=0.97), WindowState(), T0)
     assert verdict.status is Status.CRITICAL
-    assert "inodes_used_ratio /var/lib/postgresql 97.0% > 90.0%" in verdict.summary
+    assert "inodes_used_ratio /var/lib/postgresql 97% > 90%" in verdict.summary
 
 
 def test_evaluate_load_thresholds_apply_to_configured_period_only():
