@@ -265,3 +265,59 @@ def test_daemon_disk_full_keeps_results_and_writes_them_when_space_returns(agent
     stored = db.execute("SELECT count(*) FROM check_runs").fetchone()[0]
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert stored >= evaluated, f"{evaluated - stored} runs evaluated during the outage were lost"
+
+
+def test_daemon_sd_notify_ready_watchdog_reloading_stopping(agent_factory, tmp_path):
+    """systemd cannot run as PID 1 here: a datagram socket stands in for its NOTIFY_SOCKET."""
+    import socket
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(10)
+    messages: list[str] = []
+
+    def received(token: str) -> bool:
+        while not any(token in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        return True
+
+    agent = agent_factory(BASE + "  - {name: load, type: load, every: 200ms}\n")
+    agent.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+    assert received("READY=1")
+    ready = next(m for m in messages if "READY=1" in m)
+    assert "STATUS=1 checks" in ready and f"MAINPID={agent.proc.pid}" in ready
+    messages.clear()
+    assert received("WATCHDOG=1")
+    agent.send(signal.SIGHUP)
+    assert received("RELOADING=1") and received("READY=1")
+    agent.send(signal.SIGTERM)
+    assert received("STOPPING=1")
+    assert agent.proc.wait(10) == 0
+    sock.close()
+
+
+def test_daemon_store_maintenance_missed_runs_at_start_rolls_up_and_prunes(agent_factory):
+    from agent.result import Evaluated, Status, sample
+    from agent.store import Store
+
+    agent = agent_factory(BASE + "  - {name: load, type: load, every: 1h}\n")
+    store = Store(db_path(agent))
+    old = time.time() - 100 * 86400
+    store.record_runs([Evaluated("load", "load", Status.OK, "old", (sample("per_core", 0.5, period="5m"),), {},
+                                 old + i * 60, 0.01, old + i * 60) for i in range(10)])
+    store.mark_fired("_store_maintenance", time.time() - 2 * 86400)   # the agent was down at 00:15
+    store.close()
+    agent.start()
+
+    def pruned():
+        db = sqlite3.connect(db_path(agent))
+        try:
+            return db.execute("SELECT count(*) FROM check_runs WHERE started < ?", (old + 86400,)).fetchone()[0] == 0
+        finally:
+            db.close()
+
+    wait_for(pruned, 20, what="the old raw runs to be pruned")
+    db = sqlite3.connect(db_path(agent))
+    rollups = db.execute("SELECT runs, ok FROM check_rollups").fetchall()
+    assert sum(r[0] for r in rollups) == 10 and sum(r[1] for r in rollups) == 10
+    assert "event=store.maintained" in agent.log.read_text()
