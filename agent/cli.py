@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", help="comma-separated statuses: ok,warning,critical,unknown")
     p.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (local time)")
     p.add_argument("--until", help="same forms as --since; exclusive")
-    p.add_argument("--limit", type=int, default=100, help="at most this many runs (0: no limit; default 100)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
     return parser
 
@@ -270,6 +271,8 @@ def cmd_history(args) -> int:
     except ValueError as exc:
         return _fail(str(exc) if "invalid time" in str(exc) else
                      f"invalid --status {args.status!r} (use ok,warning,critical,unknown)")
+    if args.limit is None:
+        args.limit = 100 if args.format == "table" else 0
     if args.limit < 0:
         return _fail("--limit must be 0 (no limit) or more")
     conn = _open_store(args)

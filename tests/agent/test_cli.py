@@ -112,3 +112,15 @@ def test_cli_config_check_invalid_exits_two(write_config):
     config = write_config("agent: {workers: 0}\n")
     out = run_cli("config", "check", str(config))
     assert out.returncode == 2 and f"{config}:1: agent.workers:" in out.stderr
+
+
+def test_cli_history_table_defaults_to_newest_hundred_json_exports_all(write_config, tmp_path):
+    config = write_config(f"agent: {{state_dir: {tmp_path}/var}}\n")
+    store = Store(tmp_path / "var" / "maint-agent.db")
+    now = time.time()
+    store.record_runs([Evaluated("load", "load", Status.OK, f"run {i}", (), {}, now - i, 0.0, now - i)
+                       for i in range(150)])
+    store.close()
+    assert len(run_cli("history", config=config).stdout.splitlines()) == 101   # header + 100
+    assert len(json.loads(run_cli("history", "--format", "json", config=config).stdout)) == 150
+    assert len(json.loads(run_cli("history", "--format", "json", "--limit", "7", config=config).stdout)) == 7
