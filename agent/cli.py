@@ -191,7 +191,7 @@ def cmd_checks(args) -> int:
     if loaded is None:
         return EXIT_USAGE
     from agent.history import StoreMissing, latest_runs, open_readonly, scheduler_state
-    from agent.scheduler import describe, plan_start
+    from agent.scheduler import describe, jitter_key_for, plan_start
     try:
         conn = open_readonly(loaded.db_path)
         persisted, latest = scheduler_state(conn), {r["check_name"]: r for r in latest_runs(conn)}
@@ -202,8 +202,8 @@ def cmd_checks(args) -> int:
     for options in loaded.checks:
         trigger = loaded.triggers[options.name]
         fired, ran = persisted.get(options.name, (None, None))
-        plan = plan_start(trigger, fired, ran, now, loaded.tz, f"{loaded.config.agent.hostname}/{options.name}",
-                          options.jitter)
+        plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key_for(loaded.config.agent.hostname,
+                                                                              options.name), options.jitter)
         last = latest.get(options.name)
         rows.append({"check": options.name, "type": options.type, "schedule": describe(trigger),
                      "enabled": options.enabled, "next_due": _iso(plan.next_due) if options.enabled else None,

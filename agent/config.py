@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from agent.address import split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import Duration, Name, SecretStr
@@ -86,7 +87,6 @@ class HttpSection(_Section):
     @field_validator("listen")
     @classmethod
     def _address(cls, value):
-        from checks.system import split_target
         split_target(value)
         return value
 

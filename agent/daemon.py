@@ -12,23 +12,21 @@ import queue
 import signal
 import threading
 import time
-from pathlib import Path
 
 from agent import __version__, logs
 from agent.calendar import CalendarSpec, parse_calendar
 from agent.config import Calendar, LoadedConfig, load_config
-from agent.evaluate import evaluate
+from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.metrics import AgentState, Exposition, MetricsServer
-from agent.result import CheckResult, Evaluated, Status
+from agent.address import split_target
+from agent.result import SUMMARY_CAP_CHARS, CheckResult, Evaluated, Status
 from agent.runner import Runner
-from agent.scheduler import Plan, plan_next, plan_start
+from agent.scheduler import Plan, clamp_to_clock, jitter_key_for, plan_next, plan_start
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
 from agent.yamlsrc import ConfigError
 from checks import CHECK_TYPES
-from checks.nagios import SUMMARY_CAP_CHARS
-from checks.system import split_target
 
 MAX_TICK_SECONDS = 1.0
 MAX_PENDING_RUNS = 10000
@@ -44,7 +42,8 @@ class Daemon:
         self._wake = threading.Event()
         self._results: queue.Queue = queue.Queue()
         self._pending: list[Evaluated] = []
-        self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set)
+        self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired)
+        self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self.jobs: dict[str, Job] = {}
         self._stop = threading.Event()
         self._reload = False
@@ -67,7 +66,7 @@ class Daemon:
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
-        self.store.add_log(f"agent started (version {__version__}, {len(self.jobs)} checks)", at=time.time())
+        self._log(f"agent started (version {__version__}, {len(self.jobs)} checks)")
         logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
                    store=str(self.loaded.db_path), pid=os.getpid())
         notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
@@ -98,7 +97,10 @@ class Daemon:
                 self._reload = False
                 self._do_reload()
             now = time.time()
+            if self._unmarked:
+                self._mark_slot(*self._unmarked.popitem())
             for job in list(self.jobs.values()):
+                job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
                 if job.next_due <= now:
                     self._dispatch(job, now)
             self._maybe_maintain(now)
@@ -127,8 +129,8 @@ class Daemon:
         if self.server:
             self.server.shutdown()
             self.server.server_close()
-        self.store.add_log("agent stopped", at=time.time())
-        self.store.close()
+        self._log("agent stopped")
+        self._safely("close", self.store.close)
         logs.event("agent.stopped")
 
     # -- config ----------------------------------------------------------------------------------------
@@ -141,20 +143,30 @@ class Daemon:
         for options in loaded.checks:
             if not options.enabled:
                 continue
-            old = self.jobs.get(options.name)
             trigger = loaded.triggers[options.name]
-            if old and old.options == options and old.trigger == trigger:
-                jobs[options.name] = old
+            job = self.jobs.get(options.name)
+            if job and job.options == options and job.trigger == trigger:
+                jobs[options.name] = job
                 continue
-            job = Job(CHECK_TYPES[options.type](options), trigger, loaded.timeout_for(options))
+            check = CHECK_TYPES[options.type](options)
+            if job:
+                # changed options: keep the latest result, counters and in-flight flag (no gap in
+                # metrics, no overlap with a run still going); thresholds may differ, so the window restarts
+                job.check, job.timeout, job.window = check, loaded.timeout_for(options), WindowState()
+                if job.trigger == trigger:
+                    jobs[options.name] = job
+                    continue
+                job.trigger = trigger
+            else:
+                job = Job(check, trigger, loaded.timeout_for(options))
             fired, ran = persisted.get(options.name, (None, None))
-            plan = plan_start(trigger, fired, ran, now, loaded.tz, self._jitter_key(job), options.jitter)
+            plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key(loaded, job.name), options.jitter)
             if plan.arm:
-                self.store.mark_fired(job.name, now)
+                self._mark_fired(job, now)
             if plan.catch_up:
                 logs.event("check.catch_up", check=job.name, last_fired=_iso(fired))
-                self.store.add_log(f"catch-up run of {job.name}: due time missed while the agent was down",
-                                   at=now, check_name=job.name)
+                self._log(f"catch-up run of {job.name}: due time missed while the agent was down",
+                          check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
             jobs[options.name] = job
         self.loaded = loaded
@@ -164,7 +176,7 @@ class Daemon:
         trigger = Calendar(_maintenance_spec(loaded), "store maintenance")
         self._maintenance = plan_start(trigger, fired, None, now, loaded.tz, STORE_MAINTENANCE, 0)
         if self._maintenance.arm:
-            self.store.mark_fired(STORE_MAINTENANCE, now)
+            self._mark_slot(STORE_MAINTENANCE, now)
         logs.set_level(loaded.config.agent.log_level)
 
     def _do_reload(self) -> None:
@@ -176,34 +188,54 @@ class Daemon:
                 logs.event("config.invalid", "error", error=str(issue))
             logs.event("config.reload_failed", "error", errors=len(exc.issues), kept="previous config")
             self.state.config_ok = False
-            self.store.add_log(f"config reload failed ({len(exc.issues)} errors); previous config kept",
-                               at=time.time())
+            self._log(f"config reload failed ({len(exc.issues)} errors); previous config kept")
         else:
-            for what, old, new in (("http.listen", self.loaded.config.http, loaded.config.http),
-                                   ("store", self.loaded.db_path, loaded.db_path)):
+            old_cfg, new_cfg = self.loaded.config, loaded.config
+            for what, old, new in (("http", old_cfg.http, new_cfg.http), ("store", self.loaded.db_path, loaded.db_path),
+                                   ("agent.workers", old_cfg.agent.workers, new_cfg.agent.workers),
+                                   ("agent.hostname", old_cfg.agent.hostname, new_cfg.agent.hostname)):
                 if old != new:
-                    logs.event("config.needs_restart", "warning", changed=what)
+                    logs.event("config.needs_restart", "warning", changed=what, kept=str(old))
             self._apply(loaded)
             self.state.config_ok = True
             self.state.config_loaded_at = time.time()
-            self.store.add_log(f"config reloaded ({len(self.jobs)} checks)", at=time.time())
+            self._log(f"config reloaded ({len(self.jobs)} checks)")
             logs.event("config.reloaded", checks=len(self.jobs))
         self.exposition.refresh()
         notify("READY=1", f"STATUS={self._status_line()}")
-
-    def _jitter_key(self, job: Job) -> str:
-        return f"{self.loaded.config.agent.hostname}/{job.name}"
 
     # -- scheduling and results ------------------------------------------------------------------------
 
     def _dispatch(self, job: Job, now: float) -> None:
         scheduled, fired = job.next_due, job.next_fire
-        if fired is not None:
-            self.store.mark_fired(job.name, fired)
-        self.runner.request(job, scheduled)
-        plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, self._jitter_key(job),
+        self.runner.request(job, scheduled, fired)
+        plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, jitter_key(self.loaded, job.name),
                          job.options.jitter)
         job.next_due, job.next_fire = plan.next_due, plan.next_fire
+
+    def _mark_fired(self, job: Job, fired: float) -> None:
+        """Runner callback: a calendar run has started, so its slot is done (catch-up will not repeat it)."""
+        self._mark_slot(job.name, fired)
+
+    def _mark_slot(self, name: str, fired: float) -> None:
+        self._unmarked[name] = fired
+        for pending, slot in list(self._unmarked.items()):
+            if self._safely("mark_fired", self.store.mark_fired, pending, slot) is not False:
+                self._unmarked.pop(pending, None)
+
+    def _safely(self, what: str, write, *args, **kwargs):
+        """Run a store write from the main loop; a full or broken disk is logged and counted, never fatal.
+        Returns False when the write failed."""
+        try:
+            return write(*args, **kwargs)
+        except Exception as exc:  # sqlite3.Error, OSError: the loop must keep scheduling
+            self.state.store_write_errors += 1
+            logs.event("store.write_failed", "error", what=what, error=f"{type(exc).__name__}: {exc}")
+            return False
+
+    def _log(self, message: str, **fields) -> None:
+        """An automatic maintenance-log entry (best effort)."""
+        self._safely("maintenance_log", self.store.add_log, message, at=time.time(), **fields)
 
     def _deliver(self, job: Job, result: CheckResult, started: float, duration: float, scheduled: float) -> None:
         self._results.put((job, result, started, duration, scheduled))
@@ -227,8 +259,13 @@ class Daemon:
                     running = False
                 else:
                     batch.append(more)
+            for entry in batch:
+                try:
+                    self._pending.append(self._evaluate(*entry))
+                except Exception as exc:  # a bug in evaluation loses this one result, not the batch
+                    logs.event("sink.evaluate_failed", "error", check=entry[0].name,
+                               error=f"{type(exc).__name__}: {exc}")
             try:
-                self._pending += [self._evaluate(*entry) for entry in batch]
                 self._flush()
                 self.state.abandoned_runs = self.runner.abandoned
                 self.exposition.refresh()
@@ -274,7 +311,7 @@ class Daemon:
             return
         if self._maintenance_thread and self._maintenance_thread.is_alive():
             return
-        self.store.mark_fired(STORE_MAINTENANCE, plan.next_fire)
+        self._mark_slot(STORE_MAINTENANCE, plan.next_fire)
         retention = self.loaded.config.store.retention
         tz = self.loaded.tz
 
@@ -317,7 +354,5 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
 
 
-def run_daemon(config_path: Path) -> int:
-    loaded = load_config(config_path)
-    logs.setup(loaded.config.agent.log_level)
-    return Daemon(loaded).run()
+def jitter_key(loaded: LoadedConfig, check: str) -> str:
+    return jitter_key_for(loaded.config.agent.hostname, check)

@@ -20,6 +20,7 @@ class Job:
     next_fire: float | None = None   # calendar checks: the slot itself, without jitter
     in_flight: bool = False          # queued or running (a hung, abandoned run keeps it set)
     skipped: int = 0                 # due while still in flight
+    skipping: bool = False           # the current in-flight episode has already been logged
     runs: Counter = field(default_factory=Counter)   # status label → count
     window: WindowState = field(default_factory=WindowState)
     latest: Evaluated | None = None

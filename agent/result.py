@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+SUMMARY_CAP_CHARS = 300   # a summary is one line for a table, a log line or a mail subject
+
+
 class Status(enum.IntEnum):
     """Nagios order: the number is the exit code and the exported gauge value."""
 

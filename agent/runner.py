@@ -22,6 +22,7 @@ from agent.units import format_duration
 from checks.base import CheckContext
 
 Deliver = Callable[[Job, CheckResult, float, float, float], None]   # job, result, started, duration, scheduled
+Started = Callable[[Job, float], None]                                # job, calendar slot being run
 DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report first
 
 
@@ -29,6 +30,7 @@ DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report fir
 class _Run:
     job: Job
     scheduled: float
+    fired: float | None = None  # the calendar slot this run serves
     started_wall: float = 0.0
     started_mono: float = 0.0
     deadline: float = 0.0
@@ -38,9 +40,11 @@ class _Run:
 
 class Runner:
     def __init__(self, workers: int, deliver: Deliver, wake: Callable[[], None] = lambda: None,
-                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 started: Started = lambda job, fired: None):
         self.workers = workers
         self._deliver = deliver
+        self._started = started
         self._wake = wake
         self._wall, self._monotonic = wall, monotonic
         self._lock = threading.Lock()
@@ -48,21 +52,27 @@ class Runner:
         self._running: list[_Run] = []
         self.abandoned = 0
 
-    def request(self, job: Job, scheduled: float) -> bool:
-        """Queue a run; return False (and count a skip) when the check is still in flight."""
+    def request(self, job: Job, scheduled: float, fired: float | None = None) -> bool:
+        """Queue a run; return False (and count a skip) when the check is still in flight.
+
+        `fired` (a calendar slot) is reported to `started` when the run actually begins, so a
+        run queued behind busy workers and dropped at shutdown is not recorded as done.
+        """
         with self._lock:
             if job.in_flight:
                 job.skipped += 1
-                logs.event("check.skipped", "warning", check=job.name, reason="previous run still in flight")
+                if not job.skipping:   # one line per episode, not one per interval
+                    job.skipping = True
+                    logs.event("check.skipping", "warning", check=job.name, reason="previous run still in flight")
                 return False
             job.in_flight = True
-            self._queue.append(_Run(job, scheduled))
+            self._queue.append(_Run(job, scheduled, fired))
             return True
 
     def pump(self) -> float | None:
         """Start queued runs while slots are free and time out overrunning ones; return seconds to the next deadline."""
         now = self._monotonic()
-        expired = []
+        expired, starting = [], []
         with self._lock:
             for run in self._running:
                 if not run.done and now >= run.deadline:
@@ -74,9 +84,13 @@ class Runner:
                 run.started_wall, run.started_mono = self._wall(), self._monotonic()
                 run.deadline = run.started_mono + run.job.timeout + DEADLINE_GRACE
                 self._running.append(run)
+                starting.append(run)
                 threading.Thread(target=self._execute, args=(run,), name=f"check-{run.job.name}",
                                  daemon=True).start()
             next_deadline = min((r.deadline for r in self._running), default=None)
+        for run in starting:
+            if run.fired is not None:
+                self._started(run.job, run.fired)
         for run in expired:
             self.abandoned += 1
             logs.event("check.timeout", "warning", check=run.job.name, timeout=f"{run.job.timeout:g}s")
@@ -95,7 +109,7 @@ class Runner:
             result = CheckResult.unknown(f"check failed: {type(exc).__name__}: {exc}"[:500])
         duration = self._monotonic() - run.started_mono
         with self._lock:
-            job.in_flight = False
+            job.in_flight = job.skipping = False
             late = run.done
             run.done = True
         if late:

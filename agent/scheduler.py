@@ -35,8 +35,8 @@ def plan_start(trigger: Trigger, last_fired: float | None, last_run: float | Non
                jitter_key: str, jitter: float) -> Plan:
     """Given the persisted state of a check at agent start, return its first run."""
     if isinstance(trigger, Interval):
-        if last_run is not None and now < last_run + trigger.seconds:
-            return Plan(last_run + trigger.seconds, None)
+        if last_run is not None and now < min(last_run, now) + trigger.seconds:
+            return Plan(min(last_run, now) + trigger.seconds, None)
         return Plan(now + jitter_offset_seconds(jitter_key, min(jitter, trigger.seconds)), None)
     if last_fired is None:
         fire = next_fire(trigger.spec, _utc(now), tz).timestamp()
@@ -56,6 +56,19 @@ def plan_next(trigger: Trigger, scheduled: float, fired: float | None, now: floa
         return Plan(scheduled + slots * every, None)
     fire = next_fire(trigger.spec, _utc(max(fired if fired is not None else now, now)), tz).timestamp()
     return Plan(fire + jitter_offset_seconds(jitter_key, jitter), fire)
+
+
+def clamp_to_clock(trigger: Trigger, next_due: float, now: float) -> float:
+    """After the wall clock steps back, an interval check is due at most one interval from now
+    (otherwise it would pause for the size of the step); calendar slots stay where they are."""
+    if isinstance(trigger, Interval):
+        return min(next_due, now + trigger.seconds)
+    return next_due
+
+
+def jitter_key_for(hostname: str, check: str) -> str:
+    """What the jitter offset hashes: stable per host and check, different across a fleet."""
+    return f"{hostname}/{check}"
 
 
 def describe(trigger: Trigger) -> str:

@@ -10,6 +10,7 @@ tables and indexes, the hot-path inserts are plain prepared statements.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from datetime import date, datetime, time as dtime, timedelta
@@ -53,6 +54,18 @@ MIGRATIONS: list[Callable] = [_migrate_1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _encode(run: Evaluated) -> tuple[str, str | None]:
+    """Metrics and details as JSON; non-finite values are dropped (SQLite's JSON functions reject them)."""
+    metrics = json.dumps({s.key: s.value for s in run.samples if math.isfinite(s.value)}, separators=(",", ":"))
+    if not run.details:
+        return metrics, None
+    try:
+        details = json.dumps(run.details, separators=(",", ":"), default=str, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        details = json.dumps({"error": f"details not serialisable: {exc}"})
+    return metrics, details
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -88,7 +101,8 @@ class Store:
                     self.conn.execute(f"PRAGMA user_version={number + 1}")
                     self.conn.execute("COMMIT")
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                     raise
 
     def close(self) -> None:
@@ -106,25 +120,26 @@ class Store:
 
     def record_runs(self, runs: Iterable[Evaluated]) -> None:
         """Commit a batch of runs and their scheduler state in one transaction (all or nothing)."""
+        rows = [(run, *_encode(run)) for run in runs]
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for run in runs:
+                for run, metrics, details in rows:
                     check_id = self._check_id(run.check, run.check_type)
                     self.conn.execute(
                         "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
                         " metrics, details) VALUES (?,?,?,?,?,?,?,?,?)",
                         (check_id, run.started, run.duration, run.scheduled, int(run.status), int(run.pending),
-                         run.summary, json.dumps({s.key: s.value for s in run.samples}, separators=(",", ":")),
-                         json.dumps(run.details, separators=(",", ":"), default=str) if run.details else None))
+                         run.summary, metrics, details))
                     self.conn.execute(
                         "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
                         "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
                         (run.check, run.started))
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
-                self._check_ids.clear()
+                self._check_ids.clear()   # ids inserted in this transaction are gone with it
+                if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
+                    self.conn.execute("ROLLBACK")
                 raise
 
     def mark_fired(self, check: str, fired_at: float) -> None:
@@ -169,12 +184,15 @@ class Store:
             with self._lock:
                 first = self.conn.execute("SELECT min(started) FROM check_runs").fetchone()[0]
             day = datetime.fromtimestamp(first, tz).date() if first is not None else today
-        rolled = 0
+        rolled, failed = 0, []
         while day < today:
-            self._rollup_day(day, tz)
+            try:
+                self._rollup_day(day, tz)
+                rolled += 1
+            except sqlite3.Error as exc:   # one bad day must not stop retention for good
+                failed.append(f"{day}: {exc}")
             self.set_state("rollup_through", day.isoformat())
             day += timedelta(days=1)
-            rolled += 1
         pruned = 0
         while True:
             with self._lock:
@@ -187,7 +205,8 @@ class Store:
         cutoff = datetime.fromtimestamp(now - keep_rollups, tz).date().isoformat()
         with self._lock:
             dropped = self.conn.execute("DELETE FROM check_rollups WHERE day < ?", (cutoff,)).rowcount
-        return {"days_rolled_up": rolled, "runs_pruned": pruned, "rollups_pruned": dropped}
+        return {"days_rolled_up": rolled, "runs_pruned": pruned, "rollups_pruned": dropped,
+                "days_failed": "; ".join(failed) or None}
 
     def _rollup_day(self, day: date, tz: ZoneInfo) -> None:
         start = datetime.combine(day, dtime(0), tz).timestamp()
@@ -211,5 +230,6 @@ class Store:
                          json.dumps(stats.get(check_id, {}), separators=(",", ":"))))
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise

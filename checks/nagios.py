@@ -17,11 +17,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from agent.result import CheckResult, Status, sample
+from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 OUTPUT_CAP_BYTES = 64 * 1024
-SUMMARY_CAP_CHARS = 300
 
 _PERF_RE = re.compile(r"""('[^']+'|[^\s=]+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
 _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),

@@ -17,6 +17,7 @@ from checks.base import (
     RatioThresholds, Threshold,
 )
 from agent.fields import Duration, Size
+from agent.address import split_target
 from agent.units import format_duration, format_size
 
 
@@ -245,17 +246,6 @@ def _connect_time(host: str, port: int, timeout: float) -> float:
         sock.connect(address)
         return time.perf_counter() - started
 
-
-def split_target(target: str) -> tuple[str, int]:
-    """Given "host:port" or "[v6]:port", return (host, port); raise ValueError otherwise."""
-    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", target)
-    if not match:
-        raise ValueError(f"target {target!r} must be host:port (IPv6 as [addr]:port)")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"target {target!r}: port must be 1..65535")
-    return host, port
 
 
 class ProcessCheck(Check):

@@ -105,17 +105,34 @@ def test_store_rollup_keeps_recent_raw_runs(tmp_path):
     assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 1
 
 
-def test_store_failed_batch_commits_nothing(tmp_path):
-    store = Store(tmp_path / "s.db")
-    good = run(started=5.0)
-
+def test_store_unserialisable_details_and_infinite_values_do_not_poison_batch(tmp_path):
     class Unserialisable:
         def __str__(self):
             raise ValueError("cannot serialise")
 
-    bad = Evaluated("x", "disk", Status.OK, "s", (), {"v": Unserialisable()}, 1.0, 0.1, 1.0)
-    with pytest.raises(ValueError):
-        store.record_runs([good, bad])
-    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 0
-    store.record_runs([good])
+    store = Store(tmp_path / "s.db")
+    odd = Evaluated("x", "disk", Status.OK, "s", (sample("a", float("inf")), sample("b", 1.0)),
+                    {"v": Unserialisable()}, 1.0, 0.1, 1.0)
+    store.record_runs([run(started=5.0), odd])
+    metrics, details = store.conn.execute("SELECT metrics, details FROM check_runs WHERE started = 1.0").fetchone()
+    assert json.loads(metrics) == {"b": 1.0}
+    assert "not serialisable" in json.loads(details)["error"]
+    assert store.rollup_and_prune(10 * 86400, UTC, 90 * 86400, 730 * 86400)["days_failed"] is None
+
+
+def test_store_full_database_commits_nothing_and_keeps_check_ids_right(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_runs([run("first", started=1.0)])
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count={pages}")      # the disk is full from here on
+    big = [Evaluated("newcheck", "disk", Status.OK, "x" * 4000, (), {}, 10.0 + i, 0.1, 10.0 + i)
+           for i in range(50)]
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        store.record_runs(big)
+    assert not store.conn.in_transaction
     assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 1
+    store.conn.execute("PRAGMA max_page_count=1073741823")   # space returns
+    store.record_runs([run("other", started=20.0), run("newcheck", started=21.0)])
+    rows = dict(store.conn.execute(
+        "SELECT r.started, c.name FROM check_runs r JOIN checks c ON c.id = r.check_id").fetchall())
+    assert rows == {1.0: "first", 20.0: "other", 21.0: "newcheck"}
