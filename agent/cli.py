@@ -9,6 +9,7 @@ running daemon, which they do not talk to.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except BrokenPipeError:
         return EXIT_OK
+    except sqlite3.Error as exc:
+        return _fail(f"store: {exc}")
     except KeyboardInterrupt:
         return 130
 
@@ -69,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("status", parents=[common, fmt],
-                       help="latest result of every check (exit 1 when any is not OK)")
+                       help="latest result of every configured check (exit 1 when any is not OK)")
+    p.add_argument("--all", action="store_true", help="also checks that are no longer in the config")
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("history", parents=[common, fmt], help="past runs, newest first")
@@ -108,8 +112,9 @@ def _load(path: Path):
         return None
 
 
-def _store_path_fast(path: Path) -> Path:
-    """The store's path from the YAML alone, without validating the whole config (keeps `status` fast)."""
+def _read_fast(path: Path) -> tuple[Path, set[str]]:
+    """The store's path and the configured check names from the YAML alone, without validating the
+    whole config (keeps `status` and `history` fast)."""
     import yaml
     from agent.paths import store_path
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -117,18 +122,20 @@ def _store_path_fast(path: Path) -> Path:
         data = yaml.load(fh, Loader=loader) or {}
     agent = data.get("agent") or {}
     store = data.get("store") or {}
-    return store_path(path, agent.get("state_dir"), store.get("path"))
+    names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
+    return store_path(path, agent.get("state_dir"), store.get("path")), names
 
 
 def _open_store(args):
+    """(read-only connection, configured check names); exits 2 with the reason when either is missing."""
     from agent.history import StoreMissing, open_readonly
     path = _config_path(args)
     try:
-        db = _store_path_fast(path)
-    except (OSError, ValueError) as exc:
+        db, names = _read_fast(path)
+    except (OSError, ValueError, AttributeError) as exc:
         raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
     try:
-        return open_readonly(db)
+        return open_readonly(db), names
     except StoreMissing as exc:
         raise SystemExit(_fail(str(exc)))
 
@@ -158,6 +165,8 @@ def _iso(value: float | None) -> str | None:
 
 
 def cmd_run(args) -> int:
+    import signal
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # a reload before the daemon is up must not kill it
     loaded = _load(_config_path(args))
     if loaded is None:
         return EXIT_USAGE
@@ -166,7 +175,7 @@ def cmd_run(args) -> int:
     logs.setup(loaded.config.agent.log_level)
     try:
         return Daemon(loaded).run()
-    except OSError as exc:
+    except (OSError, RuntimeError, sqlite3.Error) as exc:   # port taken, store unreadable or from a newer agent
         logs.event("agent.failed", "error", error=str(exc))
         return 1
 
@@ -251,11 +260,11 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     from agent.history import latest_runs
-    conn = _open_store(args)
+    conn, configured = _open_store(args)
     rows = [{"check": r["check_name"], "type": r["type"], "status": STATUS_NAMES[r["status"]],
              "pending": STATUS_NAMES[r["pending"]] if r["pending"] else None,
              "last_run": _iso(r["started"]), "duration_seconds": round(r["duration"], 4), "summary": r["summary"]}
-            for r in latest_runs(conn)]
+            for r in latest_runs(conn) if args.all or r["check_name"] in configured]
     emit(rows, args.format, ["check", "status", "last_run", "summary"])
     return EXIT_PROBLEM if any(r["status"] != "ok" for r in rows) else EXIT_OK
 
@@ -275,7 +284,7 @@ def cmd_history(args) -> int:
         args.limit = 100 if args.format == "table" else 0
     if args.limit < 0:
         return _fail("--limit must be 0 (no limit) or more")
-    conn = _open_store(args)
+    conn, _ = _open_store(args)
     found = runs(conn, check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     rows = [{"check": r["check_name"], "started": _iso(r["started"]), "status": STATUS_NAMES[r["status"]],
              "duration_seconds": round(r["duration"], 4), "summary": r["summary"],

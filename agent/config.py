@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import socket
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,10 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from agent.address import split_target
-from agent.calendar import CalendarSpec, CalendarSpecError, parse_calendar
+from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import Duration, Name, SecretStr
-from agent.units import format_value
+from agent.units import format_duration, format_value
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
@@ -320,21 +321,36 @@ def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issue
     if config is None:
         return None
     if check.schedule is not None:
-        if check.schedule in config.schedules:
-            return Calendar(parse_calendar(config.schedules[check.schedule]), check.schedule)
+        text = config.schedules.get(check.schedule, check.schedule)
         try:
-            return Calendar(parse_calendar(check.schedule), check.schedule)
+            calendar = Calendar(parse_calendar(text), check.schedule)
         except CalendarSpecError as exc:
             hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
             issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
                                        f"nor a calendar spec: {exc}"
                                        + (f" (did you mean '{hint[0]}'?)" if hint else "")))
             return None
+        gap = shortest_gap(calendar.spec)
+        if check.jitter >= gap:
+            issues.append(source.issue((*loc, "jitter"), f"must be shorter than the shortest gap between runs "
+                                       f"({format_duration(gap)}), or runs would be skipped"))
+        return calendar
     every = check.every if check.every is not None else config.agent.default_interval
     if every < 0.1:
         issues.append(source.issue((*loc, "every"), f"interval must be at least 100ms (got {every:g}s)"))
         return None
     return Interval(every)
+
+
+def shortest_gap(spec: CalendarSpec, fires: int = 60) -> float:
+    """The shortest time between consecutive fire times over the next `fires` slots (in UTC: DST ignored)."""
+    moment = next_fire(spec, datetime(2026, 1, 1, tzinfo=timezone.utc), timezone.utc)
+    shortest = float("inf")
+    for _ in range(fires):
+        following = next_fire(spec, moment, timezone.utc)
+        shortest = min(shortest, (following - moment).total_seconds())
+        moment = following
+    return shortest
 
 
 def _check_thresholds(check: CheckOptions, loc: Loc, source, issues) -> None:

@@ -13,10 +13,27 @@ class StoreMissing(Exception):
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """Open the store without the right to write; the daemon keeps writing meanwhile (WAL)."""
+    """Open the store without the right to write; the daemon keeps writing meanwhile (WAL).
+
+    A stopped daemon leaves no -wal/-shm files, and a read-only WAL open must create them,
+    which a user without write access to the state directory cannot: then the file is
+    opened as immutable (nothing is writing it).
+    """
     if not path.exists():
         raise StoreMissing(f"no store at {path} (has the agent run with this config?)")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    conn = _connect(f"file:{path}?mode=ro")
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if Path(f"{path}-wal").exists():
+            raise
+        conn.close()
+        conn = _connect(f"file:{path}?mode=ro&immutable=1")
+    return conn
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, timeout=5)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.row_factory = sqlite3.Row
     return conn

@@ -83,7 +83,8 @@ def exported_name(prefix: str, spec: MetricSpec) -> str:
 
 
 class AgentState:
-    """What the collector reads: set by the daemon, swapped under a lock."""
+    """What the collector reads. The daemon replaces `jobs` with a new list (never mutates it in
+    place), so a render sees either the old or the new set of checks."""
 
     def __init__(self, version: str, workers: int):
         self.version = version
@@ -184,9 +185,9 @@ class Exposition:
         self._gzipped: bytes | None = None
 
     def refresh(self) -> None:
-        body = generate_latest(self.registry)
+        """Render under the lock: the loop and the sink both refresh, and an older body must not win."""
         with self._lock:
-            self._body, self._gzipped = body, None
+            self._body, self._gzipped = generate_latest(self.registry), None
 
     def body(self, want_gzip: bool) -> tuple[bytes, bool]:
         with self._lock:
@@ -200,6 +201,7 @@ class Exposition:
 class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
                  credentials: tuple[str, str] | None = None):
@@ -220,6 +222,7 @@ class MetricsServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 15   # an idle keep-alive connection gives its thread back (Prometheus reconnects)
     server: MetricsServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
+from agent.fields import Secret, SecretStr
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 OUTPUT_CAP_BYTES = 64 * 1024
@@ -37,7 +38,9 @@ class NagiosCheck(Check):
         type: Literal["nagios"]
         command: tuple[str, ...] = Field(..., min_length=1,
                                          description="argv list, e.g. [/usr/lib/nagios/plugins/check_load, -w, '5,4,3']")
-        env: dict[str, str] = Field(default_factory=dict, description="extra environment (PATH and LANG=C are set)")
+        env: dict[str, SecretStr] = Field(
+            default_factory=dict, description="extra environment (PATH and LANG=C are set); values may be "
+                                              "secret references such as ${file:/etc/maint-agent/pgpass}")
 
         @field_validator("command")
         @classmethod
@@ -53,7 +56,11 @@ class NagiosCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> CheckResult:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **self.options.env}
+        try:
+            extra = {key: Secret(value).reveal() for key, value in self.options.env.items()}
+        except (OSError, LookupError) as exc:
+            return CheckResult.unknown(f"cannot read a secret for the plugin's environment: {exc}")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **extra}
         try:
             proc = subprocess.Popen(self.options.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -237,14 +237,24 @@ class NetworkLatencyCheck(Check):
 
 
 def _connect_time(host: str, port: int, timeout: float) -> float:
-    """Seconds to open a TCP connection to the first address of host (one timeout in all, unlike
-    socket.create_connection, which spends the full timeout on each address in turn)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.settimeout(timeout)
-        started = time.perf_counter()
-        sock.connect(address)
-        return time.perf_counter() - started
+    """Seconds to open a TCP connection to host, trying its addresses in turn within one timeout in all
+    (socket.create_connection would spend the full timeout on each address)."""
+    deadline = time.monotonic() + timeout
+    error: OSError = TimeoutError("timed out")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(left)
+            started = time.perf_counter()
+            try:
+                sock.connect(address)
+            except OSError as exc:
+                error = exc
+                continue
+            return time.perf_counter() - started
+    raise error
 
 
 

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from pathlib import Path
 
 from agent.result import Evaluated, Status, sample
 from agent.store import Store
@@ -124,3 +125,43 @@ def test_cli_history_table_defaults_to_newest_hundred_json_exports_all(write_con
     assert len(run_cli("history", config=config).stdout.splitlines()) == 101   # header + 100
     assert len(json.loads(run_cli("history", "--format", "json", config=config).stdout)) == 150
     assert len(json.loads(run_cli("history", "--format", "json", "--limit", "7", config=config).stdout)) == 7
+
+
+def test_cli_status_hides_checks_removed_from_config_unless_all(populated):
+    store = Store(populated.parent / "var" / "maint-agent.db")
+    store.record_runs([Evaluated("retired", "disk", Status.CRITICAL, "gone", (), {}, time.time(), 0.0, time.time())])
+    store.close()
+    names = [r["check"] for r in json.loads(run_cli("status", "--format", "json", config=populated).stdout)]
+    assert "retired" not in names and "disk" in names
+    every = [r["check"] for r in json.loads(run_cli("status", "--all", "--format", "json", config=populated).stdout)]
+    assert "retired" in every
+
+
+def test_cli_history_reads_stopped_store_from_read_only_directory(populated):
+    """A user who may read but not write the state directory (the daemon stopped, no -wal file)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="maint-ro-", dir="/tmp"))
+    try:
+        state = base / "var"
+        state.mkdir()
+        shutil.copy(populated.parent / "var" / "maint-agent.db", state / "maint-agent.db")
+        config = base / "agent.yaml"
+        config.write_text(f"agent: {{state_dir: {state}}}\n")
+        for path, mode in ((base, 0o755), (config, 0o644), (state / "maint-agent.db", 0o444), (state, 0o555)):
+            os.chmod(path, mode)
+        out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+                              "-m", "agent.cli", "history", "--limit", "2", "--format", "json", "--config",
+                              str(config)], capture_output=True, text=True, cwd=str(Path(__file__).parents[2]),
+                             env={**os.environ, "HOME": "/tmp"})
+        if "Permission denied" in out.stderr and "agent.cli" not in out.stderr:
+            pytest.skip(f"the interpreter or repo is not readable by nobody here: {out.stderr.strip()}")
+        assert out.returncode == 0, out.stderr
+        assert len(json.loads(out.stdout)) == 2
+        assert not (state / "maint-agent.db-wal").exists()
+    finally:
+        os.chmod(base / "var", 0o755)
+        shutil.rmtree(base)

@@ -321,3 +321,31 @@ def test_daemon_store_maintenance_missed_runs_at_start_rolls_up_and_prunes(agent
     rollups = db.execute("SELECT runs, ok FROM check_rollups").fetchall()
     assert sum(r[0] for r in rollups) == 10 and sum(r[1] for r in rollups) == 10
     assert "event=store.maintained" in agent.log.read_text()
+
+
+def test_daemon_reload_with_changed_options_keeps_status_and_counters(agent_factory):
+    agent = agent_factory(BASE + "  - {name: load, type: load, every: 200ms, description: before}\n").start()
+    wait_for(lambda: runs_total(agent, "load") >= 3, what="first runs")
+    agent.config.write_text(agent.config.read_text().replace("description: before", "description: after"))
+    before = runs_total(agent, "load")
+    agent.send(signal.SIGHUP)
+    wait_for(lambda: "event=config.reloaded" in agent.log.read_text(), what="the reload")
+    assert scraped_status(agent, "load") == 0, "no gap in the status after a reload"
+    assert runs_total(agent, "load") >= before, "counters are not reset"
+
+
+def test_daemon_calendar_run_queued_at_shutdown_is_caught_up_next_start(agent_factory):
+    agent = agent_factory(BASE.replace("workers: 4", "workers: 1") + """
+  - {name: slow, type: nagios, every: 1h, command: [/bin/sh, -c, "sleep 2; echo OK"]}
+  - {name: nightly, type: disk, schedule: daily, mounts: [/]}
+""")
+    from agent.store import Store
+    store = Store(db_path(agent))
+    store.mark_fired("nightly", time.time() - 3 * 86400)
+    store.close()
+    agent.start()
+    wait_for(lambda: "event=check.catch_up check=nightly" in agent.log.read_text(), what="catch-up queued")
+    assert agent.stop(signal.SIGTERM) == 0          # nightly was still queued behind slow
+    assert history(agent, "--check", "nightly") == []
+    agent.start()
+    wait_for(lambda: len(history(agent, "--check", "nightly")) == 1, 20, what="the catch-up after restart")

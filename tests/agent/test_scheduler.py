@@ -79,3 +79,19 @@ def test_plan_next_calendar_dst_fall_back_runs_once_per_day():
         days.append(datetime.fromtimestamp(plan.next_due, BERLIN).date().isoformat())
         plan = plan_next(slot, plan.next_due, plan.next_fire, plan.next_due, BERLIN, "h/c", 0)
     assert days == ["2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27", "2026-10-28"]
+
+
+def test_clamp_to_clock_interval_after_clock_step_back_due_within_one_interval():
+    from agent.scheduler import clamp_to_clock
+    assert clamp_to_clock(Interval(15), 1000.0 + 3600, 1000.0) == 1015.0
+    assert clamp_to_clock(Interval(15), 1010.0, 1000.0) == 1010.0
+
+
+def test_clamp_to_clock_calendar_slot_unchanged():
+    from agent.scheduler import clamp_to_clock
+    assert clamp_to_clock(DAILY, 1000.0 + 86400, 1000.0) == 1000.0 + 86400
+
+
+def test_plan_start_interval_last_run_in_future_after_clock_step_back_not_delayed():
+    plan = plan_start(Interval(60), None, 5000.0, 1000.0, BERLIN, "h/c", 0)
+    assert plan.next_due == 1060.0
