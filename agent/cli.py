@@ -12,7 +12,7 @@ import argparse
 import sqlite3
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.output import FORMATS, emit
@@ -153,12 +153,20 @@ def _parse_when(text: str, now: float) -> float:
         raise ValueError(f"invalid time {text!r} (use 7d, 12h, 2026-11-01 or 2026-11-01T08:00)") from None
 
 
-def _ts(value: float | None) -> str:
-    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _local(value: float | None) -> str | None:
+    """Tables are for people: local wall time, like journalctl."""
+    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else None
+
+
+def _time_format(fmt: str):
+    return _local if fmt == "table" else _iso
 
 
 def _iso(value: float | None) -> str | None:
-    return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds") if value else None
+    """JSON and CSV are for programs: ISO 8601 in UTC."""
+    if not value:
+        return None
+    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -206,7 +214,7 @@ def cmd_checks(args) -> int:
         persisted, latest = scheduler_state(conn), {r["check_name"]: r for r in latest_runs(conn)}
     except StoreMissing:
         persisted, latest = {}, {}
-    now = time.time()
+    now, when = time.time(), _time_format(args.format)
     rows = []
     for options in loaded.checks:
         trigger = loaded.triggers[options.name]
@@ -215,8 +223,8 @@ def cmd_checks(args) -> int:
                                                                               options.name), options.jitter)
         last = latest.get(options.name)
         rows.append({"check": options.name, "type": options.type, "schedule": describe(trigger),
-                     "enabled": options.enabled, "next_due": _iso(plan.next_due) if options.enabled else None,
-                     "last_run": _iso(last["started"]) if last else None,
+                     "enabled": options.enabled, "next_due": when(plan.next_due) if options.enabled else None,
+                     "last_run": when(last["started"]) if last else None,
                      "last_status": STATUS_NAMES[last["status"]] if last else None})
     emit(rows, args.format, ["check", "type", "schedule", "next_due", "last_run", "last_status"])
     return EXIT_OK
@@ -261,17 +269,17 @@ def cmd_check(args) -> int:
 def cmd_status(args) -> int:
     from agent.history import latest_runs
     conn, configured = _open_store(args)
+    when = _time_format(args.format)
     rows = [{"check": r["check_name"], "type": r["type"], "status": STATUS_NAMES[r["status"]],
              "pending": STATUS_NAMES[r["pending"]] if r["pending"] else None,
-             "last_run": _iso(r["started"]), "duration_seconds": round(r["duration"], 4), "summary": r["summary"]}
+             "last_run": when(r["started"]), "duration_seconds": round(r["duration"], 4), "summary": r["summary"]}
             for r in latest_runs(conn) if args.all or r["check_name"] in configured]
     emit(rows, args.format, ["check", "status", "last_run", "summary"])
     return EXIT_PROBLEM if any(r["status"] != "ok" for r in rows) else EXIT_OK
 
 
 def cmd_history(args) -> int:
-    import json
-    from agent.history import runs
+    from agent.history import runs, runs_json
     now = time.time()
     try:
         since = _parse_when(args.since, now) if args.since else None
@@ -285,11 +293,15 @@ def cmd_history(args) -> int:
     if args.limit < 0:
         return _fail("--limit must be 0 (no limit) or more")
     conn, _ = _open_store(args)
-    found = runs(conn, check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
-    rows = [{"check": r["check_name"], "started": _iso(r["started"]), "status": STATUS_NAMES[r["status"]],
-             "duration_seconds": round(r["duration"], 4), "summary": r["summary"],
-             "metrics": json.loads(r["metrics"]) if args.format == "json" and r["metrics"] else r["metrics"]}
-            for r in found]
+    query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
+    if args.format == "json":
+        objects = runs_json(conn, **query)
+        sys.stdout.write("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n")
+        return EXIT_OK
+    when = _time_format(args.format)
+    rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],
+             "duration_seconds": round(r["duration"], 4), "summary": r["summary"], "metrics": r["metrics"]}
+            for r in runs(conn, **query)]
     emit(rows, args.format, ["started", "check", "status", "summary"])
     return EXIT_OK
 

@@ -43,14 +43,33 @@ def latest_runs(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """The newest run of every check, one index seek per check (fast on millions of rows)."""
     return conn.execute(
         "SELECT c.name AS check_name, c.type AS type, r.started, r.duration, r.status, r.pending, r.summary,"
-        " r.metrics FROM checks c JOIN check_runs r ON r.id = ("
-        "  SELECT id FROM check_runs WHERE check_id = c.id ORDER BY started DESC LIMIT 1)"
+        " r.metrics FROM checks c JOIN check_runs r ON r.check_id = c.id AND r.started = ("
+        "  SELECT max(started) FROM check_runs WHERE check_id = c.id)"
         " ORDER BY c.name").fetchall()
+
+
+_STATUS_SQL = "CASE r.status WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
+_UTC_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch')"
+_RUN_COLUMNS = ("c.name AS check_name, r.started, r.duration, r.scheduled, r.status, r.pending, r.summary,"
+                " r.metrics")
+_RUN_JSON = (f"json_object('check', c.name, 'started', {_UTC_SQL}, 'status', {_STATUS_SQL},"
+             " 'duration_seconds', round(r.duration, 4), 'summary', r.summary,"
+             " 'metrics', json(coalesce(r.metrics, '{}')))")
 
 
 def runs(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[int] | None = None,
          since: float | None = None, until: float | None = None, limit: int | None = 100) -> list[sqlite3.Row]:
     """Runs newest first, filtered; `limit=None` for all."""
+    return conn.execute(*_runs_query(_RUN_COLUMNS, check, statuses, since, until, limit)).fetchall()
+
+
+def runs_json(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[int] | None = None,
+              since: float | None = None, until: float | None = None, limit: int | None = 100) -> list[str]:
+    """The same runs as JSON objects built by SQLite: exporting a month of a 1/min check stays fast."""
+    return [row[0] for row in conn.execute(*_runs_query(_RUN_JSON, check, statuses, since, until, limit))]
+
+
+def _runs_query(columns: str, check, statuses, since, until, limit) -> tuple[str, list]:
     where, params = [], []
     if check:
         where.append("r.check_id = (SELECT id FROM checks WHERE name = ?)")
@@ -64,14 +83,13 @@ def runs(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[i
     if until is not None:
         where.append("r.started < ?")
         params.append(until)
-    sql = ("SELECT c.name AS check_name, r.started, r.duration, r.scheduled, r.status, r.pending, r.summary,"
-           " r.metrics FROM check_runs r JOIN checks c ON c.id = r.check_id")
+    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY r.started DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return conn.execute(sql, params).fetchall()
+    return sql, params
 
 
 def scheduler_state(conn: sqlite3.Connection) -> dict[str, tuple[float | None, float | None]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hmac
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -205,7 +206,6 @@ class MetricsServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
                  credentials: tuple[str, str] | None = None):
-        import socket
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exposition = exposition
         self.healthy = healthy
@@ -223,6 +223,11 @@ class MetricsServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 15   # an idle keep-alive connection gives its thread back (Prometheus reconnects)
+    wbufsize = -1  # buffer headers and body into one send: no Nagle / delayed-ACK stall on keep-alive
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server: MetricsServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
@@ -257,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.wfile.flush()
 
     do_HEAD = do_GET
 

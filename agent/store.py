@@ -27,11 +27,11 @@ PRUNE_BATCH_ROWS = 20000
 def _migrate_1(db) -> None:
     db["checks"].create({"id": int, "name": str, "type": str}, pk="id", not_null={"name"})
     db["checks"].create_index(["name"], unique=True)
-    db["check_runs"].create(
-        {"id": int, "check_id": int, "started": float, "duration": float, "scheduled": float,
-         "status": int, "pending": int, "summary": str, "metrics": str, "details": str},
-        pk="id", not_null={"check_id", "started", "status"}, foreign_keys=[("check_id", "checks", "id")])
-    db["check_runs"].create_index(["check_id", "started"], index_name="check_runs_by_check")
+    # clustered by check, then time: a month of one check is contiguous pages, not one row per page
+    db.execute("""CREATE TABLE check_runs (
+        check_id INTEGER NOT NULL REFERENCES checks(id), started REAL NOT NULL, duration REAL NOT NULL,
+        scheduled REAL, status INTEGER NOT NULL, pending INTEGER NOT NULL DEFAULT 0, summary TEXT NOT NULL,
+        metrics TEXT, details TEXT, PRIMARY KEY (check_id, started)) WITHOUT ROWID""")
     db["check_runs"].create_index(["started"], index_name="check_runs_by_time")
     db.execute("""CREATE TABLE check_rollups (
         check_id INTEGER NOT NULL REFERENCES checks(id), day TEXT NOT NULL, runs INTEGER NOT NULL,
@@ -87,11 +87,13 @@ class Store:
 
     def migrate(self) -> None:
         """Apply forward migrations; refuse a store written by a newer agent."""
-        import sqlite_utils
-
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"store {self.path} has schema {version}, newer than this agent's {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        import sqlite_utils   # only when there is something to migrate: it pulls in click and more (~5 MiB)
+
         db = sqlite_utils.Database(self.conn)
         for number in range(version, SCHEMA_VERSION):
             with self._lock:
@@ -126,11 +128,14 @@ class Store:
             try:
                 for run, metrics, details in rows:
                     check_id = self._check_id(run.check, run.check_type)
-                    self.conn.execute(
-                        "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
-                        " metrics, details) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (check_id, run.started, run.duration, run.scheduled, int(run.status), int(run.pending),
-                         run.summary, metrics, details))
+                    started = run.started
+                    # (check, started) is the key; a clock stepped back onto an old instant must not lose a run
+                    while not self.conn.execute(
+                            "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
+                            " metrics, details) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                            (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
+                             run.summary, metrics, details)).rowcount:
+                        started += 1e-6
                     self.conn.execute(
                         "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
                         "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
@@ -197,7 +202,8 @@ class Store:
         while True:
             with self._lock:
                 deleted = self.conn.execute(
-                    "DELETE FROM check_runs WHERE id IN (SELECT id FROM check_runs WHERE started < ? LIMIT ?)",
+                    "DELETE FROM check_runs WHERE (check_id, started) IN "
+                    "(SELECT check_id, started FROM check_runs WHERE started < ? LIMIT ?)",
                     (now - keep_raw, PRUNE_BATCH_ROWS)).rowcount
             pruned += deleted
             if deleted < PRUNE_BATCH_ROWS:

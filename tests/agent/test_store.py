@@ -136,3 +136,9 @@ def test_store_full_database_commits_nothing_and_keeps_check_ids_right(tmp_path)
     rows = dict(store.conn.execute(
         "SELECT r.started, c.name FROM check_runs r JOIN checks c ON c.id = r.check_id").fetchall())
     assert rows == {1.0: "first", 20.0: "other", 21.0: "newcheck"}
+
+
+def test_store_same_check_same_instant_keeps_both_runs(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_runs([run(started=100.0, value=0.1), run(started=100.0, value=0.2)])
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 2
