@@ -166,9 +166,12 @@ class LoadedConfig:
         return check.timeout if check.timeout is not None else self.config.agent.check_timeout
 
     def summary(self) -> str:
-        calendars = sum(isinstance(t, Calendar) for t in self.triggers.values())
-        return (f"{self.path}: OK: {len(self.checks)} checks ({len(self.checks) - calendars} interval, "
-                f"{calendars} calendar), store {self.db_path}, listen {self.config.http.listen}")
+        enabled = [c for c in self.checks if c.enabled]
+        calendars = sum(isinstance(self.triggers[c.name], Calendar) for c in enabled)
+        disabled = len(self.checks) - len(enabled)
+        return (f"{self.path}: OK: {len(enabled)} checks ({len(enabled) - calendars} interval, {calendars} calendar"
+                + (f"; {disabled} disabled" if disabled else "") + f"), store {self.db_path}, "
+                f"listen {self.config.http.listen}")
 
 
 def local_zone() -> ZoneInfo:

@@ -495,6 +495,9 @@ def test_config_check_repo_agent_yaml_exits_0_with_one_summary_line():
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
     assert len(lines) == 1
-    total, calendars = len(repo_checks()), sum("schedule" in c for c in repo_checks())
-    assert lines[0].startswith(f"{path}: OK: {total} checks ({total - calendars} interval, {calendars} calendar), store ")
+    enabled = [c for c in repo_checks() if c.get("enabled", True)]
+    total, calendars = len(enabled), sum("schedule" in c for c in enabled)
+    disabled = len(repo_checks()) - total
+    assert lines[0].startswith(f"{path}: OK: {total} checks ({total - calendars} interval, {calendars} calendar"
+                               + (f"; {disabled} disabled" if disabled else "") + "), store ")
     assert lines[0].endswith("listen 127.0.0.1:9469")
