@@ -7,6 +7,8 @@ need=()
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/nagios/plugins/check_load ] || need+=(monitoring-plugins-basic)
 command -v redis-server >/dev/null || need+=(redis-server)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"
