@@ -23,7 +23,7 @@ from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 OUTPUT_CAP_BYTES = 64 * 1024
 
-_PERF_RE = re.compile(r"""('[^']+'|[^\s=]+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
+_PERF_RE = re.compile(r"""('(?:[^']|'')+'|[^\s=']+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
 _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
         "%": ("ratio", 0.01), "B": ("bytes", 1), "KB": ("bytes", 1024), "MB": ("bytes", 2**20),
         "GB": ("bytes", 2**30), "TB": ("bytes", 2**40), "kB": ("bytes", 1024), "KiB": ("bytes", 1024),
@@ -116,10 +116,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.stdout.close()   # still open when the deadline hit mid-read: one leaked pipe per timeout otherwise
 
 
+def _unquote(label: str) -> str:
+    """'time spent' → time spent; a quote inside a quoted label is doubled ('it''s')."""
+    return label[1:-1].replace("''", "'") if label.startswith("'") else label
+
+
 def parse_perfdata(text: str) -> list:
     """Given Nagios perfdata (`time=0.2s;1;2 size=10KB`), return samples in base units."""
     samples = []
     for label, value, uom in _PERF_RE.findall(text):
         unit, factor = _UOM.get(uom, ("count", 1.0))
-        samples.append(sample("perfdata_value", float(value) * factor, label=label.strip("'"), unit=unit))
+        samples.append(sample("perfdata_value", float(value) * factor, label=_unquote(label), unit=unit))
     return samples

@@ -291,3 +291,32 @@ def test_parse_perfdata_undetermined_value_skipped():
 def test_parse_perfdata_empty_text_has_no_samples():
     assert parse_perfdata("") == []
     assert parse_perfdata("   ") == []
+
+
+def test_nagios_hand_written_plugin_every_perfdata_form_exit_3_unknown_with_samples(tmp_path):
+    """A plugin of our own printing every perfdata form the plugin guidelines allow."""
+    from tests.metrics_contract import assert_family_contract
+    plugin = tmp_path / "check_everything"
+    plugin.write_text("#!/bin/sh\n"
+                      "echo \"UNKNOWN - cannot tell | 'time spent'=1.5ms;1;2;0;10 hits=5c ratio=85%;80;90;0;100 "
+                      "size=1.5GB;;;0 neg=-3;;;; sci=1e3s unknown=U;1;2 raw=42\"\n"
+                      "echo 'second line of long text'\n"
+                      "echo \"more text | 'quoted '' label'=7KB late=2us\"\n"
+                      "exit 3\n")
+    plugin.chmod(0o755)
+    check = NagiosCheck(NagiosCheck.Options.model_validate({"name": "everything", "type": "nagios",
+                                                            "command": [str(plugin)]}))
+    result = check.run(CheckContext(timeout=5))
+    assert result.status is Status.UNKNOWN and result.summary == "UNKNOWN - cannot tell"
+    values = {(s.label("label"), s.label("unit")): s.value for s in result.samples if s.name == "perfdata_value"}
+    assert values[("time spent", "seconds")] == pytest.approx(0.0015)
+    assert values[("hits", "count")] == 5
+    assert values[("ratio", "ratio")] == pytest.approx(0.85)
+    assert values[("size", "bytes")] == pytest.approx(1.5 * 2**30)
+    assert values[("neg", "count")] == -3
+    assert values[("sci", "seconds")] == 1000
+    assert values[("raw", "count")] == 42
+    assert values[("late", "seconds")] == pytest.approx(2e-6)
+    assert values[("quoted ' label", "bytes")] == 7 * 1024
+    assert ("unknown", "count") not in values, "U (undetermined) is not a value"
+    assert_family_contract(check, [result])
