@@ -11,6 +11,7 @@ every 15 s (`monit -I`, no httpd). A missing anchor is skipped with a message.
 
     .venv/bin/python bench/idle.py                # 120 s window
     .venv/bin/python bench/idle.py --seconds 30   # shorter, for a quick look
+    .venv/bin/python bench/idle.py --existing-store   # a restart: the store exists, no migration runs
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=5.0,
                     help="seconds to wait after everything is up, before the window opens (default 5)")
     ap.add_argument("--interval", type=float, default=1.0, help="RSS sampling interval (default 1 s)")
+    ap.add_argument("--existing-store", action="store_true",
+                    help="measure a restart: start once to create the store, stop, start again (no migration "
+                         "in the measured process); default: first start on a fresh state_dir")
     ap.add_argument("--agent-bin", type=Path, default=AGENT_BIN)
     ap.add_argument("--node-exporter", default=NODE_EXPORTER)
     ap.add_argument("--monit", default=MONIT)
@@ -156,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="maint-bench-idle-") as tmp:
         work = Path(tmp)
         try:
-            log(f"starting maint-agent ({args.agent_bin}) on a copy of agent.yaml in {work}")
-            agent = start_agent(work, agent_bin=args.agent_bin)
+            if args.existing_store:
+                log("first start, to create and migrate the store; stopped once every interval check has run")
+                start_agent(work, agent_bin=args.agent_bin).stop()
+            log(f"starting maint-agent ({args.agent_bin}) on a copy of agent.yaml in {work}"
+                + (" (store exists: no migration)" if args.existing_store else " (fresh state_dir)"))
+            agent = start_agent(work, agent_bin=args.agent_bin, wait_checks=not args.existing_store)
             procs.append(agent)
-            log(f"maint-agent pid {agent.pid} on 127.0.0.1:{agent.port}; "
-                f"{agent.extra['interval_checks']} interval checks have run")
+            log(f"maint-agent pid {agent.pid} on 127.0.0.1:{agent.port}; " +
+                ("checks run when next due by the persisted schedule" if args.existing_store else
+                 f"{agent.extra['interval_checks']} interval checks have run"))
             procs.append(start_node_exporter(work, args.node_exporter))
             procs.append(start_monit(work, args.monit))
             running = [p for p in procs if p is not None]
@@ -203,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                      fmt(s.status.get("RssAnon"), ".1f"), fmt(s.status.get("RssFile"), ".1f"),
                      fmt(s.uss_end / MIB if s.uss_end else None, ".1f"), cpu_cell(s.cpu_pct), str(s.threads),
                      "-" if s is agent_s else fmt(ratio(agent_s.rss_end, s.rss_end), ".2f") + "×", cpu_ratio(s)])
-    print(f"\n## Idle footprint — {args.seconds:g} s window ({machine()}; {load_start} at start)\n")
+    start_kind = "restart on an existing store" if args.existing_store else "first start, fresh state_dir"
+    print(f"\n## Idle footprint — {args.seconds:g} s window, agent {start_kind} ({machine()}; {load_start} at "
+          f"start)\n")
     print(table(rows, ["name", "RSS MiB (end)", "RSS MiB (max)", "anon", "file", "USS MiB", "CPU % of 1 core",
                        "threads", "agent/this RSS", "agent/this CPU"]))
     print(f"(CPU from psutil cpu_times, user+system, tick {cpu_resolution * 1000:g} ms → resolution "
@@ -233,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json_out, {
         "rss_breakdown": breakdown,
         "benchmark": "idle", "window_seconds": args.seconds, "agent_checks": agent.extra["checks"],
+        "existing_store": args.existing_store,
         "machine": machine(), "load_start": load_start, "load_end": loadavg(),
         "processes": [s.as_dict() for s in samplers],
         "targets": {"rss_mib": TARGET_RSS_MIB, "cpu_pct": TARGET_CPU_PCT},

@@ -76,7 +76,8 @@ def summary(idle: dict | None, scrape: dict | None, store: dict | None, commands
 
         w = f"{idle['window_seconds']:g} s"
         checks = f" ({idle['agent_checks']} checks of agent.yaml)" if idle.get("agent_checks") else ""
-        row(f"Idle RSS, max over {w}{checks}", f"{a['rss_max_mib']:.1f} MiB",
+        kind = ", restart on an existing store" if idle.get("existing_store") else ", first start (fresh store)"
+        row(f"Idle RSS, max over {w}{checks}{kind}", f"{a['rss_max_mib']:.1f} MiB",
             " · ".join(f"{p['name']} {p['rss_max_mib']:.1f} MiB" for p in anchors) or "skipped",
             " · ".join(f"{a['rss_max_mib'] / p['rss_max_mib']:.1f}×" for p in anchors) or "—",
             f"≤ {idle['targets']['rss_mib']:g} MiB", mark(idle["met"]["rss"]))
