@@ -9,6 +9,7 @@ beyond critical, unknown schedule names).
 from __future__ import annotations
 
 import difflib
+import functools
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -110,22 +111,37 @@ class StoreSection(_Section):
 
 
 CheckConfig = Annotated[Union[tuple(cls.Options for cls in CHECK_TYPES.values())], Field(discriminator="type")]
-_CHECK_ADAPTER = TypeAdapter(CheckConfig)
 
 
-class Config(_Section):
+@functools.cache
+def _check_adapter() -> TypeAdapter:
+    """The union of every check type: built only for schema output and for reporting a bad `type:`."""
+    return TypeAdapter(CheckConfig)
+
+
+class Sections(_Section):
+    """Everything but `checks:`, validated first; check entries are validated one by one by their type."""
+
     version: Literal[1] = Field(1, description="config schema version")
     agent: AgentSection = Field(default_factory=AgentSection)
     http: HttpSection = HttpSection()
     store: StoreSection = StoreSection()
     schedules: dict[Name, CalendarText] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
                                                 description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
-    checks: tuple[CheckConfig, ...] = ()
 
     @field_validator("schedules")
     @classmethod
     def _merge_defaults(cls, value):
         return {**DEFAULT_SCHEDULES, **value}
+
+
+class Config(Sections):
+    """The whole file. Built without validation from parts already validated (`model_construct`), so
+    the union of all check types is compiled only for `config schema`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    checks: tuple[CheckConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,17 +227,20 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     if raw_checks is None:
         raw_checks = []
     top = {k: v for k, v in data.items() if k != "checks"}
-    config = _validate(Config, top, (), source, issues)
+    config = _validate(Sections, top, (), source, issues)
     checks: list[CheckOptions | None] = []
     if not isinstance(raw_checks, list):
         issues.append(source.issue(("checks",), "must be a list of checks"))
     else:
         for index, item in enumerate(raw_checks):
-            checks.append(_validate(_CHECK_ADAPTER, item, ("checks", index), source, issues))
+            cls = CHECK_TYPES.get(item.get("type")) if isinstance(item, dict) else None
+            model = cls.Options if cls else _check_adapter()   # the union reports a missing or unknown type
+            checks.append(_validate(model, item, ("checks", index), source, issues))
     triggers = _logical_pass(config, checks, source, issues)
     if issues:
         raise ConfigError(issues)
-    final = config.model_copy(update={"checks": tuple(checks)})
+    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields},
+                                   checks=tuple(checks))
     return LoadedConfig(Path(file).absolute(), final, triggers)
 
 
@@ -276,6 +295,8 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
 
 def _known_keys(model, data: Any, parent: tuple) -> list[str]:
     """Field names (and aliases) valid at `parent`, for "did you mean"."""
+    if model is Sections:
+        model = Config   # `checks` is validated apart but is a valid top-level key
     if isinstance(model, TypeAdapter):
         cls = CHECK_TYPES.get(data.get("type")) if isinstance(data, dict) else None
         model = cls.Options if cls else None
@@ -367,7 +388,8 @@ def _check_thresholds(check: CheckOptions, loc: Loc, source, issues) -> None:
         issues.append(source.issue((*loc, "warning"), f"must be below critical (got {w} ≥ {c})"))
     if cls.THRESHOLD.bad_when == "below" and warning <= critical:
         issues.append(source.issue((*loc, "warning"),
-                                   f"must be above critical for a minimum-count check (got {w} ≤ {c})"))
+                                   f"must be above critical: {cls.TYPE} breaches when the value falls below "
+                                   f"(got {w} ≤ {c})"))
 
 
 def json_schema() -> dict[str, Any]:

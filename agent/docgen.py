@@ -41,7 +41,9 @@ def _unit(field) -> str | None:
 
 
 def _type_name(field) -> str:
-    return _unit(field) or _render(field.annotation)
+    top = next((_UNIT_PARSERS[n] for n in (getattr(getattr(m, "func", None), "__name__", "") for m in field.metadata)
+                if n in _UNIT_PARSERS), None)
+    return top or _render(field.annotation)
 
 
 def _render(tp) -> str:

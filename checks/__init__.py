@@ -1,7 +1,14 @@
 """Check types by their `type:` name. Adding a type: one module, one line here."""
 
 from checks.base import Check
+from checks.http import HttpCheck, TcpCheck, TlsCertCheck
 from checks.nagios import NagiosCheck
+from checks.postgres import (
+    PgActivityCheck, PgArchivingCheck, PgConnectionsCheck, PgReplicationCheck, PgStatementsCheck, PgTablesCheck,
+    PostgresCheck,
+)
+from checks.redis import RedisCheck, RedisReplicationCheck
+from checks.systemd import SystemdUnitCheck
 from checks.system import (
     CpuCheck, DiskCheck, FileCheck, LoadCheck, MemoryCheck, NetworkLatencyCheck, ProcessCheck, SwapCheck,
 )
@@ -16,6 +23,19 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "process": ProcessCheck,
     "file": FileCheck,
     "nagios": NagiosCheck,
+    "http": HttpCheck,
+    "tls_cert": TlsCertCheck,
+    "tcp": TcpCheck,
+    "redis": RedisCheck,
+    "redis_replication": RedisReplicationCheck,
+    "systemd_unit": SystemdUnitCheck,
+    "postgres": PostgresCheck,
+    "pg_connections": PgConnectionsCheck,
+    "pg_replication": PgReplicationCheck,
+    "pg_archiving": PgArchivingCheck,
+    "pg_activity": PgActivityCheck,
+    "pg_statements": PgStatementsCheck,
+    "pg_tables": PgTablesCheck,
 }
 
 for _name, _cls in CHECK_TYPES.items():

@@ -9,14 +9,16 @@ from typing import Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.fields import Count, Duration, Name, Ratio
+from agent.fields import Count, Duration, Name, Ratio, Size
 from agent.result import CheckResult, Sample
 
 
 class CheckOptions(BaseModel):
     """Fields every check accepts; each type adds its own (and `type: Literal[...]`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build: a type's validator is built the first time a config uses it, so a host
+    # pays (in memory) only for the check types it runs, not for all 20+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     name: Name
     type: str
@@ -32,16 +34,25 @@ class CheckOptions(BaseModel):
 
 
 class RatioThresholds(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     warning: Ratio | None = None
     critical: Ratio | None = None
 
 
 class DurationThresholds(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     warning: Duration | None = None
     critical: Duration | None = None
 
 
+class SizeThresholds(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+    warning: Size | None = None
+    critical: Size | None = None
+
+
 class CountThresholds(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     warning: Count | None = None
     critical: Count | None = None
 

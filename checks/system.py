@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from typing import Literal
 
@@ -18,6 +17,7 @@ from checks.base import (
 )
 from agent.fields import Duration, Size
 from agent.address import split_target
+from checks.net import connect_time
 from agent.units import format_duration, format_size
 
 
@@ -220,7 +220,7 @@ class NetworkLatencyCheck(Check):
                     error = "out of time"
                     break
                 try:
-                    times.append(_connect_time(host, port, timeout))
+                    times.append(connect_time(host, port, timeout))
                 except OSError as exc:
                     error = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
                     break
@@ -234,28 +234,6 @@ class NetworkLatencyCheck(Check):
         if failures:
             return CheckResult.critical("; ".join(failures + parts), samples)
         return CheckResult.ok("connect " + ", ".join(parts), samples)
-
-
-def _connect_time(host: str, port: int, timeout: float) -> float:
-    """Seconds to open a TCP connection to host, trying its addresses in turn within one timeout in all
-    (socket.create_connection would spend the full timeout on each address)."""
-    deadline = time.monotonic() + timeout
-    error: OSError = TimeoutError("timed out")
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        with socket.socket(family, kind, proto) as sock:
-            sock.settimeout(left)
-            started = time.perf_counter()
-            try:
-                sock.connect(address)
-            except OSError as exc:
-                error = exc
-                continue
-            return time.perf_counter() - started
-    raise error
-
 
 
 class ProcessCheck(Check):

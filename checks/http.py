@@ -1,0 +1,547 @@
+"""Service probes (seed 004 "Application Health Checks"): an HTTP request, a TLS certificate's
+expiry, a TCP connect with an optional banner exchange.
+
+Every probe is bounded by the run's timeout as a whole, not only per socket
+operation: a server that accepts and never answers, or trickles a byte at a
+time, ends as CRITICAL "timed out after …" before the runner gives up on the
+thread. httpx costs ~5 MiB of RSS, so it is imported only by a check that runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from agent import __version__
+from agent.address import split_target
+from agent.fields import Duration, Secret, SecretStr, Size
+from agent.result import CheckResult, sample
+from agent.units import format_duration, format_size
+from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
+from checks.net import describe_connect_error, describe_error, open_connection
+
+MAX_REDIRECTS = 5
+EXCERPT_CHARS = 300           # of a failing response's body, kept in the run's details
+BANNER_CAP_BYTES = 64 * 1024  # tcp: read at most this much looking for `expect`
+DAY = 86400.0
+
+_STATUS_RE = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
+
+
+def status_ranges(spec: tuple[int | str, ...]) -> tuple[tuple[int, int], ...]:
+    """Given `(200, "3xx", "500-503")`, return inclusive ranges; raise ValueError on another form."""
+    ranges = []
+    for item in spec:
+        match = _STATUS_RE.match(str(item).strip().lower())
+        if not match:
+            raise ValueError(f"status {item!r}: use a code (200), a class (2xx) or a range (200-299)")
+        if match.group(1):
+            low = int(match.group(1)) * 100
+            ranges.append((low, low + 99))
+            continue
+        low = int(match.group(2))
+        high = int(match.group(3) or low)
+        if not 100 <= low <= high <= 599:
+            raise ValueError(f"status {item!r}: codes are 100..599, low to high")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def json_path(document: Any, path: str) -> Any:
+    """Given parsed JSON and a dotted path (`checks.db`, `items.0.name`), return the value there;
+    raise KeyError naming the first segment that is missing. A key containing a dot cannot be addressed."""
+    value = document
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(part)
+    return value
+
+
+def json_equal(actual: Any, expected: Any) -> bool:
+    """JSON equality without Python's coercions: `true` is not `1`, `"1"` is not `1`; `1` equals `1.0`."""
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
+        return actual == expected
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        return actual.keys() == expected.keys() and all(json_equal(actual[k], expected[k]) for k in actual)
+    if isinstance(actual, list) and isinstance(expected, list):
+        return len(actual) == len(expected) and all(map(json_equal, actual, expected))
+    return type(actual) is type(expected) and actual == expected
+
+
+class HttpCheck(Check):
+    """One HTTP request; OK when the status is expected and the body matches (seed: > 200 ms warns).
+
+    The thresholds apply to `response_seconds`: from sending the request to the last byte of the
+    body read (at most `max_body_size`). A new connection per run, so the time includes connecting.
+    """
+
+    TYPE = "http"
+
+    class Options(CheckOptions, DurationThresholds):
+        type: Literal["http"]
+        url: str = Field(..., description="http:// or https:// URL; credentials go in username/password")
+        method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+        headers: dict[str, SecretStr] = Field(
+            default_factory=dict, description="request headers; values may be secret references")
+        body: str | None = Field(None, description="request body, sent as given")
+        expect_status: tuple[int | str, ...] = Field(
+            ("2xx",), min_length=1,
+            description="accepted status codes: 200, a class 2xx or a range 200-399; a redirect is not a "
+                        "success unless listed here or followed")
+        expect_body: str | None = Field(None, description="CRITICAL unless the body contains this text")
+        expect_json: dict[str, Any] | None = Field(
+            None, description="dotted path → expected JSON value, e.g. {status: ok, checks.db: up, items.0.id: 1}")
+        follow_redirects: bool = Field(False, description=f"follow up to {MAX_REDIRECTS} redirects")
+        verify: bool = Field(True, description="verify the server's certificate and host name")
+        ca_file: str | None = Field(
+            None, description="PEM bundle to trust instead of the system store (an internal CA, a self-signed cert)")
+        username: str | None = Field(None, description="basic auth user")
+        password: SecretStr | None = Field(None, description="basic auth password")
+        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the whole request")
+        max_body_size: Size = Field("1MiB", validate_default=True, description="read at most this much of the body")
+
+        @field_validator("url")
+        @classmethod
+        def _http_url(cls, url):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url {url!r} must be http://host/… or https://host/…")
+            if parts.username or parts.password:
+                raise ValueError("url must not contain credentials: use username and password (a secret reference)")
+            return url
+
+        @field_validator("expect_status", mode="before")
+        @classmethod
+        def _one_or_many(cls, spec):
+            return (spec,) if isinstance(spec, (int, str)) else spec
+
+        @field_validator("expect_status")
+        @classmethod
+        def _statuses(cls, spec):
+            status_ranges(spec)
+            return spec
+
+        @field_validator("expect_json")
+        @classmethod
+        def _paths(cls, expected):
+            for path, value in (expected or {}).items():
+                if not path or "" in path.split("."):
+                    raise ValueError(f"json path {path!r} must be dotted keys such as checks.db")
+                try:
+                    json.dumps(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"json {path}: {value!r} is not a JSON value (quote it)") from None
+            return expected
+
+        @field_validator("ca_file")
+        @classmethod
+        def _absolute(cls, path):
+            if path is not None and not path.startswith("/"):
+                raise ValueError(f"ca_file {path!r} must be an absolute path")
+            return path
+
+        @model_validator(mode="after")
+        def _consistent(self):
+            if self.method == "HEAD" and (self.expect_body is not None or self.expect_json is not None):
+                raise ValueError("a HEAD response has no body: expect_body/expect_json need GET or POST")
+            if self.ca_file and not self.verify:
+                raise ValueError("ca_file is set but verify is false: drop one of them")
+            if (self.username is None) != (self.password is None):
+                raise ValueError("basic auth needs both username and password")
+            return self
+
+    METRICS = (
+        MetricSpec("status_code", "count", "HTTP status code of the last response."),
+        MetricSpec("response_seconds", "seconds",
+                   "Time from starting the request (connect included) to the end of the body read."),
+        MetricSpec("response_body_bytes", "bytes", "Body bytes read (at most the check's max_body_size)."),
+    )
+    THRESHOLD = Threshold(("response_seconds",), "seconds")
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._statuses = status_ranges(options.expect_status)
+        self._client = None   # one httpx.Client per check, made on its first run (TLS context loaded once)
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        started = ctx.monotonic()
+        opts = self.options
+        try:
+            headers = {key: Secret(value).reveal() for key, value in opts.headers.items()}
+            auth = (opts.username, Secret(opts.password).reveal()) if opts.username is not None else None
+        except (OSError, LookupError) as exc:
+            return CheckResult.unknown(f"cannot read a secret: {exc}")
+        try:
+            client = self._client or self._make_client()
+        except (OSError, ssl.SSLError) as exc:
+            return CheckResult.unknown(f"cannot load ca_file {opts.ca_file}: {exc.strerror or exc}")
+        import httpx
+
+        budget = ctx.remaining(started)
+        connect = min(opts.connect_timeout, budget)
+        timeout = httpx.Timeout(connect=connect, read=budget, write=budget, pool=budget)
+        content = opts.body.encode() if opts.body is not None else None
+        body, truncated, response = bytearray(), False, None
+        t0 = time.perf_counter()
+        try:
+            with _Deadline(budget) as deadline, client.stream(
+                    opts.method, opts.url, headers=headers, content=content, auth=auth, timeout=timeout,
+                    extensions={"trace": deadline.trace}) as response:
+                for chunk in response.iter_bytes():
+                    room = opts.max_body_size - len(body)
+                    body += chunk[:room]
+                    if len(chunk) > room:
+                        truncated = True
+                        break
+            elapsed = time.perf_counter() - t0
+        except httpx.HTTPError as exc:
+            phase = "reading the body" if response is not None else "waiting for the response"
+            return CheckResult.critical(self._failure(httpx, exc, deadline.fired, connect, ctx.timeout, phase))
+        return self._verdict(response, bytes(body), truncated, elapsed)
+
+    def _make_client(self):
+        import httpx
+
+        opts = self.options
+        tls_possible = opts.url.startswith("https:") or opts.follow_redirects
+        # system trust store (what update-ca-certificates maintains), not httpx's bundled certifi;
+        # a plain-http probe that cannot be redirected never needs one (it costs ~2 MiB)
+        verify = ssl.create_default_context(cafile=opts.ca_file) if opts.verify and tls_possible else False
+        self._client = httpx.Client(
+            verify=verify, follow_redirects=opts.follow_redirects, max_redirects=MAX_REDIRECTS,
+            trust_env=False,   # no proxy or .netrc from the daemon's environment: probe the service directly
+            limits=httpx.Limits(max_keepalive_connections=0),   # a fresh connection per run, as a client sees it
+            headers={"User-Agent": f"maint-agent/{__version__}", "Accept-Encoding": "identity"})
+        return self._client
+
+    @staticmethod
+    def _failure(httpx, exc: Exception, fired: bool, connect: float, timeout: float, phase: str) -> str:
+        if isinstance(exc, httpx.ConnectTimeout) and not fired:
+            return f"connect timed out after {format_duration(connect)}"
+        if fired or isinstance(exc, httpx.TimeoutException):
+            return f"timed out after {format_duration(timeout)} {phase}"
+        if isinstance(exc, httpx.TooManyRedirects):
+            return f"more than {MAX_REDIRECTS} redirects"
+        cause = exc   # httpx wraps httpcore's error, which wraps (as context) the socket's OSError
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            return describe_error(cause, connect)
+        return f"{type(exc).__name__}: {exc}"
+
+    def _verdict(self, response, body: bytes, truncated: bool, elapsed: float) -> CheckResult:
+        opts = self.options
+        code = response.status_code
+        samples = (sample("status_code", code), sample("response_seconds", elapsed),
+                   sample("response_body_bytes", len(body)))
+        head = f"{code} {response.reason_phrase}".strip()
+        problems = []
+        if not any(low <= code <= high for low, high in self._statuses):
+            text = f"status {head}, expected {', '.join(map(str, opts.expect_status))}"
+            location = response.headers.get("location")
+            if location and 300 <= code < 400:
+                text += f" (redirect to {location.split('?', 1)[0]}; follow_redirects is off)"
+            problems.append(text)
+        else:
+            problems += self._body_problems(response, body, truncated)
+        if problems:
+            excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
+            return CheckResult.critical("; ".join(problems), samples, body_excerpt=excerpt)
+        size = format_size(len(body)) + (" (truncated)" if truncated else "")
+        return CheckResult.ok(f"{head} in {elapsed * 1000:.0f}ms, {size}", samples)
+
+    def _body_problems(self, response, body: bytes, truncated: bool) -> list[str]:
+        opts = self.options
+        scope = f" (first {format_size(opts.max_body_size)})" if truncated else ""
+        problems = []
+        if opts.expect_body is not None:
+            try:
+                text = body.decode(response.charset_encoding or "utf-8", "replace")
+            except LookupError:
+                text = body.decode("utf-8", "replace")
+            if opts.expect_body not in text:
+                problems.append(f"body{scope} does not contain {opts.expect_body!r}")
+        if opts.expect_json is not None:
+            try:
+                document = json.loads(body)
+            except ValueError as exc:
+                return problems + [f"body{scope} is not JSON: {exc}"]
+            for path, expected in opts.expect_json.items():
+                try:
+                    actual = json_path(document, path)
+                except KeyError as exc:
+                    problems.append(f"json {path}: no {exc.args[0]!r} in the response")
+                    continue
+                if not json_equal(actual, expected):
+                    problems.append(f"json {path} is {_short_json(actual)}, expected {_short_json(expected)}")
+        return problems
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Deadline:
+    """Shuts the request's sockets down when the run's time is up.
+
+    httpx's timeouts apply to each socket operation, so headers or a body trickled a byte
+    at a time never trip them; this bounds the request as a whole. Sockets are learnt
+    from httpcore's documented `trace` extension and held as duplicates, so shutting them
+    down can never hit an unrelated socket that reused a closed descriptor number.
+    """
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if sock is None:
+            return
+        with self._lock:
+            duplicate = sock.dup()
+            self._sockets.append(duplicate)
+            if self.fired:
+                _shutdown(duplicate)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass   # already closed by the peer
+
+
+def cert_validity(der: bytes) -> tuple[float, float]:
+    """Given a DER X.509 certificate, return (notBefore, notAfter) as Unix times; raise ValueError
+    when it is not one. Walks the fixed start of TBSCertificate (RFC 5280 §4.1), so no X.509
+    library is needed for the one field this check reads."""
+
+    def element(pos: int, tag: int | None = None) -> tuple[int, int, int]:
+        if pos + 2 > len(der):
+            raise ValueError("truncated certificate")
+        found, length, pos = der[pos], der[pos + 1], pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, pos = int.from_bytes(der[pos:pos + count], "big"), pos + count
+        if (tag is not None and found != tag) or pos + length > len(der):
+            raise ValueError("not a DER X.509 certificate")
+        return found, pos, pos + length
+
+    _, certificate, _ = element(0, 0x30)
+    _, pos, _ = element(certificate, 0x30)            # tbsCertificate
+    tag, _, end = element(pos)
+    if tag == 0xA0:                                   # [0] version, absent in v1 certificates
+        pos = end
+    for _ in ("serialNumber", "signature", "issuer"):
+        pos = element(pos)[2]
+    _, validity, _ = element(pos, 0x30)
+    not_before = element(validity)
+    not_after = element(not_before[2])
+    return _asn1_time(der, *not_before), _asn1_time(der, *not_after)
+
+
+def _asn1_time(der: bytes, tag: int, start: int, end: int) -> float:
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:    # UTCTime YYMMDDHHMMSSZ: years 50..99 are 19xx (RFC 5280 §4.1.2.5.1)
+        parsed = datetime.strptime(text, "%y%m%d%H%M%SZ")
+        if parsed.year >= 2050:
+            parsed = parsed.replace(year=parsed.year - 100)
+    elif tag == 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        parsed = datetime.strptime(text, "%Y%m%d%H%M%SZ")
+    else:
+        raise ValueError(f"unexpected time tag 0x{tag:02x}")
+    return parsed.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class TlsCertCheck(Check):
+    """Time until the server's leaf certificate expires; thresholds are minimums in days (`14d`).
+
+    The certificate is fetched without verification, so a self-signed or internal one is
+    measured too (chain and host name are the `http` check's business). An expired or
+    not-yet-valid certificate is CRITICAL regardless of the thresholds.
+    """
+
+    TYPE = "tls_cert"
+    METRIC_PREFIX = "tls"
+
+    class Options(CheckOptions, DurationThresholds):
+        type: Literal["tls_cert"]
+        target: str = Field(..., description="host:port, e.g. api.example.com:443 or [::1]:8443")
+        server_name: str | None = Field(None, description="SNI name to ask for; default: the target's host")
+        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the handshake")
+        warning: Duration | None = Field(14 * DAY, description="WARNING when the certificate expires sooner")
+        critical: Duration | None = Field(3 * DAY, description="CRITICAL when the certificate expires sooner")
+
+        @field_validator("target")
+        @classmethod
+        def _host_port(cls, target):
+            split_target(target)
+            return target
+
+    METRICS = (
+        MetricSpec("cert_expiry_seconds", "seconds",
+                   "Time until the leaf certificate's notAfter (negative once expired)."),
+        MetricSpec("cert_not_after_timestamp_seconds", "seconds", "Unix time of the leaf certificate's notAfter."),
+    )
+    THRESHOLD = Threshold(("cert_expiry_seconds",), "seconds", bad_when="below")
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        started = ctx.monotonic()
+        host, port = split_target(self.options.target)
+        name = self.options.server_name or host
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        timeout = min(self.options.connect_timeout, ctx.remaining(started))
+        try:
+            sock, _ = open_connection(host, port, timeout)
+        except OSError as exc:
+            return CheckResult.critical(describe_connect_error(exc, timeout))
+        with sock:
+            sock.settimeout(max(ctx.remaining(started), 1e-3))
+            try:
+                with context.wrap_socket(sock, server_hostname=name) as tls:
+                    der = tls.getpeercert(binary_form=True)
+            except OSError as exc:
+                return CheckResult.critical(describe_error(exc, ctx.timeout))
+        if not der:
+            return CheckResult.critical("the server sent no certificate")
+        try:
+            not_before, not_after = cert_validity(der)
+        except ValueError as exc:
+            return CheckResult.unknown(f"cannot read the certificate: {exc}")
+        now = ctx.wall()
+        left = not_after - now
+        samples = (sample("cert_expiry_seconds", left), sample("cert_not_after_timestamp_seconds", not_after))
+        if left <= 0:
+            return CheckResult.critical(f"certificate expired {format_duration(-left)} ago ({_utc(not_after)})",
+                                        samples)
+        if not_before > now:
+            return CheckResult.critical(f"certificate not valid before {_utc(not_before)}", samples)
+        return CheckResult.ok(f"certificate for {name} expires in {left / DAY:.1f} days ({_utc(not_after)})",
+                              samples)
+
+
+class TcpCheck(Check):
+    """TCP connect time to host:port, optionally a request/banner exchange (Redis PING → +PONG, SMTP 220).
+
+    Thresholds apply to the connect time; `expect` missing from the reply is CRITICAL.
+    """
+
+    TYPE = "tcp"
+
+    class Options(CheckOptions, DurationThresholds):
+        type: Literal["tcp"]
+        target: str = Field(..., description="host:port, e.g. 127.0.0.1:6379 or [::1]:25")
+        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout")
+        send: str | None = Field(None, description='text sent after connecting (YAML "PING\\r\\n" for CR LF)')
+        expect: str | None = Field(
+            None, description=f"CRITICAL unless the reply contains this text within the timeout "
+                              f"(first {BANNER_CAP_BYTES // 1024} KiB)")
+
+        @field_validator("target")
+        @classmethod
+        def _host_port(cls, target):
+            split_target(target)
+            return target
+
+    METRICS = (
+        MetricSpec("connect_seconds", "seconds", "TCP connect time."),
+        MetricSpec("response_seconds", "seconds", "Time from connected to the expected reply (with `expect` only)."),
+    )
+    THRESHOLD = Threshold(("connect_seconds",), "seconds")
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        started = ctx.monotonic()
+        opts = self.options
+        host, port = split_target(opts.target)
+        timeout = min(opts.connect_timeout, ctx.remaining(started))
+        try:
+            sock, connect_seconds = open_connection(host, port, timeout)
+        except OSError as exc:
+            return CheckResult.critical(describe_connect_error(exc, timeout))
+        samples = [sample("connect_seconds", connect_seconds)]
+        summary = f"connected in {connect_seconds * 1000:.1f}ms"
+        with sock:
+            t0 = time.perf_counter()
+            try:
+                if opts.send is not None:
+                    sock.settimeout(max(ctx.remaining(started), 1e-3))
+                    sock.sendall(opts.send.encode())
+                if opts.expect is None:
+                    return CheckResult.ok(summary, samples)
+                received, problem = _read_until(sock, opts.expect.encode(), lambda: ctx.remaining(started))
+            except OSError as exc:
+                return CheckResult.critical(f"{summary}; then {describe_error(exc, ctx.timeout)}", samples)
+        if problem:
+            if problem == "timed out":
+                problem = f"timed out after {format_duration(ctx.timeout)}"
+            got = received[:60].decode("utf-8", "replace")
+            return CheckResult.critical(f"{summary}; {problem} waiting for {opts.expect!r} (got {got!r})", samples,
+                                        received=received[:EXCERPT_CHARS].decode("utf-8", "replace"))
+        response = time.perf_counter() - t0
+        samples.append(sample("response_seconds", response))
+        return CheckResult.ok(f"{summary}, {opts.expect!r} after {response * 1000:.1f}ms", samples)
+
+
+def _read_until(sock: socket.socket, wanted: bytes, remaining) -> tuple[bytes, str]:
+    """Read until `wanted` appears; return (bytes read, "" or why it never did)."""
+    received = bytearray()
+    while wanted not in received:
+        left = remaining()
+        if left <= 0:
+            return bytes(received), "timed out"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return bytes(received), "connection closed"
+        received += chunk
+        if len(received) > BANNER_CAP_BYTES:
+            return bytes(received), f"no match in the first {format_size(BANNER_CAP_BYTES)}"
+    return bytes(received), ""
