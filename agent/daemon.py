@@ -36,7 +36,7 @@ STORE_MAINTENANCE = "_store_maintenance"
 class Daemon:
     def __init__(self, loaded: LoadedConfig):
         self.loaded = loaded
-        self.store = Store(loaded.db_path)
+        self.store = Store(loaded.db_path, migrate_in_child=True)
         self.state = AgentState(__version__, loaded.config.agent.workers)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()

@@ -66,6 +66,17 @@ def _encode(run: Evaluated) -> tuple[str, str | None]:
     return metrics, details
 
 
+def _migrate_in_child(path: Path) -> None:
+    """Migrate in a short-lived process, so the daemon never carries the migration tooling's
+    memory for the rest of its life (sqlite-utils and click stay resident once imported)."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "agent.store", "migrate", str(path)], capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"migrating store {path} failed: {done.stderr.strip().splitlines()[-1:]}")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -77,22 +88,30 @@ def connect(path: Path) -> sqlite3.Connection:
 class Store:
     """The daemon's read-write handle. Every method is safe to call from any thread."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, migrate_in_child: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = connect(path)
         self._lock = threading.Lock()
         self._check_ids: dict[str, int] = {}
-        self.migrate()
+        version = self._version()
+        if version < SCHEMA_VERSION and migrate_in_child:
+            _migrate_in_child(path)
+        else:
+            self.migrate()
 
-    def migrate(self) -> None:
-        """Apply forward migrations; refuse a store written by a newer agent."""
+    def _version(self) -> int:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"store {self.path} has schema {version}, newer than this agent's {SCHEMA_VERSION}")
+        return version
+
+    def migrate(self) -> None:
+        """Apply forward migrations; refuse a store written by a newer agent."""
+        version = self._version()
         if version == SCHEMA_VERSION:
             return
-        import sqlite_utils   # only when there is something to migrate: it pulls in click and more (~5 MiB)
+        import sqlite_utils   # only when there is something to migrate: it pulls in click and more (~3 MiB)
 
         db = sqlite_utils.Database(self.conn)
         for number in range(version, SCHEMA_VERSION):
@@ -239,3 +258,10 @@ class Store:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+
+
+if __name__ == "__main__":   # `python -m agent.store migrate PATH`: what the daemon runs before it opens a new store
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "migrate":
+        sys.exit("usage: python -m agent.store migrate PATH")
+    Store(Path(sys.argv[2])).close()

@@ -142,3 +142,13 @@ def test_store_same_check_same_instant_keeps_both_runs(tmp_path):
     store = Store(tmp_path / "s.db")
     store.record_runs([run(started=100.0, value=0.1), run(started=100.0, value=0.2)])
     assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 2
+
+
+def test_store_migrate_in_child_creates_schema_without_loading_sqlite_utils(tmp_path):
+    import sys
+    already = "sqlite_utils" in sys.modules
+    store = Store(tmp_path / "child.db", migrate_in_child=True)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.record_runs([run(started=1.0)])
+    if not already:
+        assert "sqlite_utils" not in sys.modules
