@@ -19,10 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from agent.address import split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
-from agent.fields import Duration, Name, SecretStr
+from agent.fields import Duration, HostPort, Name, SecretStr
 from agent.units import format_duration, format_value
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
 from checks import CHECK_TYPES
@@ -83,14 +82,8 @@ class BasicAuth(_Section):
 
 
 class HttpSection(_Section):
-    listen: str = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
+    listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
     basic_auth: BasicAuth | None = None
-
-    @field_validator("listen")
-    @classmethod
-    def _address(cls, value):
-        split_target(value)
-        return value
 
 
 class Retention(_Section):

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
+from agent.address import split_target
 from agent.units import parse_duration, parse_ratio, parse_size
 
 Duration = Annotated[
@@ -44,6 +45,18 @@ Name = Annotated[
     str,
     Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
           description="lower-case letters, digits, '.', '_' and '-'; used as a metric label"),
+]
+
+
+def _host_port(value: str) -> str:
+    split_target(value)
+    return value
+
+
+HostPort = Annotated[
+    str,
+    AfterValidator(_host_port),
+    WithJsonSchema({"type": "string", "description": "host:port, e.g. 127.0.0.1:5432 or [::1]:9469"}),
 ]
 
 

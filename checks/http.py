@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
 from agent.address import split_target
-from agent.fields import Duration, Secret, SecretStr, Size
+from agent.fields import Duration, HostPort, Secret, SecretStr, Size
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
@@ -409,17 +409,11 @@ class TlsCertCheck(Check):
 
     class Options(CheckOptions, DurationThresholds):
         type: Literal["tls_cert"]
-        target: str = Field(..., description="host:port, e.g. api.example.com:443 or [::1]:8443")
+        target: HostPort = Field(..., description="host:port, e.g. api.example.com:443 or [::1]:8443")
         server_name: str | None = Field(None, description="SNI name to ask for; default: the target's host")
         connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the handshake")
         warning: Duration | None = Field(14 * DAY, description="WARNING when the certificate expires sooner")
         critical: Duration | None = Field(3 * DAY, description="CRITICAL when the certificate expires sooner")
-
-        @field_validator("target")
-        @classmethod
-        def _host_port(cls, target):
-            split_target(target)
-            return target
 
     METRICS = (
         MetricSpec("cert_expiry_seconds", "seconds",
@@ -475,18 +469,12 @@ class TcpCheck(Check):
 
     class Options(CheckOptions, DurationThresholds):
         type: Literal["tcp"]
-        target: str = Field(..., description="host:port, e.g. 127.0.0.1:6379 or [::1]:25")
+        target: HostPort = Field(..., description="host:port, e.g. 127.0.0.1:6379 or [::1]:25")
         connect_timeout: Duration = Field(5.0, description="capped by the run's timeout")
         send: str | None = Field(None, description='text sent after connecting (YAML "PING\\r\\n" for CR LF)')
         expect: str | None = Field(
             None, description=f"CRITICAL unless the reply contains this text within the timeout "
                               f"(first {BANNER_CAP_BYTES // 1024} KiB)")
-
-        @field_validator("target")
-        @classmethod
-        def _host_port(cls, target):
-            split_target(target)
-            return target
 
     METRICS = (
         MetricSpec("connect_seconds", "seconds", "TCP connect time."),

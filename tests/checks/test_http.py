@@ -247,38 +247,8 @@ def silent():
     sock.close()
 
 
-@pytest.fixture
-def closed_port():
-    """A port bound but not listening: connects are refused, and nobody else can take it meanwhile."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
-@pytest.fixture
-def blackhole():
-    """A backlog-0 listener whose accept queue is full: further SYNs are dropped, so a connect
-    hangs until its timeout, like a firewalled host."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = []
-    for _ in range(16):
-        client = socket.socket()
-        client.settimeout(0.3)
-        fillers.append(client)
-        try:
-            client.connect(("127.0.0.1", port))
-        except TimeoutError:
-            break
-    else:
-        pytest.skip("could not fill a backlog-0 accept queue on this kernel")
-    yield port
-    for client in fillers:
-        client.close()
-    server.close()
 
 
 class LineService(socketserver.BaseRequestHandler):
