@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
-from agent.fields import Duration, HostPort, Name, SecretStr
+from agent.fields import Duration, HostPort, Name, SecretStr, is_reference
 from agent.units import format_duration, format_value
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
 from checks import CHECK_TYPES
@@ -280,10 +280,20 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
     given = error.get("input")
+    if _sensitive(loc) and not is_reference(given):   # a mistyped password or URL with credentials
+        return message.replace(str(given), "<redacted>") if given not in (None, "") else message  # stays out of logs
     if ("input" in error and kind not in ("model_type", "dict_type") and not isinstance(given, (dict, list))
             and not (kind == "value_error" and str(given) in message)):  # our own messages usually quote it already
         message += f" (got {given!r})"
     return message
+
+
+_SENSITIVE_KEYS = {"password", "dsn", "url", "headers", "env", "token", "secret_access_key", "access_key_id"}
+
+
+def _sensitive(loc: tuple) -> bool:
+    """Values under these keys may hold credentials: errors about them never quote the value."""
+    return any(isinstance(part, str) and part.lower() in _SENSITIVE_KEYS for part in loc)
 
 
 def _known_keys(model, data: Any, parent: tuple) -> list[str]:

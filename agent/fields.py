@@ -63,6 +63,11 @@ HostPort = Annotated[
 _SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")
 
 
+def is_reference(value: object) -> bool:
+    """True for `${env:…}`, `${file:…}`, `${credential:…}`: safe to show, unlike the secret itself."""
+    return isinstance(value, str) and bool(_SECRET_RE.match(value))
+
+
 class Secret(str):
     """A reference to a secret (`${env:NAME}`, `${file:/path}`, `${credential:NAME}`).
 

@@ -501,3 +501,20 @@ def test_config_check_repo_agent_yaml_exits_0_with_one_summary_line():
     assert lines[0].startswith(f"{path}: OK: {total} checks ({total - calendars} interval, {calendars} calendar"
                                + (f"; {disabled} disabled" if disabled else "") + "), store ")
     assert lines[0].endswith("listen 127.0.0.1:9469")
+
+
+def test_config_errors_never_quote_secret_values(tmp_path):
+    path = tmp_path / "leak.yaml"
+    path.write_text(
+        "http:\n"
+        "  basic_auth: {username: prom, password: 123456789}\n"
+        "checks:\n"
+        "  - {name: web, type: http, url: \"http://admin:S3cretPw@127.0.0.1/x\"}\n"
+        "  - {name: web2, type: http, url: \"htps://admin:S3cretPw@127.0.0.1/x\"}\n"
+        "  - {name: web3, type: http, url: \"http://127.0.0.1/x\", headers: {X-Api-Key: 987654321}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert len(caught.value.issues) == 4
+    for secret in ("123456789", "S3cretPw", "987654321"):
+        assert secret not in text
