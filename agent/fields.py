@@ -60,12 +60,33 @@ HostPort = Annotated[
 ]
 
 
+def _absolute_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+"""A file or program named from the root, so what runs never depends on the daemon's working directory."""
+
+
 _SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")
 
 
 def is_reference(value: object) -> bool:
     """True for `${env:…}`, `${file:…}`, `${credential:…}`: safe to show, unlike the secret itself."""
     return isinstance(value, str) and bool(_SECRET_RE.match(value))
+
+
+class SecretUnavailable(LookupError):
+    """A secret reference that cannot be read now; `reason` speaks to the operator and never holds the value.
+
+    A LookupError, so a caller that catches (OSError, LookupError) around `reveal()` still catches it.
+    """
+
+    def __init__(self, reference: str, reason: str):
+        super().__init__(reason)
+        self.reference, self.reason = reference, reason
 
 
 class Secret(str):
@@ -77,6 +98,8 @@ class Secret(str):
     """
 
     def reveal(self) -> str:
+        """Return the secret's value; raise SecretUnavailable (with `reason`, e.g. `No such file or
+        directory` or `environment variable X is not set`) when it cannot be read."""
         match = _SECRET_RE.match(self)
         if not match:
             return str(self)
@@ -84,19 +107,25 @@ class Secret(str):
         if kind == "env":
             value = os.environ.get(ref)
             if value is None:
-                raise LookupError(f"environment variable {ref} is not set")
+                raise SecretUnavailable(str(self), f"environment variable {ref} is not set")
             return value
-        path = Path(ref) if kind == "file" else _credential_path(ref)
-        return path.read_text().rstrip("\n")
+        path = Path(ref) if kind == "file" else _credential_path(self, ref)
+        try:
+            return path.read_text().rstrip("\n")
+        except OSError as exc:
+            raise SecretUnavailable(str(self), exc.strerror or str(exc)) from None
+        except UnicodeDecodeError:
+            raise SecretUnavailable(str(self), "not UTF-8 text") from None
 
     def __repr__(self) -> str:
         return f"Secret({str.__repr__(self) if _SECRET_RE.match(self) else '***'})"
 
 
-def _credential_path(name: str) -> Path:
+def _credential_path(reference: str, name: str) -> Path:
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
-        raise LookupError(f"credential {name}: CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+        raise SecretUnavailable(reference, f"credential {name}: CREDENTIALS_DIRECTORY is not set "
+                                           "(use LoadCredential= in the unit)")
     return Path(directory) / name
 
 
@@ -105,9 +134,8 @@ def _check_secret(value: str) -> Secret:
     secret = Secret(value)
     try:
         secret.reveal()
-    except (OSError, LookupError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"cannot read secret {value}: {reason}") from None
+    except SecretUnavailable as exc:
+        raise ValueError(f"cannot read secret {value}: {exc.reason}") from None
     return secret
 
 

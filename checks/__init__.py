@@ -1,6 +1,7 @@
 """Check types by their `type:` name. Adding a type: one module, one line here."""
 
 from checks.base import Check
+from checks.backup import BackupFilesCheck, RestoreTestCheck
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck
 from checks.nagios import NagiosCheck
 from checks.postgres import (
@@ -8,6 +9,7 @@ from checks.postgres import (
     PostgresCheck,
 )
 from checks.redis import RedisCheck, RedisReplicationCheck
+from checks.s3 import S3BackupCheck
 from checks.systemd import SystemdUnitCheck
 from checks.system import (
     CpuCheck, DiskCheck, FileCheck, LoadCheck, MemoryCheck, NetworkLatencyCheck, ProcessCheck, SwapCheck,
@@ -36,6 +38,9 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "pg_activity": PgActivityCheck,
     "pg_statements": PgStatementsCheck,
     "pg_tables": PgTablesCheck,
+    "backup_files": BackupFilesCheck,
+    "restore_test": RestoreTestCheck,
+    "s3_backup": S3BackupCheck,
 }
 
 for _name, _cls in CHECK_TYPES.items():

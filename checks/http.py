@@ -10,10 +10,10 @@ thread. httpx costs ~5 MiB of RSS, so it is imported only by a check that runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -23,11 +23,11 @@ from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
 from agent.address import split_target
-from agent.fields import Duration, HostPort, Secret, SecretStr, Size
+from agent.fields import AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
-from checks.net import describe_connect_error, describe_error, open_connection
+from checks.net import SocketDeadline, describe_connect_error, describe_error, open_connection
 
 MAX_REDIRECTS = 5
 EXCERPT_CHARS = 300           # of a failing response's body, kept in the run's details
@@ -88,6 +88,8 @@ class HttpCheck(Check):
 
     The thresholds apply to `response_seconds`: from sending the request to the last byte of the
     body read (at most `max_body_size`). A new connection per run, so the time includes connecting.
+    Redirects are followed here, not by httpx, so the configured headers and basic auth reach the
+    configured URL's origin only (httpx would carry custom headers such as X-Api-Key anywhere).
     """
 
     TYPE = "http"
@@ -108,7 +110,7 @@ class HttpCheck(Check):
             None, description="dotted path → expected JSON value, e.g. {status: ok, checks.db: up, items.0.id: 1}")
         follow_redirects: bool = Field(False, description=f"follow up to {MAX_REDIRECTS} redirects")
         verify: bool = Field(True, description="verify the server's certificate and host name")
-        ca_file: str | None = Field(
+        ca_file: AbsolutePath | None = Field(
             None, description="PEM bundle to trust instead of the system store (an internal CA, a self-signed cert)")
         username: str | None = Field(None, description="basic auth user")
         password: SecretStr | None = Field(None, description="basic auth password")
@@ -148,13 +150,6 @@ class HttpCheck(Check):
                     raise ValueError(f"json {path}: {value!r} is not a JSON value (quote it)") from None
             return expected
 
-        @field_validator("ca_file")
-        @classmethod
-        def _absolute(cls, path):
-            if path is not None and not path.startswith("/"):
-                raise ValueError(f"ca_file {path!r} must be an absolute path")
-            return path
-
         @model_validator(mode="after")
         def _consistent(self):
             if self.method == "HEAD" and (self.expect_body is not None or self.expect_json is not None):
@@ -176,7 +171,8 @@ class HttpCheck(Check):
     def __init__(self, options):
         super().__init__(options)
         self._statuses = status_ranges(options.expect_status)
-        self._client = None   # one httpx.Client per check, made on its first run (TLS context loaded once)
+        self._client = None      # one httpx.Client per check, made on its first run …
+        self._ca_stamp = None    # … and again when ca_file changes (identity, size, mtime when it was loaded)
 
     def run(self, ctx: CheckContext) -> CheckResult:
         started = ctx.monotonic()
@@ -184,10 +180,10 @@ class HttpCheck(Check):
         try:
             headers = {key: Secret(value).reveal() for key, value in opts.headers.items()}
             auth = (opts.username, Secret(opts.password).reveal()) if opts.username is not None else None
-        except (OSError, LookupError) as exc:
-            return CheckResult.unknown(f"cannot read a secret: {exc}")
+        except SecretUnavailable as exc:
+            return CheckResult.unknown(f"cannot read a secret: {exc.reference}: {exc.reason}")
         try:
-            client = self._client or self._make_client()
+            client = self._current_client()
         except (OSError, ssl.SSLError) as exc:
             return CheckResult.unknown(f"cannot load ca_file {opts.ca_file}: {exc.strerror or exc}")
         import httpx
@@ -195,24 +191,65 @@ class HttpCheck(Check):
         budget = ctx.remaining(started)
         connect = min(opts.connect_timeout, budget)
         timeout = httpx.Timeout(connect=connect, read=budget, write=budget, pool=budget)
-        content = opts.body.encode() if opts.body is not None else None
         body, truncated, response = bytearray(), False, None
         t0 = time.perf_counter()
-        try:
-            with _Deadline(budget) as deadline, client.stream(
-                    opts.method, opts.url, headers=headers, content=content, auth=auth, timeout=timeout,
-                    extensions={"trace": deadline.trace}) as response:
-                for chunk in response.iter_bytes():
-                    room = opts.max_body_size - len(body)
-                    body += chunk[:room]
-                    if len(chunk) > room:
-                        truncated = True
-                        break
-            elapsed = time.perf_counter() - t0
-        except httpx.HTTPError as exc:
-            phase = "reading the body" if response is not None else "waiting for the response"
-            return CheckResult.critical(self._failure(httpx, exc, deadline.fired, connect, ctx.timeout, phase))
+        with SocketDeadline(budget) as deadline:
+            try:
+                response = self._send(httpx, client, headers, auth, timeout, deadline)
+                try:
+                    for chunk in response.iter_bytes():
+                        room = opts.max_body_size - len(body)
+                        body += chunk[:room]
+                        if len(chunk) > room:
+                            truncated = True
+                            break
+                finally:
+                    response.close()
+                elapsed = time.perf_counter() - t0
+            except httpx.HTTPError as exc:
+                phase = "reading the body" if response is not None else "waiting for the response"
+                return CheckResult.critical(self._failure(httpx, exc, deadline.fired, connect, ctx.timeout, phase))
         return self._verdict(response, bytes(body), truncated, elapsed)
+
+    def _send(self, httpx, client, headers: dict[str, str], auth, timeout, deadline: SocketDeadline):
+        """Given the revealed headers and auth, send the request and follow redirects when configured;
+        return the last response, open for streaming its body; raise httpx.TooManyRedirects past
+        MAX_REDIRECTS.
+
+        Once a redirect leaves the url's origin (scheme, host and port: another host, another port,
+        https to http) the configured headers and basic auth are dropped for the rest of the chain.
+        """
+        opts = self.options
+        request = client.build_request(
+            opts.method, opts.url, headers=headers, content=opts.body.encode() if opts.body is not None else None,
+            timeout=timeout, extensions={"trace": _watch_connections(deadline)})
+        origin, trusted = _origin(request.url), True
+        for _ in range(MAX_REDIRECTS + 1):
+            if trusted and _origin(request.url) != origin:
+                trusted = False
+                for key in [*headers, *(("Authorization",) if auth else ())]:
+                    request.headers.pop(key, None)
+            response = client.send(request, auth=auth if trusted else None, stream=True)
+            if not opts.follow_redirects or response.next_request is None:
+                return response
+            response.close()
+            request = response.next_request
+        raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
+
+    def _current_client(self):
+        """The check's httpx.Client, made again when ca_file has changed since it was loaded, so a
+        rotated CA is trusted on the next run rather than after a restart (a stat per run); raise
+        OSError or ssl.SSLError when ca_file cannot be read or loaded."""
+        stamp = None
+        if self.options.ca_file:
+            st = os.stat(self.options.ca_file)
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._client is None or stamp != self._ca_stamp:
+            client = self._make_client()
+            if self._client is not None:
+                self._client.close()
+            self._client, self._ca_stamp = client, stamp
+        return self._client
 
     def _make_client(self):
         import httpx
@@ -222,12 +259,11 @@ class HttpCheck(Check):
         # system trust store (what update-ca-certificates maintains), not httpx's bundled certifi;
         # a plain-http probe that cannot be redirected never needs one (it costs ~2 MiB)
         verify = ssl.create_default_context(cafile=opts.ca_file) if opts.verify and tls_possible else False
-        self._client = httpx.Client(
-            verify=verify, follow_redirects=opts.follow_redirects, max_redirects=MAX_REDIRECTS,
+        return httpx.Client(
+            verify=verify, follow_redirects=False,   # followed by _send, which keeps secrets to the origin
             trust_env=False,   # no proxy or .netrc from the daemon's environment: probe the service directly
             limits=httpx.Limits(max_keepalive_connections=0),   # a fresh connection per run, as a client sees it
             headers={"User-Agent": f"maint-agent/{__version__}", "Accept-Encoding": "identity"})
-        return self._client
 
     @staticmethod
     def _failure(httpx, exc: Exception, fired: bool, connect: float, timeout: float, phase: str) -> str:
@@ -297,57 +333,22 @@ def _short_json(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class _Deadline:
-    """Shuts the request's sockets down when the run's time is up.
+def _origin(url) -> tuple[str, str, int]:
+    """(scheme, host, port) of an httpx.URL, the port filled in when it is the scheme's default."""
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
 
-    httpx's timeouts apply to each socket operation, so headers or a body trickled a byte
-    at a time never trip them; this bounds the request as a whole. Sockets are learnt
-    from httpcore's documented `trace` extension and held as duplicates, so shutting them
-    down can never hit an unrelated socket that reused a closed descriptor number.
-    """
 
-    def __init__(self, seconds: float):
-        self.fired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+def _watch_connections(deadline: SocketDeadline):
+    """An httpcore `trace` callback (a documented extension) that hands each new TCP socket to deadline."""
 
-    def trace(self, event: str, info: dict) -> None:
+    def trace(event: str, info: dict) -> None:
         if event != "connection.connect_tcp.complete":
             return
         sock = info["return_value"].get_extra_info("socket")
-        if sock is None:
-            return
-        with self._lock:
-            duplicate = sock.dup()
-            self._sockets.append(duplicate)
-            if self.fired:
-                _shutdown(duplicate)
+        if sock is not None:
+            deadline.watch(sock)
 
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            for sock in self._sockets:
-                _shutdown(sock)
-
-    def __enter__(self) -> "_Deadline":
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
-            self._sockets.clear()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass   # already closed by the peer
+    return trace
 
 
 def cert_validity(der: bytes) -> tuple[float, float]:

@@ -1,11 +1,22 @@
 """PostgreSQL probes (seed 004 "Application Health Checks", seed 002 replication and DR targets).
 
 Every type connects the same way (`open_session`): the DSN is read from its
-reference at the moment of use and never shown; `connect_timeout` and
-`statement_timeout` are always set and the session is read-only
-(`default_transaction_read_only=on`), so a probe can neither hang on a stuck
-server nor change data. The role needs `pg_monitor` (for other sessions' queries,
-replication positions and pg_stat_statements), not superuser.
+reference at the moment of use and never shown; `connect_timeout`,
+`statement_timeout`, TCP keepalives and `tcp_user_timeout` are always set and the
+session is read-only (`default_transaction_read_only=on`), so a probe can neither
+hang on a stuck server nor change data. The role needs `pg_monitor` (for other
+sessions' queries, replication positions and pg_stat_statements), not superuser.
+
+A run never outlives its timeout. Each query's statement_timeout is the lower of
+the option and the time left in the run, so a slow server cancels the query
+itself (UNKNOWN, "query cancelled …"). statement_timeout is server-side, though:
+a server, proxy or network that stops answering after the connection opened
+would keep the probe waiting forever. A watchdog timer armed at the end of the
+run (plus WATCHDOG_GRACE_SECONDS, so the server's own cancel reports first)
+sends a cancel request and then shuts the socket down, so whatever call is
+waiting returns; the result is CRITICAL "timed out after …" (the server did not
+answer at all, as when it does not answer a connection attempt). Connecting is
+bounded by connect_timeout, which libpq counts in whole seconds, at least 2.
 
 One connection per run, closed at the end: a check every 15–60 s costs one
 loopback handshake, and in exchange no backend slot is held between runs (the
@@ -24,9 +35,13 @@ psycopg is imported inside the functions that use it, never at import time.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field, field_validator
 
@@ -48,6 +63,10 @@ _DOWN_MARKERS = (
 )
 _DOWN_SQLSTATE_CLASSES = ("08", "57P")   # connection exception, operator intervention (shutdown, crash)
 
+WATCHDOG_GRACE_SECONDS = 0.25   # past the run's end: a server-side cancel at the deadline arrives first
+CANCEL_WAIT_SECONDS = 0.5       # the watchdog's cancel request; the socket is shut down after it either way
+STATEMENT_SLACK_MS = 100        # re-send statement_timeout only when it would outlast the run by more than this
+
 
 class PgOptions(CheckOptions):
     """Keys every PostgreSQL check accepts."""
@@ -56,7 +75,8 @@ class PgOptions(CheckOptions):
                                             "${file:/etc/maint-agent/pg.dsn}; never logged or shown")
     connect_timeout: Duration = Field(5.0, description="give up connecting after this long (libpq counts whole "
                                                        "seconds, at least 2)")
-    statement_timeout: Duration = Field(5.0, description="server-side limit for each query of the probe")
+    statement_timeout: Duration = Field(5.0, description="server-side limit for each query of the probe (lowered "
+                                                         "to the time left in the run)")
 
     @field_validator("connect_timeout", "statement_timeout")
     @classmethod
@@ -66,18 +86,47 @@ class PgOptions(CheckOptions):
         return value
 
 
+def _statement_ms(option_seconds: float, left_seconds: float) -> int:
+    return max(1, int(min(option_seconds, left_seconds) * 1000))
+
+
 @dataclass
 class Session:
-    """An open read-only connection and how long it took to open."""
+    """An open read-only connection, how long it took to open, and the run's deadline its queries fit in.
+
+    Before each query whose session statement_timeout would outlast the run,
+    the timeout is lowered to the time left (`limited_by_run` then tells a
+    cancel at the run's end from one at the configured statement_timeout).
+    """
 
     conn: Any
     connect_seconds: float
+    deadline: float | None = None                 # monotonic; None: no run deadline (statement_timeout only)
+    statement_timeout: float = 5.0
+    monotonic: Callable[[], float] = time.monotonic
+    limit_ms: int = 0                             # statement_timeout currently set in the session (0: unknown)
+    limited_by_run: bool = False
+
+    def __post_init__(self):
+        self.limited_by_run = 0 < self.limit_ms < int(self.statement_timeout * 1000)
 
     def one(self, sql, params=None) -> dict:
+        self._fit_statement_timeout()
         return self.conn.execute(sql, params).fetchone()
 
     def all(self, sql, params=None) -> list[dict]:
+        self._fit_statement_timeout()
         return self.conn.execute(sql, params).fetchall()
+
+    def _fit_statement_timeout(self) -> None:
+        if self.deadline is None:
+            return
+        wanted = _statement_ms(self.statement_timeout, self.deadline - self.monotonic())
+        if self.limit_ms and wanted + STATEMENT_SLACK_MS >= self.limit_ms:
+            return
+        self.conn.execute(f"SET statement_timeout = {int(wanted)}")
+        self.limit_ms = wanted
+        self.limited_by_run = wanted < int(self.statement_timeout * 1000)
 
 
 class ProbeFailed(Exception):
@@ -90,12 +139,12 @@ class ProbeFailed(Exception):
 
 
 def open_session(dsn: str, options: PgOptions, timeout: float):
-    """Given a revealed DSN, return an autocommit, read-only connection with both timeouts set.
+    """Given a revealed DSN, return an autocommit, read-only connection with its timeouts set.
 
-    The probe's own `options` are appended to any the DSN carries, so the DSN
-    cannot switch the timeouts or read-only mode off. Raise ProbeFailed when
-    the DSN does not parse (without echoing it) and psycopg.Error when
-    connecting fails.
+    The probe's own `options` (statement_timeout, read-only), connect_timeout,
+    TCP keepalives and tcp_user_timeout replace any the DSN carries, so the
+    DSN cannot switch them off. Raise ProbeFailed when the DSN does not parse
+    (without echoing it) and psycopg.Error when connecting fails.
     """
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
@@ -106,12 +155,55 @@ def open_session(dsn: str, options: PgOptions, timeout: float):
     except psycopg.Error:
         raise ProbeFailed(Status.UNKNOWN, "invalid DSN (libpq cannot parse it; not shown because it may "
                                           "hold a password)") from None
-    statement_ms = max(1, int(min(options.statement_timeout, timeout) * 1000))
-    ours = f"-c statement_timeout={statement_ms} -c default_transaction_read_only=on"
+    ours = (f"-c statement_timeout={_statement_ms(options.statement_timeout, timeout)} "
+            f"-c default_transaction_read_only=on")
     params["options"] = f"{params['options']} {ours}" if params.get("options") else ours
     params["connect_timeout"] = str(max(1, round(min(options.connect_timeout, timeout))))
+    # a peer that vanishes mid-query: unacknowledged data or unanswered keepalives end the connection within
+    # about the run's timeout (TCP only; libpq ignores them on Unix sockets)
+    probe_every = str(max(1, int(timeout // 4)))
+    params.update(keepalives="1", keepalives_idle=probe_every, keepalives_interval=probe_every,
+                  keepalives_count="3", tcp_user_timeout=str(max(1000, int(timeout * 1000))))
     params.setdefault("application_name", "maint-agent")
     return psycopg.connect(**params, autocommit=True, row_factory=dict_row, prepare_threshold=None)
+
+
+class Watchdog:
+    """Given an open connection and the seconds a run has left, cancel and cut the connection when they run out.
+
+    Firing sends a cancel request (bounded by CANCEL_WAIT_SECONDS), then shuts
+    the socket down through a duplicate of its descriptor, so a call blocked on
+    the connection in another thread returns with an error. `disarm` stops the
+    timer and waits for a firing in progress: close the connection only after it.
+    """
+
+    def __init__(self, conn, seconds: float):
+        self.conn = conn
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.name = "pg-watchdog"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        import psycopg
+
+        self.fired = True
+        cancel = getattr(self.conn, "cancel_safe", None)    # psycopg 3.1 has none: statement_timeout ends the query
+        if cancel is not None:
+            try:
+                cancel(timeout=CANCEL_WAIT_SECONDS)
+            except psycopg.Error:
+                pass              # no answer to the cancel either: the shutdown below still ends the wait
+        try:
+            with socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass                  # already closed or broken: nothing is waiting on it
+
+    def disarm(self) -> None:
+        self._timer.cancel()
+        self._timer.join()
 
 
 def describe_error(exc: Exception, dsn: str) -> str:
@@ -135,7 +227,7 @@ def _is_down(exc: Exception) -> bool:
 
 
 class PgCheck(Check):
-    """Connect, hand the session to `probe`, turn every failure into CRITICAL or UNKNOWN with a reason."""
+    """Connect, hand the session to `probe` under the run's watchdog, turn every failure into CRITICAL or UNKNOWN."""
 
     METRIC_PREFIX = "pg"
     options: PgOptions
@@ -149,6 +241,7 @@ class PgCheck(Check):
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return CheckResult.unknown(f"cannot read the DSN: {reason}")
         started = ctx.monotonic()
+        deadline = started + ctx.timeout
         try:
             conn = open_session(dsn, self.options, ctx.timeout)
         except ProbeFailed as exc:
@@ -158,18 +251,34 @@ class PgCheck(Check):
             if _is_down(exc):
                 return self.unreachable(f"cannot connect: {reason}")
             return CheckResult.unknown(f"cannot connect: {reason}")
+        opened = ctx.monotonic()
+        session = Session(conn, opened - started, deadline, self.options.statement_timeout, ctx.monotonic,
+                          _statement_ms(self.options.statement_timeout, ctx.timeout))
+        watchdog = Watchdog(conn, deadline - opened + WATCHDOG_GRACE_SECONDS)
+        failure: psycopg.Error | None = None
         try:
-            with conn:
-                return self.probe(Session(conn, ctx.monotonic() - started), ctx)
-        except psycopg.errors.QueryCanceled:
+            result = self.probe(session, ctx)
+        except psycopg.Error as exc:
+            failure = exc
+        finally:
+            watchdog.disarm()
+            conn.close()
+        if failure is None:
+            return result
+        if watchdog.fired:
+            return self.unreachable(f"timed out after {format_duration(ctx.timeout)}: no answer from the server "
+                                    f"(cancel sent, connection closed)")
+        if isinstance(failure, psycopg.errors.QueryCanceled):
+            if session.limited_by_run:
+                return CheckResult.unknown(f"query cancelled at the end of the run's timeout "
+                                           f"({format_duration(ctx.timeout)})")
             return CheckResult.unknown(f"query cancelled by statement_timeout "
                                        f"({format_duration(self.options.statement_timeout)})")
-        except psycopg.Error as exc:
-            reason = describe_error(exc, dsn)
-            if _is_down(exc) or conn.broken:
-                return self.unreachable(f"connection lost: {reason}")
-            state = f"{exc.sqlstate}: " if getattr(exc, "sqlstate", None) else ""
-            return CheckResult.unknown(f"query failed: {state}{reason}")
+        reason = describe_error(failure, dsn)
+        if _is_down(failure) or conn.broken:
+            return self.unreachable(f"connection lost: {reason}")
+        state = f"{failure.sqlstate}: " if getattr(failure, "sqlstate", None) else ""
+        return CheckResult.unknown(f"query failed: {state}{reason}")
 
     def unreachable(self, reason: str) -> CheckResult:
         return CheckResult.critical(reason)
@@ -182,12 +291,32 @@ def _cap(text: str) -> str:
     return text if len(text) <= SUMMARY_CAP_CHARS else text[: SUMMARY_CAP_CHARS - 1] + "…"
 
 
-_PASSWORD_LITERAL_RE = re.compile(r"(?i)(\bpassword(?:\s+|\s*=\s*))'(?:[^']|'')*'?")
+# PASSWORD '…' in CREATE/ALTER ROLE and OPTIONS (password '…'): an SQL literal
+_SQL_PASSWORD_RE = re.compile(r"(?i)(\bpassword\s+)'(?:[^']|'')*'?")
+# password=… in conninfo strings (dblink_connect, CREATE SUBSCRIPTION … CONNECTION): quoted inside an SQL literal
+# (''…''), quoted ('…'), or bare
+_CONNINFO_PASSWORD_RE = re.compile(r"(?i)(\bpassword\s*=\s*)(''(?:\\''|[^'])*(?:''|$)|'(?:\\'|[^'])*'?|[^\s'\"]+)")
+_URI_PASSWORD_RE = re.compile(r"(?i)(\bpostgres(?:ql)?://[^\s:/@'\"]*:)[^\s@'\"]*(@)")
+
+
+def _blank_conninfo_password(match: re.Match) -> str:
+    value = match.group(2)
+    quote = "''" if value.startswith("''") else "'" if value.startswith("'") else ""
+    return f"{match.group(1)}{quote}***{quote}"
 
 
 def redact(query: str | None) -> str | None:
-    """Blank password literals (CREATE/ALTER ROLE … PASSWORD '…') in query text bound for the store."""
-    return None if query is None else _PASSWORD_LITERAL_RE.sub(r"\1'***'", query)
+    """Given query text bound for the details and the store, return it with passwords blanked.
+
+    Covers PASSWORD '…' (CREATE/ALTER ROLE, user mapping options), password=…
+    in conninfo strings, quoted or not (dblink_connect('host=x password=secret'))
+    and the password of postgresql://user:password@host URIs.
+    """
+    if query is None:
+        return None
+    query = _SQL_PASSWORD_RE.sub(r"\1'***'", query)
+    query = _CONNINFO_PASSWORD_RE.sub(_blank_conninfo_password, query)
+    return _URI_PASSWORD_RE.sub(r"\1***\2", query)
 
 
 def _seconds(value) -> float | None:
@@ -299,58 +428,124 @@ class PgConnectionsCheck(PgCheck):
 
 _WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
 _LAG_STAGES = ("sent", "write", "flush", "replay")
+RECEIVER_TIMEOUT_MARGIN_SECONDS = 10.0
+_BACKLOG_POSITIONS_KEPT = 512
+
+
+def receiver_silence_limit(explicit: float | None, wal_receiver_timeout: float | None,
+                           status_interval: float | None) -> float | None:
+    """Given `receiver_timeout` and the standby's settings (seconds), return how long its receiver may go unheard.
+
+    An idle primary sends nothing until the standby pings it, which the
+    standby does after wal_receiver_timeout/2 of silence, on its next wakeup
+    (up to wal_receiver_status_interval later); a margin covers the round trip
+    and scheduling. None when nothing bounds the silence
+    (wal_receiver_timeout = 0 and no explicit receiver_timeout): not judged.
+    """
+    if explicit is not None:
+        return explicit
+    if not wal_receiver_timeout:
+        return None
+    return wal_receiver_timeout / 2 + (status_interval or 0.0) + RECEIVER_TIMEOUT_MARGIN_SECONDS
+
+
+Backlog = tuple[tuple[int, float], ...]      # receive positions seen ahead of replay, with when first seen
+
+
+def replay_delay(backlog: Backlog, receive: int | None, replay: int | None, now: float) -> tuple[Backlog, float]:
+    """Given the backlog of earlier runs, this run's receive and replay positions and `now` (monotonic), return
+    the new backlog and for how long replay has been behind.
+
+    A run appends the receive position when it moved ahead; positions replay
+    has reached are dropped. The oldest one left was first seen at t: the WAL
+    right after the replay position was already received then, so replay has
+    been behind for at least now − t. 0 when everything received is replayed,
+    and on the first run that sees replay behind (a batch that is being
+    replayed right now is no delay). A receive position below the last one
+    seen (receiver restarted, new timeline) starts over.
+    """
+    if receive is None or replay is None:
+        return (), 0.0
+    if backlog and receive < backlog[-1][0]:
+        backlog = ()
+    if not backlog or receive > backlog[-1][0]:
+        backlog = (*backlog, (receive, now))
+    backlog = tuple(entry for entry in backlog if entry[0] > replay)
+    if len(backlog) > _BACKLOG_POSITIONS_KEPT:     # keep the oldest, which the delay is counted from
+        backlog = backlog[:1] + backlog[-(_BACKLOG_POSITIONS_KEPT - 1):]
+    return backlog, (max(0.0, now - backlog[0][1]) if backlog else 0.0)
 
 
 class PgReplicationCheck(PgCheck):
     """Streaming replication seen from whichever side this server is on; the role is detected at every run.
 
-    On a primary: every standby in pg_stat_replication with its state and byte
-    lag per stage (sent/write/flush/replay against pg_current_wal_lsn()) and its
-    replay lag in seconds. PostgreSQL shows replay_lag as NULL once a standby
-    has replayed everything — that is 0, not infinity. NULL while replay bytes
-    are outstanding means the walsender has no fresh sample (replay stalled
-    right after an idle spell); the check then counts from the first run that
-    saw it so, instead of reporting 0. Fewer standbys than `expected_standbys`
-    is CRITICAL, naming the missing ones when names are given. Replication
-    slots (on either side): an inactive slot is WARNING (it keeps WAL until the
-    disk fills), wal_status `unreserved` WARNING, `lost` CRITICAL; retained
-    bytes = pg_wal_lsn_diff(current, restart_lsn).
+    `expect_role` (primary or standby) turns the other role into CRITICAL: a
+    standby promoted by mistake, or a second primary after a split brain.
 
-    On a standby the replay delay must neither grow while the primary is idle
-    nor hide a dead link:
+    On a primary: every physical standby in pg_stat_replication with its state
+    and byte lag per stage (sent/write/flush/replay against
+    pg_current_wal_lsn()) and its replay lag in seconds. Logical replication
+    walsenders (subscriptions, pg_recvlogical, CDC tools) are listed in the
+    details but are not standbys and are not counted: a walsender is logical
+    when its session is bound to a database (pg_stat_activity.datname, set only
+    for `replication=database` connections) or it holds a logical slot.
+    pg_basebackup walsenders (state `backup`) are left out. PostgreSQL shows
+    replay_lag as NULL once a standby has replayed everything — that is 0, not
+    infinity. NULL while replay bytes are outstanding means the walsender has
+    no fresh sample (replay stalled right after an idle spell); the check then
+    counts from the first run that saw it so, instead of reporting 0. Fewer
+    standbys than `expected_standbys` is CRITICAL, naming the missing ones when
+    names are given. Replication slots (on either side): an inactive slot is
+    WARNING (it keeps WAL until the disk fills), wal_status `unreserved`
+    WARNING, `lost` CRITICAL; retained bytes = pg_wal_lsn_diff(current,
+    restart_lsn).
+
+    On a standby the replay delay must neither grow while the primary is idle,
+    nor jump when it writes again after an idle spell, nor hide a dead link:
 
     - link healthy = pg_stat_wal_receiver has a row with status `streaming`
-      and its last message from the primary is younger than `receiver_timeout`.
-      An idle primary still talks: the standby pings it after
-      wal_receiver_timeout/2 of silence (30 s by default) and it answers, so a
-      healthy idle link never looks stale with the default 60 s.
-    - lag = 0 when everything received is replayed
-      (pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn()) and the link is
-      healthy;
-    - otherwise lag = now() − pg_last_xact_replay_timestamp(): replay is behind
-      (paused, conflicting, slow) or the link is down, and the time since the
-      last replayed commit is how stale the standby's data may be.
+      and its last message from the primary is younger than the silence limit:
+      `receiver_timeout` when set, else derived from the standby's settings as
+      wal_receiver_timeout/2 + wal_receiver_status_interval + 10 s (an idle
+      primary is only heard from when the standby pings it, after
+      wal_receiver_timeout/2 of silence). With wal_receiver_timeout = 0 the
+      standby never pings, so silence is not judged unless receiver_timeout
+      is set.
+    - link healthy: lag = how long replay has been behind receive, tracked
+      across runs by this check instance (see `replay_delay`): 0 while
+      everything received is replayed and on the first run that sees a gap;
+      then now − the time a run first saw the oldest still-unreplayed receive
+      position, so it resets when replay reaches what earlier runs saw
+      received. It is capped by now() − pg_last_xact_replay_timestamp(). A
+      paused or stuck replay therefore shows up one run after the WAL
+      arrived; a batch replayed between two runs never does.
+    - link down or absent: lag = now() − pg_last_xact_replay_timestamp(), the
+      time since the last replayed commit: how stale the standby's data may
+      be, since nothing says what the primary has written meanwhile.
 
-    A receiver that is missing, not streaming or silent longer than
-    `receiver_timeout` is CRITICAL whatever the lag says. The second branch
-    over-estimates for a moment when the primary writes after a long idle spell
-    (until replay catches up, normally milliseconds); a `for:` window absorbs
-    it. Clock skew between the two hosts adds to it.
+    A receiver that is missing, not streaming or silent beyond the limit is
+    CRITICAL whatever the lag says. Clock skew between the two hosts adds to
+    the link-down lag.
     """
 
     TYPE = "pg_replication"
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_replication"]
+        expect_role: Literal["primary", "standby"] | None = Field(
+            None, description="CRITICAL when the server's role (pg_is_in_recovery) is not this one")
         expected_standbys: Annotated[int, Field(ge=0)] | tuple[str, ...] | None = Field(
-            None, description="on a primary: how many standbys must be connected, or their application_name "
-                              "list (named in the alarm when missing)")
-        receiver_timeout: Duration = Field(
-            60.0, description="on a standby: CRITICAL when the WAL receiver heard nothing from the primary "
-                              "for this long")
+            None, description="on a primary: how many physical standbys must be connected, or their "
+                              "application_name list (named in the alarm when missing); logical replication "
+                              "clients do not count")
+        receiver_timeout: Duration | None = Field(
+            None, description="on a standby: CRITICAL when the WAL receiver heard nothing from the primary for "
+                              "this long; default wal_receiver_timeout/2 + wal_receiver_status_interval + 10s, "
+                              "not judged when wal_receiver_timeout is 0")
 
     METRICS = (
-        MetricSpec("replication_standbys", "count", "Standbys connected to this primary (pg_stat_replication)."),
+        MetricSpec("replication_standbys", "count",
+                   "Physical standbys connected to this primary (pg_stat_replication, logical clients excluded)."),
         MetricSpec("replication_standby_streaming", "boolean", "1 when the standby's walsender is streaming.",
                    ("standby",)),
         MetricSpec("replication_standby_lag_bytes", "bytes",
@@ -374,32 +569,47 @@ class PgReplicationCheck(PgCheck):
     def __init__(self, options):
         super().__init__(options)
         self._stalled_since: dict[str, tuple[str, float]] = {}   # standby -> (replay_lsn, first seen, wall)
+        self._backlog: Backlog = ()                               # standby side, see replay_delay
 
     def probe(self, session: Session, ctx: CheckContext) -> CheckResult:
         in_recovery = session.one("SELECT pg_is_in_recovery() AS r")["r"]
+        role = "standby" if in_recovery else "primary"
         samples: list[Sample] = []
         if in_recovery:
-            status, summary, details = self._standby_side(session, samples)
+            status, summary, details = self._standby_side(session, samples, ctx)
         else:
+            self._backlog = ()
             status, summary, details = self._primary_side(session, samples, ctx)
         slot_status, slot_notes, slots = self._slots(session, samples)
         status = worst(status, slot_status)
         notes = [summary, *slot_notes]
+        expected = self.options.expect_role
+        if expected and role != expected:
+            status = Status.CRITICAL
+            notes.insert(0, f"role is {role}, expected {expected}")
         details["slots"] = slots
-        details["role"] = "standby" if in_recovery else "primary"
+        details["role"] = role
         return CheckResult(status, _cap("; ".join(n for n in notes if n)), tuple(samples), details)
 
     def _primary_side(self, session: Session, samples: list, ctx: CheckContext):
-        rows = session.all("""
-            SELECT application_name, client_addr::text AS client_addr, state, sync_state,
-                   replay_lsn::text AS replay_lsn,
-                   pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn) AS sent,
-                   pg_wal_lsn_diff(pg_current_wal_lsn(), write_lsn) AS write,
-                   pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) AS flush,
-                   pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS replay,
-                   extract(epoch FROM replay_lag) AS replay_lag
-            FROM pg_stat_replication WHERE state IS DISTINCT FROM 'backup'
-            ORDER BY application_name, client_addr""")
+        walsenders = session.all("""
+            SELECT r.application_name, r.client_addr::text AS client_addr, r.state, r.sync_state,
+                   r.replay_lsn::text AS replay_lsn,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn) AS sent,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), r.write_lsn) AS write,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), r.flush_lsn) AS flush,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) AS replay,
+                   extract(epoch FROM r.replay_lag) AS replay_lag,
+                   a.datname,
+                   a.datname IS NOT NULL OR EXISTS (
+                       SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical'
+                   ) AS logical
+            FROM pg_stat_replication r LEFT JOIN pg_stat_activity a ON a.pid = r.pid
+            WHERE r.state IS DISTINCT FROM 'backup'
+            ORDER BY r.application_name, r.client_addr""")
+        rows = [row for row in walsenders if not row["logical"]]
+        logical = [{"application_name": row["application_name"], "client_addr": row["client_addr"],
+                    "database": row["datname"], "state": row["state"]} for row in walsenders if row["logical"]]
         names = [row["application_name"] or "unnamed" for row in rows]
         status, notes, standbys = Status.OK, [], []
         now = ctx.wall()
@@ -432,7 +642,10 @@ class PgReplicationCheck(PgCheck):
                          + (f"/{format_duration(s['replay_lag_seconds'])}" if s["replay_lag_seconds"] is not None
                             else "") for s in standbys)
         summary = f"primary with {len(rows)} standby{'s' if len(rows) != 1 else ''}" + (f" ({lags})" if lags else "")
-        return status, "; ".join([*notes, summary]), {"standbys": standbys}
+        if logical:
+            summary += (f", {len(logical)} logical replication client{'s' if len(logical) != 1 else ''} "
+                        f"(not counted as standbys)")
+        return status, "; ".join([*notes, summary]), {"standbys": standbys, "logical_clients": logical}
 
     def _replay_seconds(self, label: str, row: dict, now: float) -> float | None:
         replay_bytes = float(row["replay"]) if row["replay"] is not None else None
@@ -463,12 +676,18 @@ class PgReplicationCheck(PgCheck):
             return f"standby missing: {', '.join(absent)} (expected {', '.join(expected)})"
         return ""
 
-    def _standby_side(self, session: Session, samples: list):
+    def _standby_side(self, session: Session, samples: list, ctx: CheckContext):
         pos = session.one("""
-            SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) AS gap,
+            SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint AS receive_pos,
+                   pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS replay_pos,
                    extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS since_replay,
                    pg_get_wal_replay_pause_state() AS pause_state,
-                   pg_last_wal_receive_lsn()::text AS receive_lsn, pg_last_wal_replay_lsn()::text AS replay_lsn""")
+                   pg_last_wal_receive_lsn()::text AS receive_lsn, pg_last_wal_replay_lsn()::text AS replay_lsn,
+                   (SELECT setting::float8 * CASE unit WHEN 'ms' THEN 0.001 WHEN 'min' THEN 60 ELSE 1 END
+                    FROM pg_settings WHERE name = 'wal_receiver_timeout') AS wal_receiver_timeout,
+                   (SELECT setting::float8 * CASE unit WHEN 'ms' THEN 0.001 WHEN 'min' THEN 60 ELSE 1 END
+                    FROM pg_settings WHERE name = 'wal_receiver_status_interval') AS status_interval""")
+        now = ctx.monotonic()
         receiver = session.one("""
             SELECT status, extract(epoch FROM now() - last_msg_receipt_time) AS last_msg_age,
                    sender_host, sender_port, slot_name FROM pg_stat_wal_receiver""")
@@ -476,24 +695,29 @@ class PgReplicationCheck(PgCheck):
         receiver_status = receiver["status"] if receiver else None
         streaming = receiver_status == "streaming"
         age = _seconds(receiver["last_msg_age"]) if receiver else None
+        limit = receiver_silence_limit(self.options.receiver_timeout, pos["wal_receiver_timeout"],
+                                       pos["status_interval"])
         samples.append(sample("replication_receiver_streaming", 1 if streaming else 0))
         if age is not None:
             samples.append(sample("replication_receiver_last_message_age_seconds", age))
         if not streaming:
             status = Status.CRITICAL
             notes.append(f"WAL receiver not streaming (status: {receiver_status or 'no receiver'})")
-        elif age is None or age > self.options.receiver_timeout:
+        elif limit is not None and (age is None or age > limit):
             status = Status.CRITICAL
             heard = f"for {format_duration(age)}" if age is not None else "ever"
-            notes.append(f"no message from the primary {heard} "
-                         f"(receiver_timeout {format_duration(self.options.receiver_timeout)})")
+            origin = "receiver_timeout" if self.options.receiver_timeout is not None else \
+                "limit from wal_receiver_timeout"
+            notes.append(f"no message from the primary {heard} ({origin} {format_duration(limit)})")
         healthy_link = status is Status.OK
-        gap = float(pos["gap"]) if pos["gap"] is not None else None
+        receive, replay = pos["receive_pos"], pos["replay_pos"]
+        gap = float(receive - replay) if receive is not None and replay is not None else None
         if gap is not None:
             samples.append(sample("replication_replay_gap_bytes", max(0.0, gap)))
+        self._backlog, behind = replay_delay(self._backlog, receive, replay, now)
         since_replay = _seconds(pos["since_replay"])
-        if healthy_link and gap is not None and gap <= 0:
-            lag = 0.0
+        if healthy_link:
+            lag = behind if since_replay is None else min(behind, since_replay)
         else:
             lag = since_replay
         if lag is not None:
@@ -506,6 +730,8 @@ class PgReplicationCheck(PgCheck):
         gap_text = f", {format_size(max(0.0, gap))} received not replayed" if gap is not None else ""
         summary = f"standby: {lag_text}{gap_text}"
         details = {"receiver_status": receiver_status, "last_message_age_seconds": age, "replay_gap_bytes": gap,
+                   "receiver_timeout_seconds": limit, "replay_behind_seconds": behind,
+                   "since_last_replayed_commit_seconds": since_replay,
                    "receive_lsn": pos["receive_lsn"], "replay_lsn": pos["replay_lsn"],
                    "pause_state": pos["pause_state"],
                    "sender": f"{receiver['sender_host']}:{receiver['sender_port']}" if receiver else None}

@@ -6,9 +6,12 @@ offset lag in bytes, and an operator tunes them separately (and may watch the
 replication of the primary only). Both share the connection options and the
 metric prefix `redis`.
 
-The client is imported inside `run` (no work at import). Every connection has
-its connect and socket timeouts set from the run's timeout and no retries, so a
-server that accepts and never answers ends the run instead of hanging a worker.
+The client is imported inside `run` (no work at import). redis-py's timeouts
+apply to each socket operation (connect, AUTH, the handshake's CLIENT SETINFO,
+PING, INFO), so they are set to the run's timeout with no retries and the run as
+a whole is bounded by a deadline that shuts the socket down: a server that
+accepts and never answers, or answers each command slowly, ends the run within
+its timeout instead of holding a worker.
 The password is kept as a reference and read only to connect; reasons are
 scrubbed of it in case a server or client ever echoes it.
 """
@@ -22,10 +25,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
-from agent.fields import Secret, SecretStr, Size
+from agent.fields import Secret, SecretStr, SecretUnavailable, Size
 from agent.result import CheckResult, Sample, Status, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, RatioThresholds, SizeThresholds, Threshold
+from checks.net import SocketDeadline
 
 _ROLES = {"master": "primary", "slave": "replica"}
 
@@ -68,15 +72,15 @@ class RedisProblem(Exception):
 
 
 def query(opts: RedisConnection, timeout: float, section: str = "default") -> tuple[float, dict[str, Any]]:
-    """Given connection options, connect, PING and INFO `section`; return (PING seconds, INFO fields).
+    """Given connection options, connect, PING and INFO `section` within `timeout` in all;
+    return (PING seconds, INFO fields).
 
     Raise RedisProblem (never a client exception) with a reason free of the password.
     """
     try:
         password = Secret(opts.password).reveal() if opts.password else None
-    except (OSError, LookupError) as exc:
-        raise RedisProblem(f"cannot read the password {opts.password}: "
-                           f"{getattr(exc, 'strerror', None) or exc}", down=False) from None
+    except SecretUnavailable as exc:
+        raise RedisProblem(f"cannot read the password {opts.password}: {exc.reason}", down=False) from None
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -84,30 +88,38 @@ def query(opts: RedisConnection, timeout: float, section: str = "default") -> tu
     def scrub(text: str) -> str:
         return text.replace(password, "***") if password else text
 
-    settings = dict(username=opts.username, password=password, socket_connect_timeout=timeout,
-                    socket_timeout=timeout, retry=Retry(NoBackoff(), 0), protocol=2, decode_responses=True,
-                    single_connection_client=True, health_check_interval=0)
     client = None
-    try:
-        if opts.url:
-            client = redis.Redis.from_url(opts.url, **settings)
-        else:
-            client = redis.Redis(host=opts.host, port=opts.port, db=opts.db, **settings)
-        started = time.perf_counter()
-        client.ping()
-        rtt = time.perf_counter() - started
-        return rtt, client.info(section)
-    except redis.AuthenticationError as exc:
-        raise RedisProblem(scrub(f"authentication failed: {exc}"), down=False) from None
-    except redis.TimeoutError:
-        raise RedisProblem(f"timed out after {format_duration(timeout)}", down=True) from None
-    except redis.ConnectionError as exc:
-        raise RedisProblem(scrub(f"down: {exc}"), down=True) from None
-    except redis.RedisError as exc:
-        raise RedisProblem(scrub(f"{type(exc).__name__}: {exc}"), down=False) from None
-    finally:
-        if client is not None:
-            client.close()
+    with SocketDeadline(timeout) as deadline:
+
+        def handshake(connection) -> None:
+            # redis-py calls this in place of its on_connect once the socket is connected,
+            # so the deadline watches the handshake (AUTH, CLIENT SETINFO, SELECT) too
+            deadline.watch(connection._sock)
+            connection.on_connect()
+
+        settings = dict(username=opts.username, password=password, socket_connect_timeout=timeout,
+                        socket_timeout=timeout, retry=Retry(NoBackoff(), 0), protocol=2, decode_responses=True,
+                        single_connection_client=True, health_check_interval=0, redis_connect_func=handshake)
+        try:
+            if opts.url:
+                client = redis.Redis.from_url(opts.url, **settings)
+            else:
+                client = redis.Redis(host=opts.host, port=opts.port, db=opts.db, **settings)
+            started = time.perf_counter()
+            client.ping()
+            rtt = time.perf_counter() - started
+            return rtt, client.info(section)
+        except (redis.RedisError, OSError) as exc:
+            if deadline.fired or isinstance(exc, redis.TimeoutError):
+                raise RedisProblem(f"timed out after {format_duration(timeout)}", down=True) from None
+            if isinstance(exc, redis.AuthenticationError):
+                raise RedisProblem(scrub(f"authentication failed: {exc}"), down=False) from None
+            if isinstance(exc, (redis.ConnectionError, OSError)):
+                raise RedisProblem(scrub(f"down: {exc}"), down=True) from None
+            raise RedisProblem(scrub(f"{type(exc).__name__}: {exc}"), down=False) from None
+        finally:
+            if client is not None:
+                client.close()
 
 
 @dataclass(frozen=True)

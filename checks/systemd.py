@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.fields import AbsolutePath
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration
 from checks.base import Check, CheckContext, CheckOptions, CountThresholds, MetricSpec, Threshold
@@ -55,7 +56,7 @@ class SystemdUnitCheck(Check):
         expect: dict[str, Literal["active", "inactive", "not-failed"]] = Field(
             default_factory=dict, description="expected state per unit when not `active`, e.g. "
                                               "{backup.service: not-failed}")
-        systemctl: str = Field("/usr/bin/systemctl", description="the systemctl program (absolute path)")
+        systemctl: AbsolutePath = Field("/usr/bin/systemctl", description="the systemctl program (absolute path)")
 
         @field_validator("units")
         @classmethod
@@ -66,13 +67,6 @@ class SystemdUnitCheck(Check):
             if len(set(units)) != len(units):
                 raise ValueError("a unit is listed twice")
             return units
-
-        @field_validator("systemctl")
-        @classmethod
-        def _absolute(cls, path):
-            if not path.startswith("/"):
-                raise ValueError(f"systemctl {path!r} must be an absolute path")
-            return path
 
         @model_validator(mode="after")
         def _expect_listed(self):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import os
 import re
+import shutil
 import socket
 import socketserver
 import ssl
@@ -23,6 +25,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import pytest
 from pydantic import ValidationError
@@ -33,6 +36,7 @@ from agent.result import CheckResult, Status
 from agent.yamlsrc import ConfigError
 from checks.base import CheckContext
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck, cert_validity, json_equal, status_ranges
+from checks.net import ResolveTimeout, resolve
 from tests.conftest import REPO, have, wait_for
 from tests.metrics_contract import assert_family_contract
 
@@ -104,7 +108,8 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        self.server.requests.append((path, {key.lower(): value for key, value in self.headers.items()}))
         if path == "/ok":
             self._send(200, b"healthy: ok\n", Content_Type="text/plain")
         elif path == "/error":
@@ -114,6 +119,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"late but fine\n")
         elif path == "/redirect":
             self._send(302, Location="/ok?token=abc")
+        elif path == "/goto":
+            self._send(302, Location=parse_qs(query)["to"][0])
+        elif path.startswith("/hops/"):   # /hops/3 redirects 3 times, then answers 200
+            left = int(path.removeprefix("/hops/"))
+            self._send(302, Location=f"/hops/{left - 1}") if left else self._send(200, b"arrived\n")
         elif path == "/json":
             self._send(200, json.dumps(JSON_BODY).encode(), Content_Type="application/json")
         elif path == "/big":
@@ -173,6 +183,7 @@ class TLSHTTPServer(QuietHTTPServer):
 
 def serve(server):
     server.stopping = threading.Event()
+    server.requests = []   # (path, {lower-case header: value}) of each GET, to see what reached whom
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return server
@@ -234,6 +245,14 @@ def other_name_tls(tmp_path_factory):
     cert = openssl_cert(tmp_path_factory.mktemp("other"), days=30, names="DNS:db.internal")
     server = tls_server(cert)
     yield server, cert[0]
+    stop(server)
+
+
+@pytest.fixture
+def other_web():
+    """Another plain HTTP server on 127.0.0.1 (another port, so another origin than `web`)."""
+    server = serve(QuietHTTPServer(("127.0.0.1", 0), Handler))
+    yield server
     stop(server)
 
 
@@ -341,6 +360,41 @@ def test_http_redirect_followed_reaches_the_target_ok(web):
     assert only(result, "status_code") == 200
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http_redirect_to_another_origin_drops_the_headers_and_basic_auth(web, tls_web, other_web, scheme,
+                                                                          monkeypatch):
+    """An API key for our service must not be handed to whatever host a redirect names (nor sent over plain http)."""
+    monkeypatch.setenv("MAINT_TEST_HTTP_PASSWORD", "s3cret")
+    start = web if scheme == "http" else f"https://127.0.0.1:{tls_web.server_address[1]}"
+    elsewhere = f"http://127.0.0.1:{other_web.server_address[1]}"
+    check = make(HttpCheck, url=f"{start}/goto?to={elsewhere}/token", follow_redirects=True, verify=False,
+                 headers={"X-Token": "t0ken", "X-Api-Key": "k3y-8d2e"},
+                 username="ops", password="${env:MAINT_TEST_HTTP_PASSWORD}")
+    result = run(check)
+    assert result.status is Status.CRITICAL
+    assert result.summary == "status 403 Forbidden, expected 2xx"
+    [(path, seen)] = other_web.requests
+    assert path == "/token"
+    assert not {"x-token", "x-api-key", "authorization"} & set(seen), seen
+
+
+def test_http_redirect_within_the_origin_keeps_the_headers_and_basic_auth(web, monkeypatch):
+    monkeypatch.setenv("MAINT_TEST_HTTP_PASSWORD", "s3cret")
+    token = run(make(HttpCheck, url=f"{web}/goto?to=/token", follow_redirects=True, headers={"X-Token": "t0ken"}))
+    assert token.status is Status.OK, token.summary
+    auth = run(make(HttpCheck, url=f"{web}/goto?to={web}/auth", follow_redirects=True, expect_body="welcome",
+                    username="ops", password="${env:MAINT_TEST_HTTP_PASSWORD}"))
+    assert auth.status is Status.OK, auth.summary
+
+
+def test_http_redirects_past_the_limit_are_critical(web):
+    five = run(make(HttpCheck, url=f"{web}/hops/5", follow_redirects=True, expect_body="arrived"))
+    assert five.status is Status.OK, five.summary
+    six = run(make(HttpCheck, url=f"{web}/hops/6", follow_redirects=True))
+    assert six.status is Status.CRITICAL
+    assert six.summary == "more than 5 redirects"
+
+
 def test_http_body_substring_present_is_ok(web):
     assert run(make(HttpCheck, url=f"{web}/ok", expect_body="healthy: ok")).status is Status.OK
 
@@ -428,7 +482,7 @@ def test_http_secret_unreadable_at_run_is_unknown(web, tmp_path):
     token.unlink()
     result = run(check)
     assert result.status is Status.UNKNOWN
-    assert result.summary.startswith("cannot read a secret: ")
+    assert result.summary == f"cannot read a secret: ${{file:{token}}}: No such file or directory"
 
 
 # --- http: failures to answer -----------------------------------------------------------------
@@ -508,6 +562,42 @@ def test_http_missing_ca_file_is_unknown(tls_web, tmp_path):
                       ca_file=str(tmp_path / "absent.pem")))
     assert result.status is Status.UNKNOWN
     assert result.summary.startswith(f"cannot load ca_file {tmp_path / 'absent.pem'}: ")
+
+
+@pytest.mark.parametrize("how", ["renamed over", "rewritten in place"])
+def test_http_rotated_ca_file_is_trusted_on_the_next_run(tmp_path, how):
+    """The service moves to a certificate from a new CA; once ca_file holds the new CA, the next run is OK."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = openssl_cert(tmp_path / "old", days=30), openssl_cert(tmp_path / "new", days=30)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*old)
+    server = serve(TLSHTTPServer(("127.0.0.1", 0), Handler, context))
+    ca_file = tmp_path / "ca.pem"
+    shutil.copy(old[0], ca_file)
+    check = make(HttpCheck, url=f"https://127.0.0.1:{server.server_address[1]}/ok", ca_file=str(ca_file))
+    try:
+        assert run(check).status is Status.OK
+        context.load_cert_chain(*new)
+        stale = run(check)
+        assert stale.summary.startswith("certificate verify failed: "), stale.summary
+        if how == "renamed over":
+            shutil.copy(new[0], tmp_path / "ca.pem.tmp")
+            os.replace(tmp_path / "ca.pem.tmp", ca_file)
+        else:
+            ca_file.write_bytes(open(new[0], "rb").read())
+        rotated = run(check)
+        assert rotated.status is Status.OK, rotated.summary
+    finally:
+        stop(server)
+
+
+def test_http_ca_file_unchanged_keeps_the_client(tls_web, cert):
+    check = make(HttpCheck, url=f"https://127.0.0.1:{tls_web.server_address[1]}/ok", ca_file=cert[0])
+    run(check)
+    client = check._client
+    assert run(check).status is Status.OK
+    assert check._client is client
 
 
 # --- http: config and the client --------------------------------------------------------------
@@ -745,6 +835,53 @@ def test_tcp_server_that_never_answers_times_out_within_the_timeout(silent):
     assert result.status is Status.CRITICAL
     assert "; timed out after 1s waiting for '+PONG' (got '')" in result.summary
     assert 0.9 <= elapsed <= 1.0 + 1
+
+
+@pytest.fixture
+def dead_resolver():
+    """A getaddrinfo that never answers for names (a DNS server gone silent) until the test ends."""
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            return real(host, *args, **kwargs)
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    yield getaddrinfo
+    released.set()
+
+
+def test_resolve_dead_resolver_times_out_within_the_timeout(dead_resolver):
+    t0 = time.monotonic()
+    with pytest.raises(ResolveTimeout):
+        resolve("db.internal", 5432, 0.3, getaddrinfo=dead_resolver)
+    assert 0.3 <= time.monotonic() - t0 < 0.3 + 0.5
+
+
+def test_resolve_answers_and_errors_pass_through():
+    answer = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 5432))]
+    assert resolve("db.internal", 5432, 1.0, getaddrinfo=lambda *a, **k: answer) == answer
+
+    def unknown(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(socket.gaierror):
+        resolve("no-such-host.invalid", 5432, 1.0, getaddrinfo=unknown)
+
+
+def test_resolve_address_literal_needs_no_time():
+    assert resolve("127.0.0.1", 80, 0.0)[0][4] == ("127.0.0.1", 80)
+    assert resolve("::1", 80, 0.0)[0][4][:2] == ("::1", 80)
+
+
+def test_tcp_name_that_does_not_resolve_in_time_is_critical_within_the_timeout(dead_resolver, monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", dead_resolver)
+    result, elapsed = timed(make(TcpCheck, target="redis.internal:6379", connect_timeout="500ms"), timeout=5.0)
+    assert result.status is Status.CRITICAL
+    assert result.summary == "name resolution timed out after 500ms"
+    assert elapsed < 0.5 + 1
 
 
 def test_tcp_metrics_follow_the_contract(line_service):

@@ -2,11 +2,14 @@
 
 The operator story: the platform's database pair is watched from both sides.
 Replication lag alarms when replay really stops, not when the primary is merely
-idle, and a dead WAL receiver is never hidden behind "received == replayed". A
-standby that disappears is named; connection usage, long queries, sessions idle
-in a transaction, slow statements, bloat and WAL archiving failures each turn
-into a status with the numbers behind it. The checks run as a pg_monitor role
-whose DSN is read through `${file:…}` and never shows up in what the agent reports.
+idle or writes again after an idle spell, and a dead WAL receiver is never hidden
+behind "received == replayed". A standby that disappears is named, a logical
+replication client is not taken for one, and a server that stops answering after
+the connection opened cannot hold a probe past its timeout. Connection usage,
+long queries, sessions idle in a transaction, slow statements, bloat and WAL
+archiving failures each turn into a status with the numbers behind it. The
+checks run as a pg_monitor role whose DSN is read through `${file:…}` and never
+shows up in what the agent reports.
 
 The pair is started once per session (tests/fixtures/postgres.py); each test puts
 back what it changes (paused replay, a stopped standby, a failing archive_command).
@@ -15,7 +18,11 @@ back what it changes (paused replay, a stopped standby, a failing archive_comman
 from __future__ import annotations
 
 import json
+import os
+import selectors
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -29,10 +36,12 @@ from agent.yamlsrc import ConfigError
 from checks.base import CheckContext
 from checks.postgres import (
     PgActivityCheck, PgArchivingCheck, PgConnectionsCheck, PgReplicationCheck, PgStatementsCheck, PgTablesCheck,
-    PostgresCheck, open_session, redact,
+    PostgresCheck, Session, open_session, receiver_silence_limit, redact, replay_delay,
 )
 from tests.conftest import free_port, wait_for
-from tests.fixtures.postgres import MONITOR_USER, STANDBY_NAME, pg_pair  # noqa: F401 (session fixture)
+from tests.fixtures.postgres import (  # noqa: F401 (session fixtures)
+    BINDIR, MONITOR_USER, STANDBY_NAME, pg_logical, pg_pair,
+)
 from tests.metrics_contract import assert_family_contract
 
 psycopg = pytest.importorskip("psycopg")
@@ -201,6 +210,160 @@ def test_pg_tables_locked_table_unknown_at_statement_timeout(pg_pair, dsn):
     assert elapsed < 3
 
 
+def test_pg_session_statement_timeout_shrinks_to_the_time_left_in_the_run(pg_pair):
+    options = PostgresCheck.Options.model_validate({"name": "pg", "type": "postgres", "dsn": "x",
+                                                    "statement_timeout": "5s"})
+    # on the standby: a slow statement on the primary would top the slow-statement test's pg_stat_statements
+    with open_session(pg_pair.standby.dsn(), options, timeout=1.0) as conn:
+        session = Session(conn, 0.0, time.monotonic() + 1.0, 5.0, time.monotonic, 1000)
+        session.one("SELECT pg_sleep(0.6)")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            session.one("SELECT pg_sleep(5)")        # 5s allowed by the option, 0.4s left in the run
+        assert time.monotonic() - started < 0.6
+        assert session.limited_by_run
+
+
+def test_pg_tables_locked_table_unknown_at_the_end_of_the_run(pg_pair, dsn):
+    pg_pair.primary.query("CREATE TABLE IF NOT EXISTS maint_locked (i int)")
+    check = make(PgTablesCheck, dsn["primary"], tables=["maint_locked"], statement_timeout="30s")
+    with pg_pair.primary.connect() as locker:
+        with locker.transaction():
+            locker.execute("LOCK TABLE maint_locked IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            result = run(check, timeout=1.5)
+            elapsed = time.monotonic() - started
+    assert result.status is Status.UNKNOWN
+    assert result.summary == "query cancelled at the end of the run's timeout (1.5s)", result.summary
+    assert elapsed < 1.5 + 1
+
+
+class StallingProxy:
+    """A TCP proxy to a PostgreSQL server that forwards each connection's startup exchange, then swallows
+    whatever the client sends: the connection opens, the first query never arrives, nothing is ever answered.
+
+    One selector thread; a connection is closed on both sides as soon as either side closes it. Needs
+    sslmode=disable and gssencmode=disable (the one-byte SSL/GSS answers are not protocol messages).
+    """
+
+    def __init__(self, upstream_port: int):
+        self.upstream = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self._links: dict[socket.socket, dict] = {}
+        self._thread = threading.Thread(target=self._loop, name="stalling-proxy", daemon=True)
+        self._thread.start()
+
+    def open_links(self) -> int:
+        return len(self._links) // 2
+
+    def _loop(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.data == "stop":
+                    for sock in list(self._links):
+                        self._close(sock)
+                    return
+                if key.data == "accept":
+                    client, _ = self.listener.accept()
+                    server = socket.create_connection(("127.0.0.1", self.upstream))
+                    link = {"client": client, "server": server, "from_server": b"", "ready": False}
+                    for sock in (client, server):
+                        self._links[sock] = link
+                        self._selector.register(sock, selectors.EVENT_READ, "data")
+                    continue
+                sock = key.fileobj
+                link = self._links.get(sock)
+                if link is None:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._close(sock)
+                elif sock is link["server"]:
+                    link["client"].sendall(data)
+                    self._scan_for_ready(link, data)
+                elif not link["ready"]:
+                    link["server"].sendall(data)
+
+    @staticmethod
+    def _scan_for_ready(link: dict, data: bytes) -> None:
+        """Set `ready` once the server sent ReadyForQuery ('Z'): the startup exchange is over."""
+        if link["ready"]:
+            return
+        buf = link["from_server"] + data
+        while len(buf) >= 5:
+            length = int.from_bytes(buf[1:5], "big")
+            if len(buf) < 1 + length:
+                break
+            if buf[:1] == b"Z":
+                link["ready"] = True
+                return
+            buf = buf[1 + length:]
+        link["from_server"] = buf
+
+    def _close(self, sock: socket.socket) -> None:
+        link = self._links.get(sock)
+        if link is None:
+            return
+        for end in (link["client"], link["server"]):
+            self._links.pop(end, None)
+            self._selector.unregister(end)
+            end.close()
+
+    def close(self) -> None:
+        self._stop_w.send(b"x")
+        self._thread.join(5)
+        self._selector.close()
+        for sock in (self.listener, self._stop_r, self._stop_w):
+            sock.close()
+
+
+def run_bounded(check, timeout: float) -> tuple[CheckResult | None, float]:
+    """Run the check in a thread and give up waiting one second after its timeout; return (result, seconds)."""
+    out: list[CheckResult] = []
+    thread = threading.Thread(target=lambda: out.append(run(check, timeout=timeout)), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout + 1)
+    return (out[0] if out else None), time.monotonic() - started
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_postgres_server_silent_after_connecting_critical_within_timeout_without_leaks(pg_pair):
+    proxy = StallingProxy(pg_pair.primary.port)
+    try:
+        stalled = pg_pair.primary.dsn(port=str(proxy.port), sslmode="disable", gssencmode="disable")
+        check = make(PostgresCheck, stalled, statement_timeout="30s")
+        result, elapsed = run_bounded(check, timeout=2)
+        assert result is not None, "the check hung past its timeout + 1s"
+        assert elapsed < 2 + 1, elapsed
+        assert result.status is Status.CRITICAL, result.summary
+        assert result.summary.startswith("timed out after 2s: no answer from the server"), result.summary
+        assert value(result, "up") == 0
+
+        fds, threads = _open_fds(), threading.active_count()
+        for _ in range(20):
+            result, elapsed = run_bounded(check, timeout=0.2)
+            assert result is not None and result.status is Status.CRITICAL, result
+            assert elapsed < 0.2 + 1, elapsed
+        # the watchdog threads are gone, and every socket (ours, the duplicates, the proxy's) is closed
+        wait_for(lambda: proxy.open_links() == 0, 5, what="the proxy to see every connection closed")
+        wait_for(lambda: _open_fds() <= fds and threading.active_count() <= threads, 5,
+                 what=f"fds back to {fds} and threads to {threads}")
+    finally:
+        proxy.close()
+
+
 def test_pg_options_bad_values_reported_at_their_yaml_line():
     text = f"""
 checks:
@@ -335,6 +498,126 @@ def test_pg_replication_replay_paused_lag_grows_critical_then_ok_after_resume(pg
     pg_pair.wait_replayed()
     after = run(standby)
     assert verdict(standby, after) is Status.OK and value(after, "replication_lag_seconds") == 0, after.summary
+
+
+def test_pg_replication_write_after_idle_spell_not_lag_until_replay_really_stalls(pg_pair, dsn, events):
+    standby = make(PgReplicationCheck, dsn["standby"], critical="2s")
+    events()
+    pg_pair.wait_replayed()
+    idle_since = time.monotonic()
+    assert verdict(standby, run(standby)) is Status.OK
+    wait_for(lambda: time.monotonic() - idle_since > 3, 10, interval=0.2, what="the primary to idle past 2s")
+    # WAL arrives after the idle spell and a run sees it received but not yet replayed (held here by a pause,
+    # as a bulk load is while it replays): the time since the last replayed commit is not the delay
+    pg_pair.standby.query("SELECT pg_wal_replay_pause()")
+    try:
+        events(1000)
+        first = run_until(standby, lambda r: value(r, "replication_replay_gap_bytes"), 10,
+                          what="WAL received but not replayed")
+        assert verdict(standby, first) is Status.OK, first.summary
+        assert value(first, "replication_lag_seconds") < 1
+        assert first.details["since_last_replayed_commit_seconds"] > 2
+        # replay stays where it is: now it is a delay, counted from the run that first saw the WAL waiting
+        late = run_until(standby, lambda r: verdict(standby, r) is Status.CRITICAL, 10,
+                         what="the stalled replay's lag to pass 2s")
+        assert 2 < value(late, "replication_lag_seconds") <= late.details["since_last_replayed_commit_seconds"]
+    finally:
+        pg_pair.standby.query("SELECT pg_wal_replay_resume()")
+    pg_pair.wait_replayed()
+    after = run(standby)
+    assert verdict(standby, after) is Status.OK and value(after, "replication_lag_seconds") == 0, after.summary
+
+
+def test_replay_delay_counts_from_the_first_run_that_saw_the_oldest_unreplayed_position():
+    backlog, delay = replay_delay((), 100, 100, now=0.0)
+    assert (backlog, delay) == ((), 0.0)                              # caught up
+    backlog, delay = replay_delay(backlog, 200, 100, now=10.0)
+    assert delay == 0.0                                               # first sight: being replayed right now
+    backlog, delay = replay_delay(backlog, 300, 150, now=20.0)
+    assert delay == 10.0                                              # 150..200 was already waiting at t=10
+    backlog, delay = replay_delay(backlog, 300, 250, now=30.0)
+    assert delay == 10.0                                              # past 200: counted from t=20 (300)
+    backlog, delay = replay_delay(backlog, 300, 300, now=40.0)
+    assert (backlog, delay) == ((), 0.0)
+    backlog, delay = replay_delay(((900, 0.0),), 500, 400, now=50.0)  # receive went back: start over
+    assert (backlog, delay) == (((500, 50.0),), 0.0)
+
+
+def test_receiver_silence_limit_follows_the_standbys_ping_period():
+    # wal_receiver_timeout 5m: an idle healthy link is silent up to 2.5 min, beyond the old fixed 60s limit
+    assert receiver_silence_limit(None, 300.0, 10.0) == 150 + 10 + 10
+    assert receiver_silence_limit(None, 5.0, 1.0) == 2.5 + 1 + 10     # the test pair's settings
+    assert receiver_silence_limit(None, 0.0, 10.0) is None            # the standby never pings: not judged
+    assert receiver_silence_limit(4.0, 0.0, 10.0) == 4.0              # explicit wins
+
+
+def test_pg_replication_receiver_limit_derived_from_standby_settings_idle_link_ok(pg_pair, dsn):
+    check = make(PgReplicationCheck, dsn["standby"])
+    assert run(check).details["receiver_timeout_seconds"] == 2.5 + 1 + 10
+    strict = make(PgReplicationCheck, dsn["standby"], receiver_timeout="2s")
+
+    def silent_for(seconds):
+        return run_until(check, lambda r: value(r, "replication_receiver_last_message_age_seconds") > seconds, 10,
+                         what=f"the idle link to be silent for {seconds}s")
+    try:
+        for setting, limit in (("300s", 150 + 1 + 10), ("0", None)):
+            pg_pair.standby.query(f"ALTER SYSTEM SET wal_receiver_timeout = '{setting}'")
+            pg_pair.standby.query("SELECT pg_reload_conf()")
+            # silent longer than the 2.5s ping period of the fixture's 5s setting: the new one is in force
+            result = silent_for(3)
+            assert result.status is Status.OK, result.summary
+            assert result.details["receiver_timeout_seconds"] == limit
+            late = run(strict)
+            assert late.status is Status.CRITICAL, late.summary
+            assert late.summary.startswith("no message from the primary for") and "receiver_timeout 2s" in \
+                late.summary, late.summary
+    finally:
+        pg_pair.standby.query("ALTER SYSTEM RESET wal_receiver_timeout")
+        pg_pair.standby.query("SELECT pg_reload_conf()")
+    wait_for(lambda: run(check).details["receiver_timeout_seconds"] == 2.5 + 1 + 10, 10,
+             what="the fixture's wal_receiver_timeout back")
+
+
+def test_pg_replication_primary_where_standby_expected_critical(dsn):
+    result = run(make(PgReplicationCheck, dsn["primary"], expect_role="standby", expected_standbys=1))
+    assert result.status is Status.CRITICAL
+    assert result.summary.startswith("role is primary, expected standby; primary with 1 standby"), result.summary
+    assert result.details["role"] == "primary"
+    assert run(make(PgReplicationCheck, dsn["standby"], expect_role="standby")).status is Status.OK
+
+
+def test_pg_replication_logical_client_not_counted_as_standby(pg_logical):
+    recvlogical = BINDIR / "pg_recvlogical"
+    if not recvlogical.exists():
+        pytest.skip(f"{recvlogical} missing (Debian package postgresql-client-15)")
+    if not (BINDIR.parent / "lib" / "test_decoding.so").exists():
+        pytest.skip("the test_decoding output plugin is missing from the PostgreSQL 15 install")
+    consumer = subprocess.Popen(
+        [str(recvlogical), "-h", "127.0.0.1", "-p", str(pg_logical.port), "-U", "postgres", "-d", "postgres",
+         "--slot", "maint_logical", "--create-slot", "--if-not-exists", "--plugin", "test_decoding", "--start",
+         "--file", "/dev/null", "--no-loop"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: pg_logical.query("SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'")
+                 or consumer.poll() is not None, 15, what="pg_recvlogical to stream")
+        assert consumer.poll() is None, consumer.stderr.read().decode()
+        by_count = make(PgReplicationCheck, pg_logical.dsn(), expected_standbys=1)
+        result = run(by_count)
+        assert result.status is Status.CRITICAL, result.summary
+        assert result.summary.startswith("0 of 1 expected standbys connected"), result.summary
+        assert "1 logical replication client (not counted as standbys)" in result.summary
+        assert value(result, "replication_standbys") == 0
+        assert [c["database"] for c in result.details["logical_clients"]] == ["postgres"]
+        assert value(result, "replication_slot_active", slot="maint_logical") == 1
+        by_name = run(make(PgReplicationCheck, pg_logical.dsn(), expected_standbys=["pg_recvlogical"]))
+        assert by_name.summary.startswith("standby missing: pg_recvlogical"), by_name.summary
+    finally:
+        consumer.terminate()
+        consumer.wait(10)
+        consumer.stderr.close()
+        wait_for(lambda: not pg_logical.value("SELECT active FROM pg_replication_slots "
+                                              "WHERE slot_name = 'maint_logical'"), 10, what="the slot released")
+        pg_logical.query("SELECT pg_drop_replication_slot('maint_logical')")
 
 
 def test_pg_replication_receiver_not_streaming_critical_and_lag_not_masked(pg_pair, dsn, events):
@@ -523,6 +806,22 @@ def test_pg_statements_extension_absent_unknown(pg_pair, dsn):
 def test_redact_password_literals_blanked():
     assert redact("ALTER ROLE app PASSWORD 'it''s secret'") == "ALTER ROLE app PASSWORD '***'"
     assert redact("SELECT 'password' AS word") == "SELECT 'password' AS word"
+    assert redact("ALTER ROLE app PASSWORD NULL") == "ALTER ROLE app PASSWORD NULL"
+    assert redact(None) is None
+
+
+def test_redact_conninfo_passwords_blanked():
+    assert redact("SELECT dblink_connect('host=x password=secret dbname=y')") == \
+        "SELECT dblink_connect('host=x password=*** dbname=y')"
+    assert redact("SELECT dblink_connect('c1', 'dbname=y PASSWORD = s3cret')") == \
+        "SELECT dblink_connect('c1', 'dbname=y PASSWORD = ***')"
+    # a quoted conninfo value inside an SQL literal, with an escaped quote in it
+    assert redact(r"SELECT dblink('host=x password=''it\''s secret'' user=u', 'SELECT 1')") == \
+        "SELECT dblink('host=x password=''***'' user=u', 'SELECT 1')"
+    assert redact("CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'app', password 'pw')") == \
+        "CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'app', password '***')"
+    assert redact("SELECT dblink_connect('postgresql://app:pw@db:5432/app')") == \
+        "SELECT dblink_connect('postgresql://app:***@db:5432/app')"
 
 
 # --- tables and indexes ----------------------------------------------------------------------------------

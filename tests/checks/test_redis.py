@@ -13,6 +13,8 @@ import math
 import os
 import signal
 import socket
+import socketserver
+import threading
 import time
 
 import pytest
@@ -208,6 +210,83 @@ def test_redis_silent_listener_critical_timed_out():
     assert elapsed < 1.0 + 1.0, elapsed
     assert result.status is Status.CRITICAL
     assert "timed out" in result.summary
+
+
+class SlowRedis(socketserver.StreamRequestHandler):
+    """A Redis stand-in that answers every command correctly, each after `delay` seconds (a server
+    alive but crawling: swapping, or stuck behind a slow command)."""
+
+    delay = 0.0
+    INFO = ("# Server\r\nrun_id:slow0\r\n# Clients\r\nconnected_clients:1\r\n# Memory\r\n"
+            "used_memory:1048576\r\nmaxmemory:0\r\n# Stats\r\nevicted_keys:0\r\n# Replication\r\n"
+            "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n").encode()
+
+    def handle(self):
+        while True:
+            command = self._read_command()
+            if command is None or self.server.stopping.wait(self.delay):
+                return
+            if command == "PING":
+                reply = b"+PONG\r\n"
+            elif command == "INFO":
+                reply = b"$%d\r\n%s\r\n" % (len(self.INFO), self.INFO)
+            else:   # CLIENT SETINFO, AUTH, SELECT
+                reply = b"+OK\r\n"
+            try:
+                self.wfile.write(reply)
+            except OSError:
+                return
+
+    def _read_command(self) -> str | None:
+        """The name of the next RESP command (an array of bulk strings), None when the client hung up."""
+        header = self.rfile.readline()
+        if not header.startswith(b"*"):
+            return None
+        words = []
+        for _ in range(int(header[1:])):
+            length = int(self.rfile.readline()[1:])
+            words.append(self.rfile.read(length + 2)[:-2])
+        return words[0].decode().upper() if words else None
+
+
+@pytest.fixture
+def slow_redis():
+    """Start a SlowRedis answering each command after `delay` seconds; return its port."""
+    servers = []
+
+    def start(delay: float) -> int:
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), type("Slow", (SlowRedis,), {"delay": delay}))
+        server.daemon_threads, server.stopping = True, threading.Event()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("address", ["host", "url"])
+def test_redis_every_command_slow_critical_within_timeout(slow_redis, address):
+    """Each reply comes well within the timeout, but together they do not: the run still ends at its timeout."""
+    port = slow_redis(delay=1.2)
+    check = make(RedisCheck, **({"port": port} if address == "host" else {"url": f"redis://127.0.0.1:{port}/0"}))
+    started = time.monotonic()
+    result = run(check, timeout=2.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0 + 1.0, elapsed
+    assert result.status is Status.CRITICAL, result.summary
+    assert result.summary == f"redis {check.options.target()} timed out after 2s"
+    assert value(result, "up") == 0
+
+
+def test_redis_slightly_slow_server_within_timeout_ok(slow_redis):
+    """The same stand-in answering each command in 100ms is healthy: the deadline cuts only overruns."""
+    result = run(make(RedisCheck, port=slow_redis(delay=0.1)), timeout=2.0)
+    assert result.status is Status.OK, result.summary
+    assert result.summary.startswith("primary, memory 1.0MiB, no maxmemory set, "), result.summary
 
 
 def test_redis_replication_server_down_unknown():

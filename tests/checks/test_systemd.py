@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from agent.config import ConfigError, parse_config
 from agent.evaluate import WindowState, evaluate
 from agent.result import CheckResult, Status
 from checks.base import CheckContext
@@ -320,6 +321,14 @@ def test_systemd_real_systemctl_without_systemd_unknown(tmp_path):
 def test_systemd_options_invalid_rejected(options, message):
     with pytest.raises(ValidationError, match=message):
         SystemdUnitCheck.Options.model_validate({"name": "units", "type": "systemd_unit", **options})
+
+
+def test_systemd_relative_systemctl_config_error_names_path_once():
+    """The operator sees where and what, without the field's name said twice."""
+    with pytest.raises(ConfigError) as info:
+        parse_config("checks:\n  - {name: units, type: systemd_unit, units: [a.service], systemctl: systemctl}\n",
+                     "agent.yaml")
+    assert str(info.value) == "agent.yaml:2: checks[0].systemctl: 'systemctl' must be an absolute path"
 
 
 def test_systemd_parse_show_blocks_in_order():

@@ -1,0 +1,1392 @@
+"""Backups on disk and restore tests (seed 002 "Backup Strategy", "Backup Verification Script", RPO/RTO).
+
+`backup_files` watches the dumps a backup job leaves on disk: how old the
+newest is, whether it reads back to its end, whether it shrank suspiciously,
+and whether as many are kept as the retention policy promises. `restore_test`
+is the DR drill the seeds run by hand: it restores the newest dump into a
+scratch database, runs sanity queries there, drops it, and reports the
+measured restore time (the RTO figure).
+
+Every read of a backup is streamed in chunks (bounded memory whatever the file
+size) and checks the run's deadline between chunks, so a huge file ends in
+UNKNOWN "timed out" instead of a hung worker. PostgreSQL's client tools run
+through `checks.bounded_process` (own process group, killed at the deadline).
+Metric labels are the check name only: file names go to the details (the
+evidence the store keeps), never to labels.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import tarfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent import logs
+from agent.fields import Duration, Ratio, Secret, Size
+from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
+from agent.units import format_duration, format_size
+from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
+from checks.bounded_process import Finished, run_bounded
+from checks.postgres import PgOptions, ProbeFailed, _is_down, describe_error, open_session, redact
+
+CHUNK_BYTES = 1024 * 1024          # one read of a backup; memory stays at a few of these whatever the file size
+_EDGE_BYTES = 4096                 # head and tail of a dump kept to recognise pg_dump scripts and their trailer
+_SIDECAR = ".sha256"
+_FALLBACK_FILES = 3                # older backups read when the newest fails, to find the last good one
+_PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+class VerifyTimeout(Exception):
+    """The run's deadline passed while a backup was being read."""
+
+    def __init__(self, read_bytes: int):
+        super().__init__(read_bytes)
+        self.read_bytes = read_bytes
+
+
+class Corrupt(Exception):
+    """The backup cannot be read back; the message says how (for the operator)."""
+
+
+class CannotVerify(Exception):
+    """Verification could not run (unreadable file, missing pg_restore): the backup itself may be fine."""
+
+
+def _absolute_pattern(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path or glob (got {value!r})")
+    return value
+
+
+def _default_keys(data: Any, **defaults: Any) -> Any:
+    """Fill `defaults` into raw options only when none of their keys was given (warning/critical as a pair)."""
+    if isinstance(data, dict) and not any(key in data for key in defaults):
+        return {**data, **defaults}
+    return data
+
+
+# --- finding the backups -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BackupFile:
+    path: str
+    size: int
+    mtime: float
+    key: tuple        # identity for the verification cache: a rewritten file is verified again
+
+    def evidence(self, now: float) -> dict:
+        return {"path": self.path, "size_bytes": self.size, "mtime": _iso(self.mtime),
+                "age_seconds": round(max(0.0, now - self.mtime), 3)}
+
+
+def find_backups(pattern: str, now: float, settle: float) -> tuple[list[BackupFile], list[BackupFile]]:
+    """Given a glob, return (backups newest first, files still being written).
+
+    Regular files only; `.sha256` sidecars are not backups. A file modified
+    less than `settle` seconds ago is taken as still being written (a running
+    pg_dump keeps its mtime fresh) and left out, so the backup window never
+    looks like a truncated dump.
+    """
+    found, writing = [], []
+    for path in glob.glob(pattern, recursive=True):
+        if path.endswith(_SIDECAR):
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:      # removed between the listing and the stat (clean-up running)
+            continue
+        if not os.path.isfile(path):
+            continue
+        entry = BackupFile(path, st.st_size, st.st_mtime, (st.st_ino, st.st_size, st.st_mtime_ns))
+        (writing if now - st.st_mtime < settle else found).append(entry)
+    found.sort(key=lambda f: (f.mtime, f.path), reverse=True)
+    return found, writing
+
+
+def _bytes(count: int) -> str:
+    return f"{count} bytes" if count < 1024 else f"{format_size(count)} ({count} bytes)"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _short(path: str, pattern: str) -> str:
+    """The part of `path` below the glob's fixed directory: `20250105/full_backup.sql.gz`."""
+    base = os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0])
+    return os.path.relpath(path, base) if base else path
+
+
+def find_program(name: str, bin_dir: str | None) -> str | None:
+    """Given a client program name, return its path: in `bin_dir` when set, else PATH, else the newest
+    /usr/lib/postgresql/<version>/bin; None when absent."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        return path if os.access(path, os.X_OK) else None
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(os.path.join(_PG_BIN_GLOB, name)),
+                      key=lambda p: [int(x) if x.isdigit() else 0 for x in p.split("/")[4].split(".")],
+                      reverse=True)
+    return next((p for p in versions if os.access(p, os.X_OK)), None)
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """The agent's environment (libpq reads the same PG* variables as the agent's own connections) with
+    English messages, so reasons quoted from the tools read the same everywhere."""
+    return {**os.environ, "LC_ALL": "C", "LANG": "C", **extra}
+
+
+# --- reading a backup to its end -----------------------------------------------------------------------------
+
+class _RawReader:
+    """File-like view of a backup that hashes what it reads and stops at the deadline."""
+
+    def __init__(self, fh, deadline: float, monotonic):
+        self.fh = fh
+        self.deadline = deadline
+        self.monotonic = monotonic
+        self.sha = hashlib.sha256()
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.monotonic() >= self.deadline:
+            raise VerifyTimeout(self.read_bytes)
+        data = self.fh.read(CHUNK_BYTES if n is None or n < 0 else min(n, CHUNK_BYTES))
+        self.sha.update(data)
+        self.read_bytes += len(data)
+        return data
+
+
+class _GunzipReader:
+    """File-like decompressed view of a gzip stream (members concatenated), output bounded per call.
+
+    Raise Corrupt when the data is not gzip, fails its CRC, or ends before the
+    end-of-stream marker of the member it is in (a truncated file).
+    """
+
+    def __init__(self, raw: _RawReader):
+        self.raw = raw
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+        self.buffer = b""
+        self.in_member = False
+        self.raw_done = False
+        self.done = False
+        self.members = 0
+        self.out_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = CHUNK_BYTES if n is None or n < 0 else n
+        while not self.buffer and not self.done:
+            self._fill()
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        self.out_bytes += len(out)
+        return out
+
+    def _fill(self) -> None:
+        if self.pending:
+            data, self.pending = self.pending, b""
+        elif self.inflater.unconsumed_tail:
+            data = self.inflater.unconsumed_tail
+        elif not self.raw_done:
+            data = self.raw.read(CHUNK_BYTES)
+            if not data:
+                self.raw_done = True
+                return
+        else:
+            if self.in_member:
+                self.buffer = self.inflater.flush()
+                if not self.inflater.eof:
+                    raise Corrupt(f"gzip stream truncated: the file ends after {_bytes(self.raw.read_bytes)} "
+                                  f"without the end-of-stream marker")
+                self.in_member = False
+                return
+            if not self.members:
+                raise Corrupt("not a gzip stream (no data)")
+            self.done = True
+            return
+        try:
+            self.buffer = self.inflater.decompress(data, CHUNK_BYTES)
+        except zlib.error as exc:
+            if not self.in_member and "header check" in str(exc):
+                where = "data after the gzip stream is not gzip" if self.members else "not a gzip stream"
+                raise Corrupt(f"{where}: {exc}") from None
+            raise Corrupt(f"gzip data corrupt: {exc} (within the first {self.raw.read_bytes} compressed bytes)") \
+                from None
+        self.in_member = True
+        if self.inflater.eof:
+            self.members += 1
+            self.pending = self.inflater.unused_data
+            self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.in_member = False
+
+
+class _Recorder:
+    """Pass reads through, keeping the first and last _EDGE_BYTES and the total."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.head = b""
+        self.tail = b""
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.reader.read(n)
+        if len(self.head) < _EDGE_BYTES:
+            self.head += data[: _EDGE_BYTES - len(self.head)]
+        self.tail = (self.tail + data)[-_EDGE_BYTES:]
+        self.total += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK_BYTES):
+            pass
+
+
+def _dump_script_problem(head: bytes, tail: bytes) -> str | None:
+    """Given the start and end of an SQL text, return why a pg_dump/pg_dumpall script is incomplete, if it is.
+
+    pg_dump writes `-- PostgreSQL database dump complete` as its last comment; a
+    dump that died mid-way and was piped into gzip leaves a valid gzip file
+    without it. Text not recognisable as pg_dump output is not judged.
+    """
+    for kind, marker in (("pg_dumpall", b"-- PostgreSQL database cluster dump"),
+                         ("pg_dump", b"-- PostgreSQL database dump")):
+        if marker in head:
+            if marker + b" complete" in tail:
+                return None
+            return (f"{kind} script incomplete: no '{(marker + b' complete').decode()}' at its end "
+                    f"(the dump stopped early)")
+    return None
+
+
+def detect_format(path: str, head: bytes) -> str:
+    """Given a file's first bytes, return gzip, tar (also gzip-compressed tar), pg_custom or plain."""
+    if head.startswith(b"PGDMP"):
+        return "pg_custom"
+    if head.startswith(b"\x1f\x8b"):
+        return "tar" if path.endswith((".tar.gz", ".tgz")) else "gzip"
+    if head[257:262] == b"ustar":
+        return "tar"
+    return "plain"
+
+
+@dataclass
+class Verification:
+    """What reading one backup found; `evidence()` is what the store keeps."""
+
+    file: BackupFile
+    format: str
+    ok: bool = True
+    reason: str = "ok"
+    seconds: float = 0.0
+    read_bytes: int = 0
+    content_bytes: int | None = None
+    entries: int | None = None
+    sha256: str | None = None
+    checksum: str = "no sidecar"      # match, mismatch, no sidecar, missing (required), unreadable sidecar
+    checksum_expected: str | None = None
+    verified_at: float = 0.0
+    cached: bool = False
+
+    def fail(self, reason: str) -> None:
+        if self.ok:
+            self.ok, self.reason = False, reason
+
+    def evidence(self, now: float) -> dict:
+        out = {**self.file.evidence(now), "format": self.format, "integrity": self.reason, "verified": self.ok,
+               "read_bytes": self.read_bytes, "seconds": round(self.seconds, 3), "sha256": self.sha256,
+               "checksum": self.checksum, "verified_at": _iso(self.verified_at)}
+        if self.checksum_expected and self.checksum == "mismatch":
+            out["checksum_expected"] = self.checksum_expected
+        if self.content_bytes is not None:
+            out["content_bytes"] = self.content_bytes
+        if self.entries is not None:
+            out["entries"] = self.entries
+        if self.cached:
+            out["cached"] = True
+        return out
+
+
+def _read_sidecar(path: str) -> tuple[str, str | None]:
+    """Return (state, expected hex) for `<path>.sha256` in sha256sum format (or a bare hash)."""
+    try:
+        with open(path + _SIDECAR, "rb") as fh:
+            text = fh.read(64 * 1024).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return "no sidecar", None
+    except OSError as exc:
+        return f"unreadable sidecar: {exc.strerror}", None
+    name = os.path.basename(path)
+    candidates = []
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if parts and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            listed = parts[1].lstrip("*").strip() if len(parts) > 1 else ""
+            candidates.append((listed, parts[0].lower()))
+    match = next((h for listed, h in candidates if os.path.basename(listed) == name), None)
+    if match is None and len(candidates) == 1:
+        match = candidates[0][1]
+    if match is None:
+        return "unreadable sidecar: no SHA-256 for this file in it", None
+    return "present", match
+
+
+def _sidecar_key(path: str) -> tuple:
+    try:
+        st = os.stat(path + _SIDECAR)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+    except OSError:
+        return ()
+
+
+def verify_backup(f: BackupFile, fmt: str, *, deadline: float, monotonic, wall, bin_dir: str | None,
+                  min_size: int | None, require_checksum: bool) -> Verification:
+    """Given a backup, read it to its end as its format demands and compare its sidecar; return the findings.
+
+    Raise VerifyTimeout at the deadline and CannotVerify when the file cannot
+    be opened or pg_restore is missing.
+    """
+    started = monotonic()
+    try:
+        fh = open(f.path, "rb")
+    except OSError as exc:
+        raise CannotVerify(f"cannot read {f.path}: {exc.strerror}") from None
+    with fh:
+        head = fh.read(512)
+        fh.seek(0)
+        fmt = detect_format(f.path, head) if fmt == "auto" else fmt
+        v = Verification(f, fmt, verified_at=wall())
+        if f.size == 0:
+            v.fail("empty file (0 bytes)")
+        elif min_size is not None and f.size < min_size:
+            v.fail(f"below min_size {format_size(min_size)}")
+        raw = _RawReader(fh, deadline, monotonic)
+        if f.size:
+            try:
+                _read_format(v, raw, head, fmt, deadline, monotonic, bin_dir)
+            except Corrupt as exc:
+                v.fail(str(exc))
+            except (tarfile.TarError, EOFError) as exc:
+                v.fail(f"tar archive unreadable: {exc}")
+            v.read_bytes = raw.read_bytes
+            v.sha256 = raw.sha.hexdigest() if raw.read_bytes == f.size else None
+    state, expected = _read_sidecar(f.path)
+    v.checksum_expected = expected
+    if state == "present" and v.sha256:
+        v.checksum = "match" if expected == v.sha256 else "mismatch"
+        if v.checksum == "mismatch":
+            v.fail(f"sha256 mismatch: file {v.sha256[:16]}…, {os.path.basename(f.path)}{_SIDECAR} "
+                   f"{expected[:16]}…")
+    elif state == "no sidecar":
+        v.checksum = "missing (required)" if require_checksum else "no sidecar"
+    elif state != "present":
+        v.checksum = state
+    v.seconds = monotonic() - started
+    return v
+
+
+def _read_format(v: Verification, raw: _RawReader, head: bytes, fmt: str, deadline: float, monotonic,
+                 bin_dir: str | None) -> None:
+    if fmt == "pg_custom":
+        _drain_raw(raw)
+        _pg_restore_reads(v, deadline, monotonic, bin_dir)
+        return
+    gzipped = fmt == "gzip" or (fmt == "tar" and head.startswith(b"\x1f\x8b"))
+    source = _GunzipReader(raw) if gzipped else raw
+    rec = _Recorder(source)
+    if fmt == "tar":
+        with tarfile.open(fileobj=rec, mode="r|") as archive:
+            v.entries = sum(1 for _ in archive)
+        rec.drain()
+        if rec.tail[-1024:] != bytes(min(1024, len(rec.tail))) or rec.total < 1024:
+            raise Corrupt("tar archive truncated: no end-of-archive marker")
+    else:
+        rec.drain()
+        problem = _dump_script_problem(rec.head, rec.tail)
+        if problem:
+            raise Corrupt(problem)
+    if isinstance(source, _GunzipReader):
+        v.content_bytes = rec.total
+
+
+def _drain_raw(raw: _RawReader) -> None:
+    while raw.read(CHUNK_BYTES):
+        pass
+
+
+def _pg_restore_reads(v: Verification, deadline: float, monotonic, bin_dir: str | None) -> None:
+    """`pg_restore --list` (the table of contents parses), then `pg_restore -f /dev/null` (every data block
+    decompresses: --list alone reads only the header and would pass a dump corrupted further in)."""
+    program = find_program("pg_restore", bin_dir)
+    if program is None:
+        raise CannotVerify("pg_restore not found (install postgresql-client or set pg_bin_dir)")
+    for argv, what in (([program, "--list", v.file.path], "pg_restore --list"),
+                       ([program, "--file=/dev/null", v.file.path], "pg_restore (reading every data block)")):
+        try:
+            done = run_bounded(argv, deadline=deadline, env=_child_env(), monotonic=monotonic)
+        except OSError as exc:
+            raise CannotVerify(f"cannot run {program}: {exc.strerror}") from None
+        if done.timed_out:
+            raise VerifyTimeout(v.file.size)
+        if done.returncode != 0:
+            raise Corrupt(f"{what} failed: {done.reason()}")
+        if v.entries is None:
+            found = re.search(r"TOC Entries:\s*(\d+)", done.output)
+            v.entries = int(found.group(1)) if found else None
+
+
+# --- retention (pure) ----------------------------------------------------------------------------------------
+
+class Keep(BaseModel):
+    """GFS counts: how many of the most recent days, ISO weeks and months must each hold a backup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    daily: int = Field(0, ge=0, le=3660)
+    weekly: int = Field(0, ge=0, le=520)
+    monthly: int = Field(0, ge=0, le=240)
+
+    def span_seconds(self) -> float:
+        return max(self.daily * 86400.0, self.weekly * 7 * 86400.0, self.monthly * 31 * 86400.0)
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    max_age: Duration | None = Field(None, description="WARNING when a backup older than this is still there "
+                                                       "(the clean-up is not running)")
+    keep: Keep | None = Field(None, description="GFS counts, e.g. {daily: 7, weekly: 4, monthly: 12}")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.max_age is None and self.keep is None:
+            raise ValueError("give max_age, keep or both")
+        if self.max_age is not None and self.keep is not None and self.max_age < self.keep.span_seconds():
+            raise ValueError(f"max_age ({format_duration(self.max_age)}) is shorter than what keep needs "
+                             f"({format_duration(self.keep.span_seconds())}): the two rules contradict")
+        return self
+
+
+def _period(tier: str, moment: date) -> date:
+    if tier == "daily":
+        return moment
+    if tier == "weekly":
+        return moment - timedelta(days=moment.weekday())
+    return moment.replace(day=1)
+
+
+def _shift(tier: str, period: date, back: int) -> date:
+    if tier == "daily":
+        return period - timedelta(days=back)
+    if tier == "weekly":
+        return period - timedelta(weeks=back)
+    months = period.year * 12 + period.month - 1 - back
+    return date(months // 12, months % 12 + 1, 1)
+
+
+def _label(tier: str, period: date) -> str:
+    if tier == "weekly":
+        year, week, _ = period.isocalendar()
+        return f"{year}-W{week:02d}"
+    return period.strftime("%Y-%m") if tier == "monthly" else period.isoformat()
+
+
+def retention_gaps(times: list[float], now: float, keep: Keep) -> dict[str, dict]:
+    """Given backup mtimes, the time and GFS counts, return per tier {needed, kept, missing: [periods]}.
+
+    A tier of N needs a backup in each of its N most recent periods (local
+    days, ISO weeks, calendar months). The current period counts once it holds
+    a backup; until then (tonight's backup has not run yet) the N periods
+    before it are the ones needed. A new installation therefore warns until
+    it has built up the history its policy promises.
+    """
+    today = datetime.fromtimestamp(now).date()
+    out = {}
+    for tier, count in (("daily", keep.daily), ("weekly", keep.weekly), ("monthly", keep.monthly)):
+        if not count:
+            continue
+        have = {_period(tier, datetime.fromtimestamp(t).date()) for t in times if t <= now}
+        current = _period(tier, today)
+        periods = [_shift(tier, current, back) for back in range(count + 1)]
+        periods = periods[:count] if current in have else periods[1:]
+        missing = [_label(tier, p) for p in periods if p not in have]
+        out[tier] = {"needed": count, "kept": count - len(missing), "missing": missing}
+    return out
+
+
+# --- backup_files --------------------------------------------------------------------------------------------
+
+class BackupFilesCheck(Check):
+    """Backup files on disk: the newest one's age, size and integrity, shrinkage, and retention.
+
+    The newest file matching `path` (by mtime) is read to its end according to
+    its format (`auto` tells by the first bytes): gzip streams decompress to
+    the end-of-stream marker and CRC, pg_dump/pg_dumpall scripts (plain or
+    gzip) must end with their "dump complete" trailer, custom-format dumps pass
+    `pg_restore --list` and `pg_restore -f /dev/null` (every data block), tar
+    archives list to their end-of-archive marker. A `<file>.sha256` sidecar is
+    compared when present. Any failure — or a zero-byte file, or one below
+    `min_size` — is CRITICAL. A missing sidecar with `require_checksum` is
+    WARNING: the data read back fine, only the proof against the original is
+    missing.
+
+    The thresholds (default, when neither is given: warning 26h, critical 48h —
+    the seed's daily backup plus slack) apply to the newest file's age. When
+    the newest fails, up to three older ones are read to find the newest good
+    one, whose mtime is `last_success_timestamp_seconds`. A file that passed
+    and has not changed since (inode, size, mtime) is not read again by this
+    agent process.
+
+    Retention, all WARNING: with `max_age`, any backup older than that still
+    present (the clean-up is not running); with `keep`, each of the N most
+    recent days/ISO weeks/months (local time) must hold a backup (the current
+    one counts once it has one) — fewer means backups were lost or the
+    clean-up deletes too much. `shrink_ratio` = 1 − newest/previous size;
+    WARNING at `max_shrink` or more. Use one pattern per database, or the
+    comparison mixes dumps of different databases.
+    """
+
+    TYPE = "backup_files"
+    METRIC_PREFIX = "backup"
+
+    class Options(CheckOptions, DurationThresholds):
+        type: Literal["backup_files"]
+        warning: Duration | None = Field(None, description="age of the newest backup; 26h when neither warning "
+                                                           "nor critical is given")
+        critical: Duration | None = Field(None, description="age of the newest backup; 48h when neither warning "
+                                                            "nor critical is given")
+        path: str = Field(..., description="absolute glob of the backup files, e.g. "
+                                           "/backups/database/*/full_backup.sql.gz; `**` matches subdirectories")
+        format: Literal["auto", "gzip", "pg_custom", "tar", "plain"] = Field(
+            "auto", description="how to verify the newest file; auto: by its first bytes")
+        min_size: Size | None = Field(None, description="CRITICAL when the newest backup is smaller")
+        max_shrink: Ratio | None = Field(0.6, description="WARNING when the newest is this much smaller than the "
+                                                          "previous one (60%: less than 40% of its size)")
+        require_checksum: bool = Field(False, description="WARNING when the newest has no <file>.sha256 sidecar")
+        retention: RetentionPolicy | None = Field(None, description="max_age and/or keep {daily, weekly, "
+                                                                    "monthly}; each breach is WARNING")
+        settle: Duration = Field(300.0, description="files modified more recently are taken as still being "
+                                                    "written and ignored")
+        pg_bin_dir: str | None = Field(None, description="where pg_restore is; default: PATH, then the newest "
+                                                         "/usr/lib/postgresql/*/bin")
+
+        _path = field_validator("path")(_absolute_pattern)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _default_thresholds(cls, data):
+            return _default_keys(data, warning="26h", critical="48h")
+
+    METRICS = (
+        MetricSpec("last_success_timestamp_seconds", "seconds",
+                   "Modification time of the newest backup that passed verification (0 when none did)."),
+        MetricSpec("age_seconds", "seconds", "Time since the newest backup was written."),
+        MetricSpec("size_bytes", "bytes", "Size of the newest backup."),
+        MetricSpec("verified", "boolean", "1 when the newest backup passed verification."),
+        MetricSpec("files", "count", "Backups matching the pattern (files still being written excluded)."),
+        MetricSpec("shrink_ratio", "ratio", "1 - newest size / previous size (0 when it grew)."),
+        MetricSpec("retention_missing_periods", "count",
+                   "Days, weeks and months of the keep policy that hold no backup."),
+        MetricSpec("expired_files", "count", "Backups older than retention.max_age still present."),
+    )
+    THRESHOLD = Threshold(("age_seconds",), "seconds")
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._verified: dict[tuple, Verification] = {}   # (path, file key, sidecar key) → last reading
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        o = self.options
+        started = ctx.monotonic()
+        deadline = started + ctx.timeout
+        now = ctx.wall()
+        try:
+            files, writing = find_backups(o.path, now, o.settle)
+        except OSError as exc:
+            return CheckResult.unknown(f"cannot list {o.path}: {exc.strerror} ({exc.filename})")
+        samples = [sample("files", len(files))]
+        details: dict[str, Any] = {"path": o.path, "files": [f.evidence(now) for f in files[:100]]}
+        if writing:
+            details["still_being_written"] = [f.evidence(now) for f in writing]
+        present = {(f.path, f.key) for f in files}
+        self._verified = {k: v for k, v in self._verified.items() if (k[0], k[1]) in present}
+        if not files:
+            samples.append(sample("last_success_timestamp_seconds", 0))
+            note = f" ({len(writing)} still being written)" if writing else ""
+            return CheckResult(Status.CRITICAL, f"no backup matches {o.path}{note}", tuple(samples), details)
+        newest = files[0]
+        samples += [sample("age_seconds", max(0.0, now - newest.mtime)), sample("size_bytes", newest.size)]
+        notes: list[str] = []
+        self._policy(files, now, samples, details, notes)
+        try:
+            v = self._verify(newest, deadline, ctx)
+        except VerifyTimeout as exc:
+            return self._timed_out(newest, exc, ctx, samples, details, notes)
+        except CannotVerify as exc:
+            return CheckResult(Status.UNKNOWN, str(exc), tuple(samples), details)
+        details["newest"] = v.evidence(now)
+        samples.append(sample("verified", 1 if v.ok else 0))
+        good = v if v.ok else self._last_good(files[1:1 + _FALLBACK_FILES], deadline, ctx, details, now)
+        samples.append(sample("last_success_timestamp_seconds", good.file.mtime if good else 0))
+        name = _short(newest.path, o.path)
+        described = f"{name} {format_duration(max(0.0, now - newest.mtime))} ago, {format_size(newest.size)}"
+        if v.checksum == "missing (required)":
+            notes.insert(0, f"{name}: no {_SIDECAR} sidecar (require_checksum)")
+        elif v.checksum.startswith("unreadable"):
+            notes.insert(0, f"{name}: {v.checksum}")
+        status = Status.WARNING if notes else Status.OK
+        if v.ok:
+            matches = ", sha256 matches" if v.checksum == "match" else ""
+            notes.append(f"newest {described}, verified ({v.format}{matches})")
+        else:
+            status = Status.CRITICAL
+            since = (f"last good backup {_short(good.file.path, o.path)} from "
+                     f"{format_duration(now - good.file.mtime)} ago" if good else "no good backup among the newest")
+            notes.insert(0, f"newest backup {described} ({v.format}): {v.reason} — {since}")
+        notes.append(f"{len(files)} backup{'s' if len(files) != 1 else ''}")
+        return CheckResult(status, _cap("; ".join(notes)), tuple(samples), details)
+
+    def _verify(self, f: BackupFile, deadline: float, ctx: CheckContext) -> Verification:
+        key = (f.path, f.key, _sidecar_key(f.path))
+        cached = self._verified.get(key)
+        if cached is not None:
+            cached.cached = True
+            return cached
+        o = self.options
+        v = verify_backup(f, o.format, deadline=deadline, monotonic=ctx.monotonic, wall=ctx.wall,
+                          bin_dir=o.pg_bin_dir, min_size=o.min_size, require_checksum=o.require_checksum)
+        self._verified[key] = v
+        return v
+
+    def _last_good(self, older: list[BackupFile], deadline: float, ctx: CheckContext, details: dict,
+                   now: float) -> Verification | None:
+        """The newest of `older` that passes, reading within what is left of the run; None when none does."""
+        tried = []
+        for f in older:
+            try:
+                v = self._verify(f, deadline, ctx)
+            except (VerifyTimeout, CannotVerify):
+                break
+            tried.append(v.evidence(now))
+            if v.ok:
+                details["older_checked"] = tried
+                return v
+        details["older_checked"] = tried
+        return None
+
+    def _policy(self, files: list[BackupFile], now: float, samples: list, details: dict, notes: list) -> None:
+        o = self.options
+        if len(files) > 1 and files[1].size > 0:
+            ratio = max(0.0, 1 - files[0].size / files[1].size)
+            samples.append(sample("shrink_ratio", ratio))
+            details["previous"] = files[1].evidence(now)
+            if o.max_shrink is not None and ratio >= o.max_shrink:
+                notes.append(f"newest is {ratio:.0%} smaller than the previous ({format_size(files[0].size)} vs "
+                             f"{format_size(files[1].size)}; max_shrink {o.max_shrink:.0%})")
+        policy = o.retention
+        if policy is None:
+            return
+        retention: dict[str, Any] = {}
+        if policy.max_age is not None:
+            expired = [f for f in files if now - f.mtime > policy.max_age]
+            samples.append(sample("expired_files", len(expired)))
+            retention["expired"] = [f.path for f in expired[:50]]
+            if expired:
+                oldest = now - expired[-1].mtime
+                notes.append(f"{len(expired)} backup{'s' if len(expired) != 1 else ''} older than "
+                             f"{format_duration(policy.max_age)} still kept (oldest {format_duration(oldest)}): "
+                             f"is the clean-up running?")
+        if policy.keep is not None:
+            gaps = retention_gaps([f.mtime for f in files], now, policy.keep)
+            missing = sum(len(g["missing"]) for g in gaps.values())
+            samples.append(sample("retention_missing_periods", missing))
+            retention["keep"] = gaps
+            short = [f"{g['kept']}/{g['needed']} {tier}" for tier, g in gaps.items() if g["missing"]]
+            if short:
+                first = next(g["missing"][0] for g in gaps.values() if g["missing"])
+                notes.append(f"retention: only {', '.join(short)} periods hold a backup (e.g. none for {first})")
+        details["retention"] = retention
+
+    def _timed_out(self, f: BackupFile, exc: VerifyTimeout, ctx: CheckContext, samples, details, notes):
+        cached = [v for v in self._verified.values() if v.ok]
+        good = max(cached, key=lambda v: v.file.mtime, default=None)
+        samples.append(sample("last_success_timestamp_seconds", good.file.mtime if good else 0))
+        summary = (f"verification of {_short(f.path, self.options.path)} timed out after "
+                   f"{format_duration(ctx.timeout)} (read {format_size(exc.read_bytes)} of {format_size(f.size)}); "
+                   f"raise the check's timeout")
+        details["newest"] = {**f.evidence(ctx.wall()), "integrity": "timed out", "read_bytes": exc.read_bytes}
+        return CheckResult(Status.UNKNOWN, _cap("; ".join([summary, *notes])), tuple(samples), details)
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= SUMMARY_CAP_CHARS else text[: SUMMARY_CAP_CHARS - 1] + "…"
+
+
+# --- restore_test: the scratch database ----------------------------------------------------------------------
+
+SCRATCH_PREFIX = "maint_restore_"
+SCRATCH_RE = re.compile(r"maint_restore_(\d{8}t\d{6})_[0-9a-f]{8}")
+
+
+def scratch_name(wall: float) -> str:
+    """A fresh scratch database name: `maint_restore_<UTC time>_<random>`, unique across runs and hosts."""
+    return f"{SCRATCH_PREFIX}{time.strftime('%Y%m%dt%H%M%S', time.gmtime(wall))}_{secrets.token_hex(4)}"
+
+
+def ensure_scratch(name: str) -> str:
+    """Return `name` when it is a scratch database name; raise RuntimeError otherwise.
+
+    Called right before every DROP DATABASE (and kept as a real test, not an
+    `assert` that `python -O` would strip): no code path can drop a database
+    that does not carry the scratch pattern.
+    """
+    if not SCRATCH_RE.fullmatch(name):
+        raise RuntimeError(f"refusing to drop {name!r}: not a restore_test scratch database name")
+    return name
+
+
+def _scratch_created(name: str) -> float | None:
+    found = SCRATCH_RE.fullmatch(name)
+    if not found:
+        return None
+    return datetime.strptime(found.group(1) + "+0000", "%Y%m%dt%H%M%S%z").timestamp()
+
+
+class ScriptRefused(Exception):
+    """The SQL script would do something a restore test must not (leave the scratch database, run a shell)."""
+
+
+_META_ALLOWED = (b"\\restrict", b"\\unrestrict")   # pg_dump ≥ 15.14 brackets its scripts with these
+_LONG_LINE = 1024 * 1024
+_SCRIPT_LINE_RE = re.compile(rb"^(?:\\|COPY )", re.MULTILINE)
+
+
+class ScriptGuard:
+    """Watch a pg_dump script on its way into psql; raise ScriptRefused at a psql meta-command.
+
+    Outside COPY data, a line starting with a backslash is a psql command:
+    `\\connect` would move the restore out of the scratch database into a real
+    one, `\\!` would run a shell. Only `\\restrict`/`\\unrestrict` (which pg_dump
+    writes) pass. Inside `COPY … FROM stdin;` data, backslashes are data until
+    the `\\.` line. Works on whole lines across chunk boundaries with bounded
+    memory: a line longer than 1 MiB is judged by its start.
+    """
+
+    def __init__(self):
+        self.carry = b""
+        self.in_copy = False
+        self.skipping_line = False
+        self.lines_seen = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self.skipping_line:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                return
+            self.skipping_line = False
+            chunk = chunk[newline + 1:]
+        data = self.carry + chunk
+        cut = data.rfind(b"\n") + 1
+        self._lines(data, cut)
+        self.carry = data[cut:]
+        if len(self.carry) > _LONG_LINE:
+            self._judge(self.carry[:256])
+            self.carry, self.skipping_line = b"", True
+
+    def finish(self) -> None:
+        if self.carry:
+            self._lines(self.carry + b"\n", len(self.carry) + 1)
+            self.carry = b""
+
+    def _lines(self, data: bytes, end: int) -> None:
+        pos = 0
+        while pos < end:
+            if self.in_copy:
+                if data.startswith(b"\\.\n", pos):
+                    self.in_copy = False
+                    pos += 3
+                    continue
+                found = data.find(b"\n\\.\n", pos, end)
+                if found < 0:
+                    return
+                pos = found + 1
+                continue
+            match = _SCRIPT_LINE_RE.search(data, pos, end)
+            if match is None:
+                return
+            line_end = data.index(b"\n", match.start())
+            self._judge(data[match.start():line_end])
+            pos = line_end + 1
+
+    def _judge(self, line: bytes) -> None:
+        if line.startswith(b"COPY "):
+            self.in_copy = line.rstrip(b"\r").endswith(b"FROM stdin;")
+            return
+        word = line.split(None, 1)[0] if line.strip() else line
+        if word not in _META_ALLOWED:
+            shown = line[:60].decode("utf-8", "replace")
+            raise ScriptRefused(f"the script contains the psql command '{shown}'; restore_test only feeds "
+                                f"single-database pg_dump scripts, which never leave their database")
+
+
+def _peek_script(path: str) -> bytes:
+    """The first _EDGE_BYTES of the SQL text of a plain or gzip-compressed dump."""
+    with open(path, "rb") as fh:
+        head = fh.read(64 * 1024)
+    if not head.startswith(b"\x1f\x8b"):
+        return head[:_EDGE_BYTES]
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _EDGE_BYTES)
+    except zlib.error as exc:
+        raise Corrupt(f"gzip data corrupt at its start: {exc}") from None
+
+
+class SanityQuery(BaseModel):
+    """One query run in the restored scratch database (read-only) and what its first column must be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    query: str = Field(..., min_length=1, description="SQL returning one value, e.g. SELECT count(*) FROM users")
+    name: str | None = Field(None, description="shown in the summary instead of the query text")
+    min: float | None = Field(None, description="the value must be at least this")
+    max: float | None = Field(None, description="the value must be at most this")
+    equals: float | str | None = Field(None, description="the value must equal this")
+    timeout: Duration | None = Field(None, description="statement_timeout of this query; default: the check's")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
+        return self
+
+    def label(self) -> str:
+        return self.name or (self.query if len(self.query) <= 60 else self.query[:59] + "…")
+
+    def expectation(self) -> str:
+        parts = [f"≥ {self.min:g}" if self.min is not None else "",
+                 f"≤ {self.max:g}" if self.max is not None else "",
+                 f"= {self.equals}" if self.equals is not None else ""]
+        return " and ".join(p for p in parts if p) or "runs without error"
+
+    def failure(self, value: Any, rows: int) -> str | None:
+        """Given the first column of the first row (and how many rows came), return why it misses, or None."""
+        if self.min is None and self.max is None and self.equals is None:
+            return None
+        if rows == 0:
+            return "returned no row"
+        if value is None:
+            return "returned NULL"
+        number = _number(value)
+        if self.equals is not None:
+            same = (number == float(self.equals)) if isinstance(self.equals, float) and number is not None \
+                else str(value) == str(self.equals)
+            if not same:
+                return f"returned {_shown(value)}, expected = {self.equals}"
+        if self.min is not None or self.max is not None:
+            if number is None:
+                return f"returned {_shown(value)}, not a number"
+            if self.min is not None and number < self.min:
+                return f"returned {_shown(value)}, expected ≥ {self.min:g}"
+            if self.max is not None and number > self.max:
+                return f"returned {_shown(value)}, expected ≤ {self.max:g}"
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, (int, float)) or type(value).__name__ == "Decimal" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _shown(value: Any) -> str:
+    number = _number(value)
+    return f"{number:g}" if number is not None else repr(str(value)[:60])
+
+
+def _jsonable(value: Any) -> Any:
+    number = _number(value)
+    if number is not None:
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class _Stop(Exception):
+    """Ends a restore test early with a status and the reason; the scratch database is still dropped."""
+
+    def __init__(self, status: Status, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class _Attempt:
+    """One restore test in progress: what the `finally` needs to clean up and the evidence so far."""
+
+    name: str
+    may_exist: bool = False            # set before CREATE DATABASE is sent: a lost reply must still be cleaned up
+    began: float = 0.0                 # monotonic time CREATE DATABASE was sent: the RTO clock starts there
+    details: dict = field(default_factory=dict)
+    samples: list = field(default_factory=list)
+
+
+class RestoreTestCheck(Check):
+    """The DR drill: restore the newest backup into a scratch database, query it, drop it (monthly, timeout 6h).
+
+    The newest file matching `path` (a glob, or one file) is restored on the
+    server of `dsn` — a maintenance connection whose role has CREATEDB, to an
+    existing database such as `postgres` — into a new database named
+    `maint_restore_<UTC time>_<random>`, created from template0. Plain SQL
+    (`.sql`, `.sql.gz`, gzip decompressed by the agent) goes through
+    `psql -v ON_ERROR_STOP=1`; custom-format dumps through `pg_restore
+    --no-owner --no-privileges --exit-on-error` (`jobs` → `-j`). The scratch
+    database is dropped (`DROP DATABASE … WITH (FORCE)`) at the end of every
+    run — success, failure, timeout or error — and only a name matching that
+    pattern is ever dropped; a DSN naming a scratch database is refused.
+    Scratch databases older than the timeout left by a killed agent are
+    reported (WARNING), not dropped.
+
+    Plain scripts must be single-database pg_dump output: pg_dumpall files
+    (roles, other databases) and any psql meta-command besides pg_dump's
+    `\\restrict` are refused. They restore with their owners and grants, so
+    the role must be allowed what the script does (a superuser, or dumps taken
+    with --no-owner --no-privileges); custom-format dumps need CREATEDB only.
+
+    `restore_duration_seconds` (create + load, the measured RTO) is what
+    `warning`/`critical` judge; by default (neither given) critical 4h, the
+    seed's RTO. The run is bounded by the check's `timeout`, which defaults to
+    6h for this type: set it above the expected restore time (e.g. `timeout:
+    4h`). At the deadline the client tool's process group is killed, the
+    scratch database dropped and the result is UNKNOWN. Without `every` or
+    `schedule` the test runs on the `monthly` schedule. Sanity queries run
+    read-only in the scratch database, each under its own statement_timeout.
+    `restore_last_success_timestamp_seconds` lives in the agent's memory: it
+    is 0 after a restart until a test passes again (the store has the history).
+    """
+
+    TYPE = "restore_test"
+    METRIC_PREFIX = "backup"
+
+    class Options(PgOptions, DurationThresholds):
+        type: Literal["restore_test"]
+        warning: Duration | None = Field(None, description="restore duration (create + load)")
+        critical: Duration | None = Field(None, description="restore duration; 4h (the seed's RTO) when neither "
+                                                            "warning nor critical is given")
+        path: str = Field(..., description="absolute path or glob of the dumps; the newest file is restored")
+        format: Literal["auto", "plain", "pg_custom"] = Field(
+            "auto", description="plain: SQL script, optionally gzip-compressed; auto: by the first bytes")
+        sanity: tuple[SanityQuery, ...] = Field((), description="queries with expectations, e.g. "
+                                                                "{query: SELECT count(*) FROM users, min: 1}")
+        jobs: int = Field(1, ge=1, le=64, description="parallel pg_restore jobs (custom format)")
+        verify_checksum: bool = Field(True, description="compare a <file>.sha256 sidecar when present")
+        progress_every: Duration = Field(60.0, description="log a progress line this often during the restore")
+        settle: Duration = Field(300.0, description="files modified more recently are taken as still being "
+                                                    "written and ignored")
+        pg_bin_dir: str | None = Field(None, description="where psql and pg_restore are; default: PATH, then the "
+                                                         "newest /usr/lib/postgresql/*/bin")
+        timeout: Duration | None = Field(6 * 3600.0, description="the whole test; above the expected restore time")
+        statement_timeout: Duration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
+                                                              "without its own timeout")
+
+        _path = field_validator("path")(_absolute_pattern)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _type_defaults(cls, data):
+            return _default_keys(_default_keys(data, warning=None, critical="4h"), every=None, schedule="monthly")
+
+        @field_validator("progress_every")
+        @classmethod
+        def _progress_positive(cls, value):
+            if value <= 0:
+                raise ValueError("must be above 0")
+            return value
+
+    METRICS = (
+        MetricSpec("restore_last_success_timestamp_seconds", "seconds",
+                   "Unix time the latest passing restore test ended (0: none since the agent started)."),
+        MetricSpec("restore_passed", "boolean", "1 when the latest restore test restored and passed every sanity "
+                                                "query."),
+        MetricSpec("restore_duration_seconds", "seconds",
+                   "Time to create the scratch database and load the backup (the measured RTO)."),
+        MetricSpec("restore_database_size_bytes", "bytes", "Size of the restored scratch database."),
+        MetricSpec("restore_tables", "count", "Tables in the restored scratch database."),
+        MetricSpec("restore_sanity_failed", "count", "Sanity queries that failed or missed their expectation."),
+    )
+    THRESHOLD = Threshold(("restore_duration_seconds",), "seconds")
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._last_success = 0.0
+
+    def run(self, ctx: CheckContext) -> CheckResult:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        o = self.options
+        started = ctx.monotonic()
+        try:
+            dsn = Secret(o.dsn).reveal()
+        except (OSError, LookupError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return self._result(Status.UNKNOWN, f"cannot read the DSN: {reason}", None, {})
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.Error:
+            return self._result(Status.UNKNOWN, "invalid DSN (libpq cannot parse it; not shown because it may "
+                                                "hold a password)", None, {})
+        if str(params.get("dbname", "")).startswith(SCRATCH_PREFIX):
+            return self._result(Status.UNKNOWN, "refusing to run: the DSN's database has the scratch-database "
+                                                "prefix; point it at a maintenance database such as postgres",
+                                None, {})
+        try:
+            files, writing = find_backups(o.path, ctx.wall(), o.settle)
+        except OSError as exc:
+            return self._result(Status.UNKNOWN, f"cannot list {o.path}: {exc.strerror} ({exc.filename})", None, {})
+        if not files:
+            note = f" ({len(writing)} still being written)" if writing else ""
+            return self._result(Status.CRITICAL, f"no backup matches {o.path}{note}", None, {"path": o.path})
+        source = files[0]
+        attempt = _Attempt(scratch_name(ctx.wall()))
+        attempt.details.update(file=source.evidence(ctx.wall()), scratch_database=attempt.name)
+        outcome: _Stop | None = None
+        reserve = min(30.0, max(1.0, ctx.timeout * 0.1))   # time kept back to drop the scratch database
+        try:
+            self._test(source, dsn, params, attempt, ctx, started + ctx.timeout - reserve)
+        except _Stop as stop:
+            outcome = stop
+        except psycopg.Error as exc:
+            outcome = _Stop(Status.UNKNOWN, f"database error: {describe_error(exc, dsn)}")
+        finally:
+            dropped = self._drop(params, dsn, attempt, reserve) if attempt.may_exist else None
+        return self._conclude(outcome, dropped, source, attempt, ctx, started)
+
+    # the steps, in order
+
+    def _test(self, source: BackupFile, dsn: str, params: dict, attempt: _Attempt, ctx: CheckContext,
+              deadline: float) -> None:
+        fmt, program = self._plan(source)
+        attempt.details["format"] = fmt
+        if fmt == "pg_custom":
+            self._check_sidecar_first(source, attempt, deadline, ctx)
+        self._create(params, dsn, attempt, ctx, deadline)
+        loaded = self._load(fmt, program, source, params, attempt, ctx, deadline)
+        attempt.samples.append(sample("restore_duration_seconds", loaded))
+        self._probe(dsn, attempt, ctx, deadline)
+
+    def _plan(self, source: BackupFile) -> tuple[str, str]:
+        o = self.options
+        name = _short(source.path, o.path)
+        try:
+            with open(source.path, "rb") as fh:
+                magic = fh.read(5)
+            fmt = o.format if o.format != "auto" else ("pg_custom" if magic == b"PGDMP" else "plain")
+            if fmt == "pg_custom" and magic != b"PGDMP":
+                raise _Stop(Status.CRITICAL, f"{name} is not a custom-format dump (no PGDMP header)")
+            text = _peek_script(source.path) if fmt == "plain" else b""
+        except OSError as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot read {source.path}: {exc.strerror}") from None
+        except Corrupt as exc:
+            raise _Stop(Status.CRITICAL, f"{name}: {exc}") from None
+        if fmt == "plain":
+            if b"-- PostgreSQL database cluster dump" in text:
+                raise _Stop(Status.UNKNOWN, f"{name} is a pg_dumpall cluster dump: it would create roles "
+                                            f"and connect to other databases, so restore_test refuses it (point "
+                                            f"path at single-database pg_dump files)")
+            if b"-- PostgreSQL database dump" not in text:
+                raise _Stop(Status.UNKNOWN, f"{name} does not start like pg_dump output; restore_test "
+                                            f"restores pg_dump files only")
+        program = find_program("psql" if fmt == "plain" else "pg_restore", o.pg_bin_dir)
+        if program is None:
+            raise _Stop(Status.UNKNOWN, f"{'psql' if fmt == 'plain' else 'pg_restore'} not found (install "
+                                        f"postgresql-client or set pg_bin_dir)")
+        return fmt, program
+
+    def _check_sidecar_first(self, source: BackupFile, attempt: _Attempt, deadline: float, ctx) -> None:
+        """Custom format: compare the sidecar before restoring (pg_restore reads the file itself)."""
+        if not self.options.verify_checksum or not os.path.exists(source.path + _SIDECAR):
+            return
+        try:
+            with open(source.path, "rb") as fh:
+                raw = _RawReader(fh, deadline, ctx.monotonic)
+                _drain_raw(raw)
+        except VerifyTimeout:
+            raise _Stop(Status.UNKNOWN, f"timed out hashing {source.path} for its sidecar") from None
+        except OSError as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot read {source.path}: {exc.strerror}") from None
+        self._compare_sidecar(source, raw.sha.hexdigest(), attempt, "not restored")
+
+    def _compare_sidecar(self, source: BackupFile, digest: str, attempt: _Attempt, consequence: str) -> None:
+        attempt.details["sha256"] = digest
+        state, expected = _read_sidecar(source.path)
+        if state == "present":
+            attempt.details["checksum"] = "match" if expected == digest else "mismatch"
+            if expected != digest:
+                raise _Stop(Status.CRITICAL, f"sha256 of {os.path.basename(source.path)} ({digest[:16]}…) differs "
+                                             f"from its sidecar ({expected[:16]}…); {consequence}")
+        else:
+            attempt.details["checksum"] = state
+
+    def _maintenance(self, params: dict, connect_timeout: float, statement_timeout: float):
+        """A read-write autocommit session on the DSN's database for CREATE/DROP DATABASE, both timeouts set."""
+        import psycopg
+
+        p = dict(params)
+        ours = f"-c statement_timeout={max(1, int(statement_timeout * 1000))}"
+        p["options"] = f"{p['options']} {ours}" if p.get("options") else ours
+        p["connect_timeout"] = str(max(2, round(connect_timeout)))
+        # a server that vanishes mid-statement ends the connection instead of leaving the run waiting
+        p.update(keepalives="1", keepalives_idle="5", keepalives_interval="5", keepalives_count="3",
+                 tcp_user_timeout=str(max(1000, int((statement_timeout + 5) * 1000))))
+        p.setdefault("application_name", "maint-agent restore_test")
+        return psycopg.connect(**p, autocommit=True, prepare_threshold=None)
+
+    def _create(self, params: dict, dsn: str, attempt: _Attempt, ctx: CheckContext, deadline: float) -> None:
+        import psycopg
+        from psycopg import sql
+
+        o = self.options
+        left = deadline - ctx.monotonic()
+        if left <= 0:
+            raise _Stop(Status.UNKNOWN, "timed out before the restore began")
+        before = ctx.monotonic()
+        try:
+            conn = self._maintenance(params, min(o.connect_timeout, left), min(o.statement_timeout, left))
+        except psycopg.Error as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot connect to the restore server: {describe_error(exc, dsn)}") from None
+        with conn:
+            current = conn.execute("SELECT current_database()").fetchone()[0]
+            if current.startswith(SCRATCH_PREFIX):
+                raise _Stop(Status.UNKNOWN, f"refusing to run: connected to {current}, a scratch-database name; "
+                                            f"point the DSN at a maintenance database such as postgres")
+            rows = conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'maint\_restore\_%'").fetchall()
+            wall = ctx.wall()
+            leftovers = [r[0] for r in rows if (_scratch_created(r[0]) or wall) < wall - ctx.timeout]
+            if leftovers:
+                attempt.details["leftover_scratch_databases"] = leftovers
+            attempt.may_exist = True
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(attempt.name)))
+            except psycopg.errors.DuplicateDatabase:
+                attempt.may_exist = False      # someone else's: never ours to drop
+                raise _Stop(Status.UNKNOWN, f"scratch name {attempt.name} already exists; not touched") from None
+            except psycopg.Error as exc:
+                if not _is_down(exc) and not conn.broken:
+                    attempt.may_exist = False
+                raise _Stop(Status.UNKNOWN, f"cannot create the scratch database: {describe_error(exc, dsn)}") \
+                    from None
+        attempt.details["create_seconds"] = round(ctx.monotonic() - before, 3)
+        attempt.began = before
+
+    def _load(self, fmt: str, program: str, source: BackupFile, params: dict, attempt: _Attempt,
+              ctx: CheckContext, deadline: float) -> float:
+        """Run psql or pg_restore into the scratch database; return create + load seconds (the RTO figure)."""
+        from psycopg.conninfo import make_conninfo
+
+        o = self.options
+        target = {k: v for k, v in params.items() if k not in ("password", "sslpassword") and v is not None}
+        target.update(dbname=ensure_scratch(attempt.name), application_name="maint-agent restore_test",
+                      connect_timeout=str(max(2, round(o.connect_timeout))))
+        conninfo = make_conninfo("", **target)
+        env = _child_env(**({"PGPASSWORD": params["password"]} if params.get("password") else {}))
+        reader: dict[str, Any] = {}
+        if fmt == "plain":
+            argv = [program, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-f", "-", "-d", conninfo]
+            stdin = self._script(source.path, deadline, ctx, reader)
+        else:
+            argv = [program, "--no-owner", "--no-privileges", "--exit-on-error", "-d", conninfo,
+                    *(["-j", str(o.jobs)] if o.jobs > 1 else []), source.path]
+            stdin = None
+        tool = os.path.basename(program)
+        logs.event("restore_test.start", check=o.name, file=source.path, size=source.size, database=attempt.name,
+                   tool=tool)
+
+        def progress(elapsed: float, fed: int) -> None:
+            logs.event("restore_test.progress", check=o.name, database=attempt.name, elapsed=format_duration(elapsed),
+                       sql_bytes=fed if stdin is not None else None, file_bytes=source.size)
+
+        try:
+            done = run_bounded(argv, deadline=deadline, env=env, stdin=stdin, tick=progress,
+                               tick_every=o.progress_every, monotonic=ctx.monotonic)
+        except OSError as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot run {program}: {exc.strerror}") from None
+        except VerifyTimeout:
+            done = Finished(None, "", ctx.monotonic() - attempt.began, 0)
+        except (Corrupt, ScriptRefused) as exc:
+            status = Status.UNKNOWN if isinstance(exc, ScriptRefused) else Status.CRITICAL
+            raise _Stop(status, f"{_short(source.path, o.path)}: {exc} ({tool} stopped)") from None
+        finally:
+            if stdin is not None:
+                stdin.close()       # closes the dump file even when the child was killed mid-stream
+        attempt.details.update(tool=tool, load_seconds=round(done.seconds, 3), output=done.output[-2000:] or None)
+        if fmt == "plain":
+            attempt.details["sql_bytes"] = done.fed_bytes
+        if done.timed_out:
+            raise _Stop(Status.UNKNOWN, f"restore timed out after {format_duration(ctx.timeout)} (the check's "
+                                        f"timeout; set it above the expected restore time); {tool} killed")
+        if done.returncode != 0:
+            hint = ""
+            owners = re.search(r"must be (owner|member|able to SET ROLE)|permission denied", done.output)
+            if fmt == "plain" and owners:
+                hint = (" (plain dumps restore with their owners and grants: use a superuser DSN or dump with "
+                        "--no-owner --no-privileges)")
+            raise _Stop(Status.CRITICAL, f"restore of {_short(source.path, o.path)} failed: {done.reason()}{hint}")
+        if "raw" in reader and o.verify_checksum:
+            self._compare_sidecar(source, reader["raw"].sha.hexdigest(), attempt, "the restore used a file that "
+                                                                             "is not the one backed up")
+        return ctx.monotonic() - attempt.began
+
+    def _script(self, path: str, deadline: float, ctx: CheckContext, reader: dict) -> Iterator[bytes]:
+        """The SQL text of a plain dump, decompressed when gzip, guarded, checked for its trailer at the end."""
+        with open(path, "rb") as fh:
+            raw = reader["raw"] = _RawReader(fh, deadline, ctx.monotonic)
+            gzipped = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            text = _Recorder(_GunzipReader(raw) if gzipped else raw)
+            guard = ScriptGuard()
+            while chunk := text.read(CHUNK_BYTES):
+                guard.feed(chunk)
+                yield chunk
+            guard.finish()
+            problem = _dump_script_problem(text.head, text.tail)
+            if problem:
+                raise Corrupt(problem)
+
+    def _probe(self, dsn: str, attempt: _Attempt, ctx: CheckContext, deadline: float) -> None:
+        """Read the restored database's size and tables, then run the sanity queries read-only."""
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        o = self.options
+        began = ctx.monotonic()
+        try:
+            conn = open_session(make_conninfo(dsn, dbname=ensure_scratch(attempt.name)), o,
+                                max(0.001, deadline - ctx.monotonic()))
+        except (psycopg.Error, ProbeFailed) as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot connect to the scratch database: {describe_error(exc, dsn)}") \
+                from None
+        results, failed = [], 0
+        with conn:
+            stats = conn.execute("""
+                SELECT pg_database_size(current_database()) AS size,
+                       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                          AND n.nspname NOT LIKE 'pg\\_toast%') AS tables""").fetchone()
+            attempt.samples += [sample("restore_database_size_bytes", stats["size"]),
+                                sample("restore_tables", stats["tables"])]
+            attempt.details.update(database_size_bytes=stats["size"], tables=stats["tables"])
+            for query in o.sanity:
+                entry = self._sanity(conn, query, dsn, ctx, deadline)
+                results.append(entry)
+                failed += not entry["ok"]
+        attempt.details.update(sanity=results, sanity_seconds=round(ctx.monotonic() - began, 3))
+        attempt.samples.append(sample("restore_sanity_failed", failed))
+        if failed:
+            bad = [f"{r['name']}: {r['reason']}" for r in results if not r["ok"]]
+            raise _Stop(Status.CRITICAL, f"sanity failed ({failed}/{len(results)}): {'; '.join(bad)}")
+
+    def _sanity(self, conn, query: SanityQuery, dsn: str, ctx: CheckContext, deadline: float) -> dict:
+        import psycopg
+
+        left = deadline - ctx.monotonic()
+        own = query.timeout or self.options.statement_timeout
+        if left <= 0:
+            raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} before sanity query "
+                                        f"{query.label()!r}")
+        limit = min(own, left)
+        entry = {"name": query.label(), "query": redact(query.query), "expect": query.expectation(),
+                 "timeout_seconds": round(limit, 3)}
+        began = ctx.monotonic()
+        try:
+            conn.execute(f"SET statement_timeout = {max(1, int(limit * 1000))}")
+            cur = conn.execute(query.query)
+            rows = cur.fetchmany(2) if cur.description else []
+            value = next(iter(rows[0].values()), None) if rows else None
+            reason = query.failure(value, len(rows))
+            entry.update(value=_jsonable(value), ok=reason is None, reason=reason)
+        except psycopg.errors.QueryCanceled:
+            if own > left:
+                raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} in sanity query "
+                                            f"{query.label()!r}") from None
+            entry.update(value=None, ok=False, reason=f"cancelled after {format_duration(limit)} (its timeout)")
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise _Stop(Status.UNKNOWN, f"connection to the scratch database lost: "
+                                            f"{describe_error(exc, dsn)}") from None
+            entry.update(value=None, ok=False, reason=f"error: {describe_error(exc, dsn)}")
+        entry["seconds"] = round(ctx.monotonic() - began, 3)
+        return entry
+
+    def _drop(self, params: dict, dsn: str, attempt: _Attempt, budget: float) -> str | None:
+        """DROP the scratch database (terminating its sessions); return None when gone, else why not."""
+        import psycopg
+        from psycopg import sql
+
+        name = ensure_scratch(attempt.name)
+        try:
+            with self._maintenance(params, min(self.options.connect_timeout, max(2.0, budget)),
+                                   max(5.0, budget)) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                still = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        except psycopg.Error as exc:
+            logs.event("restore_test.drop_failed", "error", check=self.options.name, database=name,
+                       reason=describe_error(exc, dsn))
+            return describe_error(exc, dsn)
+        return "still listed in pg_database after DROP" if still else None
+
+    def _conclude(self, outcome: _Stop | None, drop_error: str | None, source: BackupFile, attempt: _Attempt,
+                  ctx: CheckContext, started: float) -> CheckResult:
+        o = self.options
+        details = attempt.details
+        details["scratch_dropped"] = drop_error is None if attempt.may_exist else "never created"
+        details["total_seconds"] = round(ctx.monotonic() - started, 3)
+        notes = []
+        if outcome is None:
+            self._last_success = ctx.wall()
+            tables, size = details.get("tables"), details.get("database_size_bytes") or 0
+            sanity = len(details.get("sanity", []))
+            status = Status.OK
+            notes.append(f"restored {_short(source.path, o.path)} ({format_size(source.size)}, {details['format']}) "
+                         f"in {format_duration(details['load_seconds'] + details.get('create_seconds', 0))}: "
+                         f"{tables} tables, {format_size(size)}; "
+                         + (f"{sanity}/{sanity} sanity queries passed" if sanity else "no sanity queries configured"))
+        else:
+            status = outcome.status
+            notes.append(outcome.reason)
+        if drop_error is not None and attempt.may_exist:
+            status = worst(status, Status.WARNING)
+            notes.append(f"scratch database {attempt.name} NOT dropped ({drop_error}): drop it by hand with "
+                         f"DROP DATABASE {attempt.name} WITH (FORCE)")
+        elif attempt.may_exist:
+            notes.append("scratch database dropped")
+        leftovers = details.get("leftover_scratch_databases")
+        if leftovers:
+            status = worst(status, Status.WARNING)
+            notes.append(f"{len(leftovers)} scratch database(s) left by an interrupted run: {', '.join(leftovers)} "
+                         f"(drop them by hand)")
+        logs.event("restore_test.finished", check=o.name, status=status.label, database=attempt.name,
+                   seconds=f"{details['total_seconds']:g}", dropped=details["scratch_dropped"])
+        return self._result(status, "; ".join(notes), outcome, details, attempt.samples)
+
+    def _result(self, status: Status, summary: str, outcome: _Stop | None, details: dict,
+                samples: list[Sample] = ()) -> CheckResult:
+        passed = status is not Status.UNKNOWN and outcome is None and bool(samples)
+        base = [sample("restore_last_success_timestamp_seconds", self._last_success),
+                sample("restore_passed", 1 if passed else 0)]
+        return CheckResult(status, _cap(summary), tuple(base + list(samples)), details)
