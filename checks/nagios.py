@@ -7,12 +7,7 @@ cannot fill memory or the store.
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
-import signal
-import subprocess
-import time
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -20,8 +15,8 @@ from pydantic import Field, field_validator
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
 from agent.fields import Secret, SecretStr
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
+from checks.bounded_process import OUTPUT_CAP_BYTES, run_bounded  # noqa: F401 (the cap plugins are held to)
 
-OUTPUT_CAP_BYTES = 64 * 1024
 
 _PERF_RE = re.compile(r"""('(?:[^']|'')+'|[^\s=']+)=([-+]?[\d.]+(?:[eE][-+]?\d+)?)([a-zA-Z%]*)""")
 _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
@@ -62,17 +57,13 @@ class NagiosCheck(Check):
             return CheckResult.unknown(f"cannot read a secret for the plugin's environment: {exc}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **extra}
         try:
-            proc = subprocess.Popen(self.options.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            done = run_bounded(list(self.options.command), deadline=ctx.monotonic() + ctx.timeout, env=env,
+                               monotonic=ctx.monotonic)
         except OSError as exc:
             return CheckResult.unknown(f"cannot run {self.options.command[0]}: {exc.strerror}")
-        try:
-            output = _read_capped(proc, ctx.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
+        if done.timed_out:
             return CheckResult.unknown(f"plugin timed out after {ctx.timeout:g}s")
-        code = proc.returncode
-        text = output.decode("utf-8", "replace")
+        code, text = done.returncode, done.output
         first_line, _, rest = text.partition("\n")
         summary_part, _, perf_text = first_line.partition("|")
         perf_text += " " + rest.partition("|")[2]
@@ -82,38 +73,6 @@ class NagiosCheck(Check):
         if code < 0:
             summary = f"plugin killed by signal {-code}"
         return CheckResult(status, summary, tuple(samples), {"output": text[:4096]})
-
-
-def _read_capped(proc: subprocess.Popen, timeout: float) -> bytes:
-    """Read at most OUTPUT_CAP_BYTES, drain and discard the rest, wait for exit within timeout."""
-    deadline = time.monotonic() + timeout
-    kept = bytearray()
-    fd = proc.stdout.fileno()
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise subprocess.TimeoutExpired(proc.args, timeout)
-            if not sel.select(left):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            if len(kept) < OUTPUT_CAP_BYTES:
-                kept += chunk[: OUTPUT_CAP_BYTES - len(kept)]
-    proc.stdout.close()
-    proc.wait(max(0.0, deadline - time.monotonic()))
-    return bytes(kept)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    proc.stdout.close()   # still open when the deadline hit mid-read: one leaked pipe per timeout otherwise
 
 
 def _unquote(label: str) -> str:
