@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
@@ -71,6 +72,17 @@ AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 
 
 _SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")
+
+
+def check_http_url(url: str, field: str, form: str, credentials_hint: str) -> str:
+    """Given a URL option, return it; raise ValueError unless it is http(s)://host… without credentials
+    (those belong in secret references, never in a URL that ends up in logs and the store)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{field} {url!r} must be {form}")
+    if parts.username or parts.password:
+        raise ValueError(f"{field} must not contain credentials: {credentials_hint}")
+    return url
 
 
 def is_reference(value: object) -> bool:

@@ -17,13 +17,14 @@ import ssl
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
 from agent.address import split_target
-from agent.fields import AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size
+from agent.fields import (
+    AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size, check_http_url,
+)
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
@@ -120,12 +121,8 @@ class HttpCheck(Check):
         @field_validator("url")
         @classmethod
         def _http_url(cls, url):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"url {url!r} must be http://host/… or https://host/…")
-            if parts.username or parts.password:
-                raise ValueError("url must not contain credentials: use username and password (a secret reference)")
-            return url
+            return check_http_url(url, "url", "http://host/… or https://host/…",
+                                  "use username and password (a secret reference)")
 
         @field_validator("expect_status", mode="before")
         @classmethod

@@ -52,12 +52,11 @@ import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
-from agent.fields import Duration, Secret, SecretStr
+from agent.fields import Duration, Secret, SecretStr, check_http_url
 from agent.result import CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
@@ -429,12 +428,8 @@ class S3BackupCheck(Check):
         def _endpoint(cls, url):
             if url is None:
                 return url
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"endpoint_url {url!r} must be http://host:port or https://host:port")
-            if parts.username or parts.password:
-                raise ValueError("endpoint_url must not contain credentials: use access_key_id/secret_access_key")
-            return url
+            return check_http_url(url, "endpoint_url", "http://host:port or https://host:port",
+                                  "use access_key_id/secret_access_key")
 
         @field_validator("local_path", "local_root", "ca_file")
         @classmethod
