@@ -341,3 +341,44 @@ def _days_text(days: frozenset[int]) -> str:
         return "the last day"
     words = [("last" if day == LAST_DAY else str(day)) for day in sorted(days)]
     return ("day " if len(words) == 1 else "days ") + ",".join(words)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A recurring local-time window such as `"sun 02:00-04:00"` or `"mon..fri 22:00-06:00"` (maintenance
+    windows). A window whose end is not after its start runs past midnight; the weekdays name the day it
+    starts on."""
+
+    weekdays: frozenset[int] | None
+    start: int            # minutes after local midnight
+    end: int
+    text: str
+
+    def contains(self, moment: datetime, tz: tzinfo) -> bool:
+        _require_aware(moment, "moment")
+        local = moment.astimezone(tz)
+        minute = local.hour * 60 + local.minute
+        overnight = self.end <= self.start
+        if not overnight:
+            return self._day_ok(local.weekday()) and self.start <= minute < self.end
+        if minute >= self.start:
+            return self._day_ok(local.weekday())
+        return minute < self.end and self._day_ok((local.weekday() - 1) % 7)
+
+    def _day_ok(self, weekday: int) -> bool:
+        return self.weekdays is None or weekday in self.weekdays
+
+
+def parse_window(text: str) -> TimeWindow:
+    """`[weekdays] HH:MM-HH:MM`; weekdays as in calendar specs (`sun`, `mon..fri`, `sat,sun`)."""
+    tokens = " ".join(text.lower().split()).split(" ")
+    if not tokens or tokens == [""] or len(tokens) > 2:
+        raise CalendarSpecError(f"expected '[weekdays] HH:MM-HH:MM', e.g. 'sun 02:00-04:00' (got {text!r})")
+    weekdays = _parse_names(tokens[0], WEEKDAY_NAMES, "weekday", 0) if len(tokens) == 2 else None
+    span = tokens[-1].split("-")
+    if len(span) != 2 or not all(_TIME_RE.match(part) for part in span):
+        raise CalendarSpecError(f"expected a time range HH:MM-HH:MM (got {tokens[-1]!r})")
+    (h1, m1), (h2, m2) = _parse_time(span[0]), _parse_time(span[1])
+    if (h1, m1) == (h2, m2):
+        raise CalendarSpecError(f"the window {tokens[-1]!r} is empty")
+    return TimeWindow(weekdays, h1 * 60 + m1, h2 * 60 + m2, " ".join(tokens))

@@ -24,6 +24,12 @@ from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import Duration, HostPort, Name, SecretStr, is_reference
 from agent.units import format_duration, format_value
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
+from actions import ACTION_TYPES
+from actions.base import ActionOptions
+from agent.archive import ArchiveSection
+from agent.checklist import ChecklistsSection
+from agent.mailer import SmtpSection
+from agent.reporting import ReportSection
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
 
@@ -64,6 +70,8 @@ class AgentSection(_Section):
     default_interval: Duration = Field(60.0, description="interval of a check with neither every nor schedule")
     shutdown_grace: Duration = Field(10.0, description="on SIGTERM, how long running checks may finish")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dry_run: bool = Field(False, description="every action is evaluated, audited and notified as 'would run'; "
+                                             "nothing executes (also `maint-agent run --dry-run`)")
 
     @field_validator("timezone")
     @classmethod
@@ -103,13 +111,26 @@ class StoreSection(_Section):
         return value
 
 
-CheckConfig = Annotated[Union[tuple(cls.Options for cls in CHECK_TYPES.values())], Field(discriminator="type")]
+def _tagged_union(types: dict) -> Any:
+    """The options models of every registered type, told apart by `type:`."""
+    options = tuple(cls.Options for cls in types.values())
+    return Annotated[Union[options], Field(discriminator="type")] if len(options) > 1 else options[0]
+
+
+CheckConfig = _tagged_union(CHECK_TYPES)
+ActionConfig = _tagged_union(ACTION_TYPES)
 
 
 @functools.cache
 def _check_adapter() -> TypeAdapter:
     """The union of every check type: built only for schema output and for reporting a bad `type:`."""
     return TypeAdapter(CheckConfig)
+
+
+@functools.cache
+def _action_adapter() -> TypeAdapter:
+    """The union of every action type, for reporting a missing or unknown `type:`."""
+    return TypeAdapter(ActionConfig)
 
 
 class Sections(_Section):
@@ -121,6 +142,11 @@ class Sections(_Section):
     store: StoreSection = StoreSection()
     schedules: dict[Name, CalendarText] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
                                                 description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
+    smtp: SmtpSection | None = Field(None, description="mail server for reports and email notifications")
+    reports: tuple[ReportSection, ...] = Field((), description="maintenance reports emailed on a schedule")
+    checklists: ChecklistsSection = Field(default_factory=ChecklistsSection,
+                                          description="the daily/weekly/monthly/quarterly maintenance checklists")
+    archive: ArchiveSection | None = Field(None, description="daily upload of the history to S3")
 
     @field_validator("schedules")
     @classmethod
@@ -134,6 +160,7 @@ class Config(Sections):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
+    actions: tuple[ActionConfig, ...] = ()
     checks: tuple[CheckConfig, ...] = ()
 
 
@@ -162,6 +189,10 @@ class LoadedConfig:
     @property
     def checks(self) -> tuple[CheckOptions, ...]:
         return self.config.checks
+
+    @property
+    def actions(self) -> dict[str, ActionOptions]:
+        return {action.name: action for action in self.config.actions}
 
     @property
     def db_path(self) -> Path:
@@ -216,25 +247,31 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     if not isinstance(data, dict):
         raise ConfigError([source.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
     issues: list[ConfigIssue] = []
-    raw_checks = data.get("checks", [])
-    if raw_checks is None:
-        raw_checks = []
-    top = {k: v for k, v in data.items() if k != "checks"}
+    top = {k: v for k, v in data.items() if k not in ("checks", "actions")}
     config = _validate(Sections, top, (), source, issues)
-    checks: list[CheckOptions | None] = []
-    if not isinstance(raw_checks, list):
-        issues.append(source.issue(("checks",), "must be a list of checks"))
-    else:
-        for index, item in enumerate(raw_checks):
-            cls = CHECK_TYPES.get(item.get("type")) if isinstance(item, dict) else None
-            model = cls.Options if cls else _check_adapter()   # the union reports a missing or unknown type
-            checks.append(_validate(model, item, ("checks", index), source, issues))
+    checks = _validate_list(data, "checks", CHECK_TYPES, _check_adapter, source, issues)
+    actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
     triggers = _logical_pass(config, checks, source, issues)
+    _check_actions(config, checks, actions, source, issues)
     if issues:
         raise ConfigError(issues)
     final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields},
-                                   checks=tuple(checks))
+                                   checks=tuple(checks), actions=tuple(actions))
     return LoadedConfig(Path(file).absolute(), final, triggers)
+
+
+def _validate_list(data: dict, key: str, types: dict, union, source: YamlSource, issues: list[ConfigIssue]) -> list:
+    """Validate `checks:` or `actions:` entry by entry, each by its own type's model."""
+    raw = data.get(key) or []
+    if not isinstance(raw, list):
+        issues.append(source.issue((key,), f"must be a list of {key}"))
+        return []
+    entries = []
+    for index, item in enumerate(raw):
+        cls = types.get(item.get("type")) if isinstance(item, dict) else None
+        model = cls.Options if cls else union()   # the union reports a missing or unknown type
+        entries.append(_validate(model, item, (key, index), source, issues))
+    return entries
 
 
 def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[ConfigIssue]):
@@ -255,7 +292,8 @@ def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[Co
 
 def _strip_union_tag(loc: tuple, data: Any) -> tuple:
     """Pydantic puts the union tag (`cpu`) into the location; the YAML has no such level."""
-    if loc and isinstance(data, dict) and loc[0] == data.get("type") and loc[0] in CHECK_TYPES:
+    if loc and isinstance(data, dict) and loc[0] == data.get("type") and (loc[0] in CHECK_TYPES
+                                                                           or loc[0] in ACTION_TYPES):
         return loc[1:]
     return loc
 
@@ -267,13 +305,14 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
         known = _known_keys(model, data, loc[:-1])
         hint = difflib.get_close_matches(key, known, n=1)
         return "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    what, types = ("action", ACTION_TYPES) if model is _action_adapter() else ("check", CHECK_TYPES)
     if kind == "union_tag_invalid":
         given = data.get("type") if isinstance(data, dict) else None
-        hint = difflib.get_close_matches(str(given), CHECK_TYPES, n=1)
-        return (f"unknown check type {given!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                + f"; known types: {', '.join(CHECK_TYPES)}")
+        hint = difflib.get_close_matches(str(given), types, n=1)
+        return (f"unknown {what} type {given!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; known types: {', '.join(types)}")
     if kind == "union_tag_not_found":
-        return f"missing 'type' (one of: {', '.join(CHECK_TYPES)})"
+        return f"missing 'type' (one of: {', '.join(types)})"
     if kind == "missing":
         return "required key is missing"
     message = error["msg"]
@@ -301,7 +340,8 @@ def _known_keys(model, data: Any, parent: tuple) -> list[str]:
     if model is Sections:
         model = Config   # `checks` is validated apart but is a valid top-level key
     if isinstance(model, TypeAdapter):
-        cls = CHECK_TYPES.get(data.get("type")) if isinstance(data, dict) else None
+        types = ACTION_TYPES if model is _action_adapter() else CHECK_TYPES
+        cls = types.get(data.get("type")) if isinstance(data, dict) else None
         model = cls.Options if cls else None
     for part in parent:
         if model is None or isinstance(part, int):
@@ -339,6 +379,56 @@ def _logical_pass(config: Config | None, checks: list[CheckOptions | None], sour
                 triggers[check.name] = trigger
         _check_thresholds(check, loc, source, issues)
     return triggers
+
+
+def _check_actions(config: Config | None, checks: list, actions: list, source: YamlSource,
+                   issues: list[ConfigIssue]) -> None:
+    """Action names unique; every binding and escalation names a configured action; escalations notify."""
+    known: dict[str, ActionOptions] = {}
+    for index, action in enumerate(actions):
+        if action is None:
+            continue
+        if action.name in known:
+            issues.append(source.issue(("actions", index, "name"), f"duplicate action name '{action.name}'"))
+        known[action.name] = action
+
+    def unknown(name: str) -> str:
+        hint = difflib.get_close_matches(name, known, n=1)
+        return (f"no action named '{name}' in actions:" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + (f"; configured: {', '.join(known)}" if known and not hint else ""))
+
+    if len(known) != sum(a is not None for a in actions) or None in actions:
+        partial = True   # a broken action entry: do not report bindings to it as unknown
+    else:
+        partial = False
+    for index, action in enumerate(actions):
+        if action is None:
+            continue
+        for position, name in enumerate(action.escalate):
+            loc = ("actions", index, "escalate", position)
+            if name not in known:
+                if not partial:
+                    issues.append(source.issue(loc, unknown(name)))
+            elif not ACTION_TYPES[known[name].type].NOTIFIES:
+                issues.append(source.issue(loc, f"'{name}' is a {known[name].type} action; escalations must "
+                                                f"be notifications"))
+    for index, check in enumerate(checks):
+        if check is None:
+            continue
+        for position, binding in enumerate(check.actions):
+            if binding.action not in known and not partial:
+                issues.append(source.issue(("checks", index, "actions", position, "action"), unknown(binding.action)))
+    if config is None:
+        return
+    names = {c.name for c in checks if c is not None}
+    for period in ("daily", "weekly", "monthly", "quarterly"):
+        for index, item in enumerate(getattr(config.checklists, period)):
+            for position, name in enumerate(item.checks):
+                if name not in names and None not in checks:
+                    hint = difflib.get_close_matches(name, names, n=1)
+                    issues.append(source.issue(("checklists", period, index, "checks", position),
+                                               f"no check named '{name}'" + (f" (did you mean '{hint[0]}'?)"
+                                                                             if hint else "")))
 
 
 def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:

@@ -15,7 +15,14 @@ from pydantic import BaseModel
 
 from agent.config import AgentSection, BasicAuth, Config, HttpSection, Retention, StoreSection
 from agent.metrics import contract
+from actions import ACTION_TYPES
+from actions.base import ActionOptions
+from agent.archive import ArchiveSection
+from agent.checklist import ChecklistItem, ChecklistsSection
+from agent.mailer import SmtpSection
+from agent.reporting import ReportSection
 from checks import CHECK_TYPES
+from checks.base import ActionBinding
 from checks.base import CheckOptions
 from agent.units import format_duration
 
@@ -109,9 +116,12 @@ def config_reference() -> str:
            "percentages `85%` (or a ratio `0.85`). Secrets: `${env:NAME}`, `${file:/path}`, "
            "`${credential:NAME}` — only the reference is kept; the value is read when used.", ""]
     for title, model in (("Top level", Config), ("agent:", AgentSection), ("http:", HttpSection),
-                         ("http.basic_auth:", BasicAuth), ("store:", StoreSection), ("store.retention:", Retention)):
+                         ("http.basic_auth:", BasicAuth), ("store:", StoreSection), ("store.retention:", Retention),
+                         ("smtp:", SmtpSection), ("reports[]:", ReportSection), ("checklists:", ChecklistsSection),
+                         ("checklists.<period>[]:", ChecklistItem), ("archive:", ArchiveSection)):
         out += [f"## {title}", "", *_table(model), ""]
     out += ["## Every check", "", "Keys every entry of `checks:` accepts.", "", *_table(CheckOptions), ""]
+    out += ["## checks[].actions[]", "", "When a check runs an action.", "", *_table(ActionBinding), ""]
     for type_name, cls in CHECK_TYPES.items():
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         out += [f"## check type `{type_name}`", "", doc, ""]
@@ -120,6 +130,12 @@ def config_reference() -> str:
             out += [f"`warning`/`critical` ({cls.THRESHOLD.unit}) apply to "
                     f"{', '.join(f'`{m}`' for m in cls.THRESHOLD.metrics)}; a value {side} the threshold breaches.", ""]
         out += [*_table(cls.Options, skip=_COMMON | {"type"}), ""]
+    out += ["## Every action", "", "Keys every entry of `actions:` accepts (the remediation policy).", "",
+            *_table(ActionOptions), ""]
+    common_actions = set(ActionOptions.model_fields)
+    for type_name, cls in ACTION_TYPES.items():
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"## action type `{type_name}`", "", doc, "", *_table(cls.Options, skip=common_actions), ""]
     return "\n".join(out)
 
 

@@ -50,7 +50,27 @@ def _migrate_1(db) -> None:
     db["agent_state"].create({"key": str, "value": str}, pk="key")
 
 
-MIGRATIONS: list[Callable] = [_migrate_1]
+def _migrate_2(db) -> None:
+    """Actions and policy (issue 5), report outbox (issue 6), S3 archive and config drift baselines."""
+    for column, kind in (("decision", "TEXT"), ("source", "TEXT"), ("trigger_status", "TEXT")):
+        db.execute(f"ALTER TABLE action_runs ADD COLUMN {column} {kind}")
+    db["action_runs"].create_index(["check_name", "started"])
+    # remediation counters per (check, action), as JSON: they survive restarts and reloads
+    db["policy_state"].create({"check_name": str, "action": str, "state": str}, pk=("check_name", "action"))
+    # the CLI asks the daemon for something (`actions reset CHECK`) by a row the daemon consumes
+    db["operator_requests"].create({"id": int, "at": float, "kind": str, "target": str, "args": str}, pk="id")
+    db["report_outbox"].create(
+        {"id": int, "created": float, "report": str, "period": str, "period_start": float, "period_end": float,
+         "recipients": str, "subject": str, "message": bytes, "status": str, "attempts": int,
+         "next_attempt": float, "last_error": str, "sent_at": float}, pk="id")
+    db["report_outbox"].create_index(["status", "next_attempt"])
+    db["archive_days"].create({"day": str, "status": str, "uploaded_at": float, "objects": str, "attempts": int,
+                               "last_error": str}, pk="day")
+    db["drift_baseline"].create({"check_name": str, "path": str, "sha256": str, "size": int, "mode": int,
+                                 "accepted_at": float}, pk=("check_name", "path"))
+
+
+MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -5,12 +5,35 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from typing import Annotated, Callable, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.fields import Count, Duration, Name, Ratio, Size
 from agent.result import CheckResult, Sample
+
+
+def _window(text: str) -> str:
+    from agent.calendar import CalendarSpecError, parse_window
+    try:
+        parse_window(text)
+    except CalendarSpecError as exc:
+        raise ValueError(f"invalid maintenance window: {exc}") from None
+    return text
+
+
+class ActionBinding(BaseModel):
+    """When a check runs one of the configured `actions:`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+
+    action: Name = Field(description="the name of an entry in `actions:`")
+    when: tuple[Literal["warning", "critical", "unknown"], ...] = Field(
+        ("critical",), min_length=1, description="statuses that trigger the action")
+    after: int = Field(1, ge=1, le=1000, description="consecutive results with one of those statuses first")
+    sustained: Duration = Field(0.0, alias="for", description="…and the bad status has held this long")
+    window: Annotated[str, AfterValidator(_window)] | None = Field(
+        None, description="act only inside this local-time window, e.g. 'sun 02:00-04:00' or 'mon..fri 22:00-06:00'")
 
 
 class CheckOptions(BaseModel):
@@ -31,6 +54,9 @@ class CheckOptions(BaseModel):
     jitter: Duration = Field(0.0, description="spread calendar runs by up to this much (stable per host)")
     sustained: Duration = Field(
         0.0, alias="for", description="a threshold breach turns WARNING/CRITICAL only after holding this long")
+    severity: Literal["P0", "P1", "P2", "P3"] = Field(
+        "P2", description="incident level (seed 000): labels alerts and notifications of this check")
+    actions: tuple[ActionBinding, ...] = Field((), description="corrective actions and notifications to run")
 
 
 class RatioThresholds(BaseModel):

@@ -71,7 +71,7 @@ class _Capped:
         return bytes(self.head + middle + self.tail).decode("utf-8", "replace")
 
 
-def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None = None,
+def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None = None, cwd: str | None = None,
                 stdin: Iterable[bytes] | None = None, tick: Callable[[float, int], None] | None = None,
                 tick_every: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> Finished:
     """Given an argv and a `monotonic()` deadline, run the child to its end or kill its group at the deadline.
@@ -82,7 +82,7 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
     """
     started = monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     output = _Capped()
     fed = 0
     finished = False

@@ -1,0 +1,68 @@
+"""`command`: run a configured argv (a service's own restart script, `supervisorctl restart workers`).
+
+The argv comes from the config as a list and runs without a shell, in its own process group (killed as a
+whole at the timeout), with an environment built from an allowlist: PATH and LANG=C, the names in
+`pass_env` copied from the agent's environment, and `env` values (which may be secret references).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
+from agent.fields import Secret, SecretStr, SecretUnavailable
+from checks.bounded_process import run_bounded
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class CommandAction(Action):
+    TYPE = "command"
+
+    class Options(ActionOptions):
+        type: Literal["command"]
+        argv: tuple[str, ...] = Field(min_length=1, description="program and arguments, e.g. "
+                                                                "[/usr/bin/supervisorctl, restart, 'workers:*']")
+        cwd: str = Field("/", description="working directory")
+        env: dict[str, SecretStr] = Field(default_factory=dict, description="extra environment; values may be "
+                                                                            "secret references")
+        pass_env: tuple[str, ...] = Field((), description="names copied from the agent's environment")
+        ok_codes: tuple[int, ...] = Field((0,), description="exit codes that count as success")
+
+        @field_validator("argv")
+        @classmethod
+        def _absolute(cls, argv):
+            if not argv[0].startswith("/"):
+                raise ValueError(f"program {argv[0]!r} must be an absolute path (argv list, no shell, no PATH lookup)")
+            return argv
+
+    def target(self) -> str:
+        return self.options.argv[0]
+
+    def argv(self) -> list[str]:
+        return list(self.options.argv)
+
+    def execute(self, ctx: ActionContext) -> ActionResult:
+        shown = " ".join(self.options.argv)
+        if ctx.dry_run:
+            return ActionResult(True, f"would run: {ctx.redact(shown)}", details={"argv": self.argv()})
+        try:
+            extra = {key: Secret(value).reveal() for key, value in self.options.env.items()}
+        except SecretUnavailable as exc:
+            return ActionResult(False, f"cannot read a secret for the environment: {exc.reason}")
+        env = {"PATH": SAFE_PATH, "LANG": "C",
+               **{name: os.environ[name] for name in self.options.pass_env if name in os.environ}, **extra}
+        started = ctx.monotonic()
+        try:
+            done = run_bounded(self.argv(), deadline=started + ctx.timeout, env=env, cwd=self.options.cwd)
+        except OSError as exc:
+            return ActionResult(False, f"cannot run {self.options.argv[0]}: {exc.strerror or exc}")
+        output = cap(ctx.redact(done.output.strip()))
+        if done.timed_out:
+            return ActionResult(False, f"timed out after {ctx.timeout:g}s (process group killed)", None, output)
+        ok = done.returncode in self.options.ok_codes
+        summary = f"ran {ctx.redact(shown)}: exit {done.returncode}" + ("" if ok else f" ({ctx.redact(done.reason())})")
+        return ActionResult(ok, summary, done.returncode, output, {"argv": self.argv()})
