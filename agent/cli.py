@@ -9,6 +9,7 @@ running daemon, which they do not talk to.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sqlite3
 import sys
 import time
@@ -19,6 +20,8 @@ from agent.output import FORMATS, emit
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
+COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift")
+"""Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
+    for module in COMMAND_MODULES:   # each keeps its top-level imports light: every invocation loads them
+        importlib.import_module(module).register(sub, common, fmt)
     return parser
 
 
@@ -247,7 +252,7 @@ def cmd_check(args) -> int:
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
-    runner = Runner(1, lambda *a: outcome.append(a))
+    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent)
     runner.request(job, time.time())
     while not outcome:
         wait = runner.pump()

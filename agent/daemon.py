@@ -42,7 +42,8 @@ class Daemon:
         self._wake = threading.Event()
         self._results: queue.Queue = queue.Queue()
         self._pending: list[Evaluated] = []
-        self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired)
+        self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
+                             state_dir=loaded.db_path.parent)
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self.jobs: dict[str, Job] = {}
         self._stop = threading.Event()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from agent import logs
@@ -41,8 +42,9 @@ class _Run:
 class Runner:
     def __init__(self, workers: int, deliver: Deliver, wake: Callable[[], None] = lambda: None,
                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 started: Started = lambda job, fired: None):
+                 started: Started = lambda job, fired: None, state_dir: Path | None = None):
         self.workers = workers
+        self.state_dir = state_dir
         self._deliver = deliver
         self._started = started
         self._wake = wake
@@ -100,7 +102,7 @@ class Runner:
 
     def _execute(self, run: _Run) -> None:
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic)
+        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir)
         try:
             result = job.check.run(ctx)
             if not isinstance(result, CheckResult):

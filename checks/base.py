@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, ClassVar, Literal
@@ -110,6 +111,7 @@ class CheckContext:
     wall: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     hostname: str = field(default_factory=socket.gethostname)
+    state_dir: Path | None = None   # the agent's state directory (baselines a check keeps between runs)
 
     def remaining(self, started: float) -> float:
         """Seconds left of the run's timeout, for I/O that takes its own timeout."""
