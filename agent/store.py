@@ -51,7 +51,7 @@ def _migrate_1(db) -> None:
 
 
 def _migrate_2(db) -> None:
-    """Actions and policy (issue 5), report outbox (issue 6), S3 archive and config drift baselines."""
+    """Actions and policy (issue 5), report outbox (issue 6), S3 archive days (issue 8)."""
     for column, kind in (("decision", "TEXT"), ("source", "TEXT"), ("trigger_status", "TEXT")):
         db.execute(f"ALTER TABLE action_runs ADD COLUMN {column} {kind}")
     db["action_runs"].create_index(["check_name", "started"])
@@ -66,8 +66,6 @@ def _migrate_2(db) -> None:
     db["report_outbox"].create_index(["status", "next_attempt"])
     db["archive_days"].create({"day": str, "status": str, "uploaded_at": float, "objects": str, "attempts": int,
                                "last_error": str}, pk="day")
-    db["drift_baseline"].create({"check_name": str, "path": str, "sha256": str, "size": int, "mode": int,
-                                 "accepted_at": float}, pk=("check_name", "path"))
 
 
 MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2]
