@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("run", parents=[common], help="run the agent in the foreground (what systemd starts)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="evaluate and audit every action as 'would run'; no corrective action executes")
     p.set_defaults(handler=cmd_run)
 
     config = sub.add_parser("config", help="validate the config or print its JSON Schema")
@@ -187,7 +189,7 @@ def cmd_run(args) -> int:
     from agent import logs
     logs.setup(loaded.config.agent.log_level)
     try:
-        return Daemon(loaded).run()
+        return Daemon(loaded, dry_run=args.dry_run).run()
     except (OSError, RuntimeError, sqlite3.Error) as exc:   # port taken, store unreadable or from a newer agent
         logs.event("agent.failed", "error", error=str(exc))
         return 1

@@ -1,7 +1,144 @@
-"""maint-agent commands for this area (registered by agent.cli)."""
+"""`maint-agent actions` (the audit), `actions reset CHECK`, `action run NAME` (manual trigger)."""
 
 from __future__ import annotations
 
+import argparse
+
 
 def register(sub, common, fmt) -> None:
-    """Add this area's subparsers to `sub`; `common` gives --config, `fmt` gives --format."""
+    p = sub.add_parser("actions", parents=[common, fmt],
+                       help="the action audit: every decision (ran, dry-run, skipped for cooldown/limit/window), "
+                            "newest first; `actions reset CHECK` clears exhausted remediation")
+    p.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (local time); default 7d")
+    p.add_argument("--check", help="only decisions for this check")
+    p.add_argument("--action", help="only this action")
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows (default: 100 for table)")
+    p.set_defaults(handler=cmd_actions)
+    actions_sub = p.add_subparsers(title="actions commands", metavar="COMMAND")
+    r = actions_sub.add_parser("reset", parents=[common],
+                               help="forget a check's attempts and exhausted state (the running agent applies "
+                                    "it within seconds)")
+    r.add_argument("check")
+    r.set_defaults(handler=cmd_actions_reset)
+
+    action = sub.add_parser("action", help="run one configured action by hand")
+    action_sub = action.add_subparsers(title="action commands", metavar="COMMAND")
+    r = action_sub.add_parser("run", parents=[common, fmt],
+                              help="run a configured action now (audited as manual); exit 0 when it succeeded, 1 when "
+                                   "it failed")
+    r.add_argument("name")
+    r.add_argument("--dry-run", action="store_true", help="evaluate and audit as 'would run'; change nothing")
+    r.add_argument("--check", help="act as if triggered by this check (its severity and latest result)")
+    r.set_defaults(handler=cmd_action_run)
+    action.set_defaults(handler=lambda a: (action.print_help(), 2)[1])
+
+
+def cmd_actions(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when, _time_format
+    from agent.output import emit
+    try:
+        since = _parse_when(args.since or "7d", time.time())
+    except ValueError as exc:
+        return _fail(str(exc))
+    limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
+    conn, _ = _open_store(args)
+    where, params = ["started >= ?"], [since]
+    for column, value in (("check_name", args.check), ("action", args.action)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = ("SELECT id, started, duration, action, action_type, check_name, trigger_status, trigger, target, "
+           "decision, source, dry_run, exit_code, outcome, verified, output, details FROM action_runs "
+           f"WHERE {' AND '.join(where)} ORDER BY started DESC, id DESC" + (" LIMIT ?" if limit else ""))
+    when = _time_format(args.format)
+    rows = []
+    for r in conn.execute(sql, params + ([limit] if limit else [])):
+        details = json.loads(r["details"]) if r["details"] else {}
+        row = {"id": r["id"], "time": when(r["started"]), "check": r["check_name"], "action": r["action"],
+               "type": r["action_type"], "decision": r["decision"], "source": r["source"],
+               "trigger": f"{r['trigger_status']}: {r['trigger']}" if r["trigger_status"] else None,
+               "target": r["target"], "exit_code": r["exit_code"], "duration_seconds": round(r["duration"] or 0, 3),
+               "outcome": r["outcome"], "verified": None if r["verified"] is None else bool(r["verified"]),
+               "summary": details.get("summary")}
+        if args.format != "table":
+            row["output"] = r["output"]
+            row["dry_run"] = bool(r["dry_run"])
+        rows.append(row)
+    emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"])
+    return EXIT_OK
+
+
+def cmd_actions_reset(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.cli import EXIT_OK, EXIT_USAGE, _config_path, _fail, _load
+    from agent.store import connect
+    loaded = _load(_config_path(args))
+    if loaded is None:
+        return EXIT_USAGE
+    names = {c.name for c in loaded.checks}
+    if args.check not in names:
+        import difflib
+        hint = difflib.get_close_matches(args.check, names, n=1)
+        return _fail(f"no check named {args.check!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if not loaded.db_path.exists():
+        return _fail(f"no store at {loaded.db_path} (has the agent run with this config?)")
+    conn = connect(loaded.db_path)
+    conn.execute("INSERT INTO operator_requests(at, kind, target) VALUES (?, 'reset', ?)", (time.time(), args.check))
+    conn.close()
+    print(f"reset of {args.check} requested; the running agent applies it within a few seconds")
+    return EXIT_OK
+
+
+def cmd_action_run(args: argparse.Namespace) -> int:
+    from actions.base import TriggerInfo
+    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load
+    from agent.output import emit
+    from agent.redact import REDACT
+    from agent.remediation import audit_row, execute_action
+    from agent.store import Store
+    loaded = _load(_config_path(args))
+    if loaded is None:
+        return EXIT_USAGE
+    options = loaded.actions.get(args.name)
+    if options is None:
+        import difflib
+        hint = difflib.get_close_matches(args.name, loaded.actions, n=1)
+        return _fail(f"no action named {args.name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                     + (f"; configured: {', '.join(loaded.actions)}" if loaded.actions and not hint else ""))
+    check = None
+    if args.check:
+        check = next((c for c in loaded.checks if c.name == args.check), None)
+        if check is None:
+            return _fail(f"no check named {args.check!r}")
+    REDACT.refresh(loaded.config)
+    trigger = TriggerInfo(check.name if check else "manual", "manual", f"run by hand ({_who()})",
+                          check.severity if check else "P3", event="trigger", reason="manual run")
+    dry_run = args.dry_run or options.dry_run or loaded.config.agent.dry_run
+    result, started, duration = execute_action(options, trigger, dry_run=dry_run, smtp=loaded.config.smtp,
+                                               hostname=loaded.config.agent.hostname)
+    row = audit_row(options, trigger, result, started=started, duration=duration, dry_run=dry_run,
+                    source="manual", decision="dry_run" if dry_run else "ran")
+    if not check:
+        row["check_name"] = None
+    store = Store(loaded.db_path)
+    store.record_action(row)
+    store.add_log(f"{options.name} {'would run' if dry_run else 'ran'} by hand: {REDACT(result.summary)}",
+                  at=started, category="corrective", author=_who(), source="cli",
+                  check_name=check.name if check else None)
+    store.close()
+    emit([{"action": options.name, "dry_run": dry_run, "ok": result.ok, "exit_code": result.exit_code,
+           "duration_seconds": round(duration, 3), "summary": REDACT(result.summary)}], args.format,
+         ["action", "ok", "summary"])
+    if args.format == "table" and result.output:
+        print(REDACT(result.output))
+    return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def _who() -> str:
+    import getpass
+    import os
+    return os.environ.get("SUDO_USER") or getpass.getuser()

@@ -21,6 +21,7 @@ from agent.job import Job
 from agent.metrics import AgentState, Exposition, MetricsServer
 from agent.address import split_target
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Evaluated, Status
+from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.scheduler import Plan, clamp_to_clock, jitter_key_for, plan_next, plan_start
 from agent.sdnotify import notify, watchdog_interval
@@ -34,10 +35,13 @@ STORE_MAINTENANCE = "_store_maintenance"
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig):
+    def __init__(self, loaded: LoadedConfig, dry_run: bool = False):
         self.loaded = loaded
+        self.dry_run = dry_run
         self.store = Store(loaded.db_path, migrate_in_child=True)
         self.state = AgentState(__version__, loaded.config.agent.workers)
+        self.remediator = Remediator(self.store, self.state, self._request_verification, self._safely,
+                                     loaded.config.agent.hostname)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()
         self._results: queue.Queue = queue.Queue()
@@ -106,13 +110,15 @@ class Daemon:
                 if job.next_due <= now:
                     self._dispatch(job, now)
             self._maybe_maintain(now)
+            verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={self._status_line()}")
                 last_ping = self._heartbeat
             wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
-                       + ([deadline_in] if deadline_in is not None else []))
+                       + ([deadline_in] if deadline_in is not None else [])
+                       + ([verify_in] if verify_in is not None else []))
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -126,6 +132,7 @@ class Daemon:
             self.runner.pump()
             time.sleep(0.05)
         self.runner.pump()
+        self.remediator.drain(max(0.0, end - time.monotonic()))
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
         if self.server:
@@ -174,6 +181,7 @@ class Daemon:
         self.loaded = loaded
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
+        self.remediator.configure(loaded, self.dry_run)
         fired, _ = persisted.get(STORE_MAINTENANCE, (None, None))
         trigger = Calendar(_maintenance_spec(loaded), "store maintenance")
         self._maintenance = plan_start(trigger, fired, None, now, loaded.tz, STORE_MAINTENANCE, 0)
@@ -214,6 +222,13 @@ class Daemon:
         plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, jitter_key(self.loaded, job.name),
                          job.options.jitter)
         job.next_due, job.next_fire = plan.next_due, plan.next_fire
+
+    def _request_verification(self, check: str) -> bool:
+        """The remediator wants a run of `check` now, to see whether an action helped."""
+        job = self.jobs.get(check)
+        if job is None or job.in_flight:
+            return False
+        return self.runner.request(job, time.time(), None)
 
     def _mark_fired(self, job: Job, fired: float) -> None:
         """Runner callback: a calendar run has started, so its slot is done (catch-up will not repeat it)."""
@@ -261,12 +276,19 @@ class Daemon:
                     running = False
                 else:
                     batch.append(more)
+            evaluated = []
             for entry in batch:
                 try:
-                    self._pending.append(self._evaluate(*entry))
+                    evaluated.append(self._evaluate(*entry))
                 except Exception as exc:  # a bug in evaluation loses this one result, not the batch
                     logs.event("sink.evaluate_failed", "error", check=entry[0].name,
                                error=f"{type(exc).__name__}: {exc}")
+            self._pending.extend(evaluated)
+            for run in evaluated:
+                try:
+                    self.remediator.observe(run)
+                except Exception as exc:  # a policy bug must not stop results from being stored
+                    logs.event("remediation.failed", "error", check=run.check, error=f"{type(exc).__name__}: {exc}")
             try:
                 self._flush()
                 self.state.abandoned_runs = self.runner.abandoned

@@ -49,8 +49,8 @@ AGENT_FAMILIES = (
     Family("maint_runner_workers", "gauge", "Size of the check worker pool.", ()),
     Family("maint_runner_abandoned_runs_total", "counter",
            "Runs that overran their timeout and were reported UNKNOWN while their thread was left behind.", ()),
-    Family("maint_check_status", "gauge", "Latest status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-           ("check", "type")),
+    Family("maint_check_status", "gauge", "Latest status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; `severity` is "
+           "the check's configured incident level P0..P3.", ("check", "type", "severity")),
     Family("maint_check_pending_status", "gauge",
            "Status a threshold breach turns into once its `for` window has held (0 when none is pending).",
            ("check",)),
@@ -62,6 +62,14 @@ AGENT_FAMILIES = (
     Family("maint_check_runs_total", "counter", "Completed runs by resulting status.", ("check", "status")),
     Family("maint_check_skipped_runs_total", "counter",
            "Runs skipped because the previous run of the check was still in flight.", ("check",)),
+    Family("maint_check_remediation_exhausted", "gauge",
+           "1 while a corrective action of the check used up its attempts (until it settles or is reset).",
+           ("check",)),
+    Family("maint_action_runs_total", "counter",
+           "Action decisions by result: success, failure, dry_run (ran or would run); cooldown, limit, "
+           "exhausted, window (skipped).", ("action", "result")),
+    Family("maint_action_last_run_timestamp_seconds", "gauge", "Unix time the action last ran (or would have, "
+           "in dry-run).", ("action",)),
 )
 
 
@@ -97,6 +105,9 @@ class AgentState:
         self.abandoned_runs = 0
         self.config_ok = True
         self.config_loaded_at = self.start_time
+        self.action_results: dict[tuple[str, str], int] = {}   # (action, result) → count
+        self.action_last_run: dict[str, float] = {}
+        self.exhausted: dict[str, bool] = {}                   # check → remediation exhausted
 
 
 class StateCollector:
@@ -132,6 +143,19 @@ class StateCollector:
         yield gauge("maint_runner_workers", st.workers)
         yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
         yield from self._jobs(gauge, counter)
+        yield from self._actions(gauge, counter)
+
+    def _actions(self, gauge, counter) -> Iterable[Metric]:
+        st = self.state
+        exhausted, runs = gauge("maint_check_remediation_exhausted"), counter("maint_action_runs_total")
+        last = gauge("maint_action_last_run_timestamp_seconds")
+        for check, value in sorted(st.exhausted.items()):
+            exhausted.add_metric([check], 1 if value else 0)
+        for (action, result), count in sorted(st.action_results.items()):
+            runs.add_metric([action, result], count)
+        for action, at in sorted(st.action_last_run.items()):
+            last.add_metric([action], at)
+        yield from (exhausted, runs, last)
 
     def _jobs(self, gauge, counter) -> Iterable[Metric]:
         jobs = list(self.state.jobs)
@@ -154,7 +178,7 @@ class StateCollector:
             latest = job.latest
             if latest is None:
                 continue
-            status.add_metric([name, job.check.TYPE], int(latest.status))
+            status.add_metric([name, job.check.TYPE, job.options.severity], int(latest.status))
             pending.add_metric([name], int(latest.pending))
             last_run.add_metric([name], latest.started)
             duration.add_metric([name], latest.duration)

@@ -204,6 +204,46 @@ class Store:
                 "INSERT INTO maintenance_log(at, category, author, source, check_name, message) VALUES (?,?,?,?,?,?)",
                 (at, category, author, source, check_name, message)).lastrowid
 
+    def record_action(self, row: dict) -> int:
+        """One audit row (columns of `action_runs`); returns its id."""
+        columns = ", ".join(row)
+        with self._lock:
+            return self.conn.execute(f"INSERT INTO action_runs({columns}) VALUES ({', '.join('?' * len(row))})",
+                                     tuple(row.values())).lastrowid
+
+    def update_action(self, action_id: int, **values) -> None:
+        """Fill in what is known later (verification outcome)."""
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        with self._lock:
+            self.conn.execute(f"UPDATE action_runs SET {assignments} WHERE id = ?", (*values.values(), action_id))
+
+    def policy_states(self) -> dict[tuple[str, str], str]:
+        with self._lock:
+            rows = self.conn.execute("SELECT check_name, action, state FROM policy_state").fetchall()
+        return {(check, action): state for check, action, state in rows}
+
+    def save_policy_states(self, states: dict[tuple[str, str], str]) -> None:
+        if not states:
+            return
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO policy_state(check_name, action, state) VALUES (?,?,?)",
+                                      [(c, a, state) for (c, a), state in states.items()])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def take_requests(self) -> list[tuple[int, float, str, str, str | None]]:
+        """Operator requests left by the CLI (id, at, kind, target, args), removed as they are taken."""
+        with self._lock:
+            rows = self.conn.execute("SELECT id, at, kind, target, args FROM operator_requests ORDER BY id").fetchall()
+            if rows:
+                self.conn.execute("DELETE FROM operator_requests WHERE id <= ?", (rows[-1][0],))
+        return rows
+
     def get_state(self, key: str) -> str | None:
         with self._lock:
             row = self.conn.execute("SELECT value FROM agent_state WHERE key = ?", (key,)).fetchone()
