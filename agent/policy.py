@@ -59,6 +59,8 @@ class BindingState:
     @classmethod
     def from_json(cls, text: str) -> "BindingState":
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"policy state is a {type(data).__name__}, not an object")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -100,7 +102,7 @@ class Policy:
         return self.states.setdefault((check, action), BindingState())
 
     def exhausted(self, check: str) -> bool:
-        return any(s.exhausted for (c, _), s in self.states.items() if c == check)
+        return any(s.exhausted for (c, a), s in self.states.items() if c == check and a in self.actions)
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -131,6 +133,8 @@ class Policy:
             st.ok_since = None
         else:
             st.streak, st.bad_since = 0, None
+            if st.last_skip != "exhausted":   # the next bad result starts a new episode, audited afresh
+                st.last_skip = None           # (exhaustion is one episode until it settles or is reset)
             if status is Status.OK:
                 st.ok_since = st.ok_since if st.ok_since is not None else at
             else:
@@ -157,7 +161,6 @@ class Policy:
         if not self._in_window(binding, at):
             return self._skip(check, binding, st, "window", f"outside the window {binding.window}")
         st.notified, st.last_skip = True, None
-        st.attempts.append(at)
         return [Decision("run", check.name, binding.action, event="trigger")]
 
     def _remediation(self, check, binding, options: ActionOptions, st: BindingState, status, at) -> list[Decision]:
@@ -237,14 +240,14 @@ class Policy:
         st = self.state(check, action)
         st.running = False
         self.dirty.add((check, action))
-        if ok and verify:
+        if ok and verify and action in self.actions:
             st.verify_after = at + self.actions[action].verify_after
             st.attempt_id = attempt_id
             return []
         if ok:
             return []
-        options = self.actions[action]
-        if not options.escalate or st.escalated:
+        options = self.actions.get(action)
+        if options is None or not options.escalate or st.escalated:
             return []
         st.escalated = True
         return [Decision("escalate", check, action, event="escalate", reason="the action failed",
@@ -252,7 +255,8 @@ class Policy:
 
     def verify_due(self) -> list[tuple[str, float]]:
         """(check, time) for every attempt waiting for its verifying run."""
-        return [(check, st.verify_after) for (check, _), st in self.states.items() if st.verify_after is not None]
+        return [(check, st.verify_after) for (check, action), st in self.states.items()
+                if st.verify_after is not None and action in self.actions]
 
     def reset(self, check: str) -> list[str]:
         """An operator's `actions reset CHECK`: forget attempts and exhaustion; return the actions reset."""
@@ -269,7 +273,7 @@ class Policy:
         for key, text in rows.items():
             try:
                 state = BindingState.from_json(text)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, AttributeError):
                 continue          # an unreadable row starts fresh rather than stopping the agent
             state.running = False  # the process that ran it is gone; its verification still counts
             self.states[key] = state
