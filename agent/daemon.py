@@ -15,7 +15,7 @@ import time
 
 from agent import __version__, logs
 from agent.calendar import CalendarSpec, parse_calendar
-from agent.config import Calendar, LoadedConfig, load_config
+from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.metrics import AgentState, Exposition, MetricsServer
@@ -23,7 +23,9 @@ from agent.address import split_target
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
-from agent.scheduler import Plan, clamp_to_clock, jitter_key_for, plan_next, plan_start
+from agent.tasks import Task, Tasks
+from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
+from agent.redact import REDACT
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
 from agent.yamlsrc import ConfigError
@@ -32,6 +34,7 @@ from checks import CHECK_TYPES
 MAX_TICK_SECONDS = 1.0
 MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
+OUTBOX_EVERY_SECONDS = 60.0
 
 
 class Daemon:
@@ -54,8 +57,7 @@ class Daemon:
         self._reload = False
         self._heartbeat = time.monotonic()
         self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
-        self._maintenance: Plan | None = None
-        self._maintenance_thread: threading.Thread | None = None
+        self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -64,10 +66,12 @@ class Daemon:
         cfg = self.loaded.config
         self._install_signals()
         self._apply(self.loaded, first=True)
+        _warn_exposed_files(self.loaded)
         host, port = split_target(cfg.http.listen)
         auth = cfg.http.basic_auth
         self.server = MetricsServer((host, port), self.exposition, self._health,
-                                    (auth.username, auth.password.reveal()) if auth else None)
+                                    (auth.username, auth.password.reveal()) if auth else None,
+                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth)
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
@@ -97,8 +101,9 @@ class Daemon:
 
     def _loop(self) -> None:
         watchdog = watchdog_interval()
-        last_ping = 0.0
+        last_ping, last_status = 0.0, self._status_line()
         while not self._stop.is_set():
+            _stall_for_tests()
             if self._reload:
                 self._reload = False
                 self._do_reload()
@@ -109,16 +114,22 @@ class Daemon:
                 job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
                 if job.next_due <= now:
                     self._dispatch(job, now)
-            self._maybe_maintain(now)
+            tasks_in = self.tasks.run_due(now)
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
+            status = self._status_line()
             if watchdog and self._heartbeat - last_ping >= watchdog:
-                notify("WATCHDOG=1", f"STATUS={self._status_line()}")
-                last_ping = self._heartbeat
+                notify("WATCHDOG=1", f"STATUS={status}")
+                last_ping, last_status = self._heartbeat, status
+            elif status != last_status:   # without a watchdog, STATUS= still follows the checks
+                notify(f"STATUS={status}")
+                last_status = status
             wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+                       + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
-                       + ([verify_in] if verify_in is not None else []))
+                       + ([verify_in] if verify_in is not None else [])
+                       + ([tasks_in] if tasks_in is not None else []))
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -182,12 +193,9 @@ class Daemon:
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
         self.remediator.configure(loaded, self.dry_run)
-        fired, _ = persisted.get(STORE_MAINTENANCE, (None, None))
-        trigger = Calendar(_maintenance_spec(loaded), "store maintenance")
-        self._maintenance = plan_start(trigger, fired, None, now, loaded.tz, STORE_MAINTENANCE, 0)
-        if self._maintenance.arm:
-            self._mark_slot(STORE_MAINTENANCE, now)
+        self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
         logs.set_level(loaded.config.agent.log_level)
+        REDACT.refresh(loaded.config)
 
     def _do_reload(self) -> None:
         notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -327,29 +335,36 @@ class Daemon:
                 logs.event("store.dropped_runs", "error", dropped=dropped)
         self.state.store_pending = len(self._pending)
 
-    # -- store maintenance -----------------------------------------------------------------------------
+    # -- the agent's own tasks ------------------------------------------------------------------------------
 
-    def _maybe_maintain(self, now: float) -> None:
-        plan = self._maintenance
-        if plan is None or plan.next_due > now:
-            return
-        if self._maintenance_thread and self._maintenance_thread.is_alive():
-            return
-        self._mark_slot(STORE_MAINTENANCE, plan.next_fire)
-        retention = self.loaded.config.store.retention
-        tz = self.loaded.tz
+    def _internal_tasks(self, loaded: LoadedConfig) -> list[Task]:
+        """Store maintenance, scheduled reports and their outbox, the S3 archive (see agent/tasks.py)."""
+        cfg, db, tz = loaded.config, loaded.db_path, loaded.tz
+        retention = cfg.store.retention
 
-        def work():
-            try:
-                done = self.store.rollup_and_prune(time.time(), tz, retention.raw, retention.rollups)
-                logs.event("store.maintained", **done)
-            except Exception as exc:
-                logs.event("store.maintenance_failed", "error", error=str(exc))
+        def maintain(now: float) -> dict:
+            return self.store.rollup_and_prune(now, tz, retention.raw, retention.rollups)
 
-        self._maintenance_thread = threading.Thread(target=work, name="store-maintenance", daemon=True)
-        self._maintenance_thread.start()
-        trigger = Calendar(_maintenance_spec(self.loaded), "store maintenance")
-        self._maintenance = plan_next(trigger, plan.next_due, plan.next_fire, now, tz, STORE_MAINTENANCE, 0)
+        tasks = [Task(STORE_MAINTENANCE, Calendar(_maintenance_spec(loaded), "store maintenance"), maintain)]
+        for section in cfg.reports:
+            def report(now: float, section=section) -> dict:
+                from agent.reporting import deliver_pending, queue_report
+                queued = queue_report(db, loaded, section, now)
+                return {"report": section.name, "queued": queued, **(deliver_pending(db, loaded, now) or {})}
+            spec = parse_calendar(cfg.schedules.get(section.schedule, section.schedule))
+            tasks.append(Task(f"_report:{section.name}", Calendar(spec, section.schedule), report))
+        if cfg.reports:
+            def outbox(now: float) -> dict | None:
+                from agent.reporting import deliver_pending
+                return deliver_pending(db, loaded, now) or None
+            tasks.append(Task("_outbox", Interval(OUTBOX_EVERY_SECONDS), outbox))
+        if cfg.archive is not None and getattr(cfg.archive, "enabled", True):
+            def archive(now: float) -> dict:
+                from agent.archive import archive_pending
+                return archive_pending(db, cfg.archive, cfg.agent.hostname, tz, now)
+            tasks.append(Task("_archive", Calendar(parse_calendar(getattr(cfg.archive, "at", "00:45")), "archive"),
+                              archive))
+        return tasks
 
     # -- health ----------------------------------------------------------------------------------------
 
@@ -368,6 +383,21 @@ class Daemon:
                 counts[job.latest.status] += 1
         bad = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n and s is not Status.OK)
         return f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+
+
+def _stall_for_tests() -> None:
+    """Test hook, not a feature: while the file named by $MAINT_AGENT_TEST_STALL_FILE exists the scheduler
+    loop blocks, as a deadlocked loop would, so tests can watch WATCHDOG=1 stop and /healthz turn 503."""
+    path = os.environ.get("MAINT_AGENT_TEST_STALL_FILE")
+    while path and os.path.exists(path):
+        time.sleep(0.05)
+
+
+def _warn_exposed_files(loaded: LoadedConfig) -> None:
+    """Loudly, at every start: the config or a secret file that others can read (`config check --strict` fails)."""
+    from agent.config import exposed_files
+    for problem in exposed_files(loaded):
+        logs.event("config.file_exposed", "warning", file=str(problem.path), problem=problem.reason)
 
 
 def _maintenance_spec(loaded: LoadedConfig) -> CalendarSpec:

@@ -320,7 +320,7 @@ def test_daemon_store_maintenance_missed_runs_at_start_rolls_up_and_prunes(agent
     db = sqlite3.connect(db_path(agent))
     rollups = db.execute("SELECT runs, ok FROM check_rollups").fetchall()
     assert sum(r[0] for r in rollups) == 10 and sum(r[1] for r in rollups) == 10
-    assert "event=store.maintained" in agent.log.read_text()
+    assert "event=task.done task=store_maintenance" in agent.log.read_text()
 
 
 def test_daemon_reload_with_changed_options_keeps_status_and_counters(agent_factory):
