@@ -97,6 +97,7 @@ def main() -> int:
     log(f"{machine()}; {loadavg()}")
     agent = _spawn("maint-agent", [str(AGENT_BIN), "run", "--config", str(cfg)], work / "agent.log", agent_port)
     detections, recoveries = [], []
+    recovered_at = 0.0
     try:
         wait_http(agent, "/healthz", 30)
         wait(lambda: query(db, "SELECT 1 FROM check_runs WHERE status = 0"), 3 * args.interval, "a first OK run")
@@ -106,13 +107,14 @@ def main() -> int:
             killed = time.time()
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
             bad = wait(lambda: query(db, "SELECT started + duration FROM check_runs WHERE status = 2 AND started >= ? "
-                                         "ORDER BY started LIMIT 1", (killed - args.interval,)),
+                                         "ORDER BY started LIMIT 1", (max(killed - args.interval, recovered_at),)),
                        3 * args.interval + 10, "detection")
             detected = max(bad[0][0], killed)
             wait(lambda: query(db, "SELECT count(*) FROM action_runs WHERE outcome = 'fixed'")[0][0] > fixed_before,
                  4 * args.interval + 10, "verified recovery")
             ok = query(db, "SELECT started + duration FROM check_runs WHERE status = 0 AND started > ? "
                            "ORDER BY started LIMIT 1", (detected,))
+            recovered_at = ok[0][0]
             detections.append(detected - killed)
             recoveries.append(ok[0][0] - killed)
             log(f"fault {number + 1}: detected after {detections[-1]:.2f}s, recovered (verified) after "
