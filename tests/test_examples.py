@@ -10,13 +10,21 @@ REPO = Path(__file__).resolve().parent.parent
 def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypatch):
     (tmp_path / "pg.dsn").write_text("host=127.0.0.1 port=5432 dbname=app user=maint password=not-used\n")
     (tmp_path / "redis.password").write_text("not-used\n")
-    for name in ("s3.key_id", "s3.secret", "restore.dsn"):
+    for name in ("s3.key_id", "s3.secret", "restore.dsn", "pagerduty.key"):
         (tmp_path / name).write_text("not-used\n")
+    (tmp_path / "slack.webhook").write_text("https://hooks.slack.com/services/not-used\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     loaded = load_config(REPO / "examples" / "ai-camera.yaml")
     types = {c.type for c in loaded.checks}
     assert {"http", "tls_cert", "postgres", "pg_replication", "pg_connections", "redis", "redis_replication",
             "systemd_unit", "nagios", "cpu", "memory", "disk", "process", "backup_files", "s3_backup",
             "restore_test"} <= types
+    # seed 004's automated responses are wired: restarts, clean-up at disk > 90 %, Redis eviction, worker pool,
+    # weekly ANALYZE, with PagerDuty/Slack escalation
+    assert {a.type for a in loaded.config.actions} == {"systemd_restart", "cleanup_files", "redis_evict",
+                                                       "pg_maintenance", "notify"}
+    bound = {b.action for c in loaded.checks for b in c.actions}
+    assert {"restart-beauth", "restart-becamera", "restart-workers", "clean-old-files", "evict-idle-cache",
+            "analyze-tables"} <= bound
     dumped = loaded.config.model_dump_json()
     assert "not-used" not in dumped and "${credential:pg.dsn}" in dumped
