@@ -2,9 +2,20 @@
 
 from actions.base import Action
 from actions.command import CommandAction
+from actions.files import CleanupFilesAction
+from actions.notify import NotifyAction
+from actions.postgres import PgMaintenanceAction
+from actions.redis import RedisEvictAction
+from actions.systemd import SystemdRestartAction, SystemdStartAction
 
 ACTION_TYPES: dict[str, type[Action]] = {
     "command": CommandAction,
+    "systemd_restart": SystemdRestartAction,
+    "systemd_start": SystemdStartAction,
+    "cleanup_files": CleanupFilesAction,
+    "redis_evict": RedisEvictAction,
+    "pg_maintenance": PgMaintenanceAction,
+    "notify": NotifyAction,
 }
 
 for _name, _cls in ACTION_TYPES.items():
