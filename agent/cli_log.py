@@ -1,7 +1,408 @@
-"""maint-agent commands for this area (registered by agent.cli)."""
+"""`maint-agent log`, `checklist` and `history export`: the maintenance log (seed 004: "record all
+maintenance activities"), the daily…quarterly checklists, and the run history for other tools.
+
+Every CLI invocation imports this module to build its parser, so the top level imports argparse
+only; the handlers import what they need, including agent.cli's helpers (no import cycle).
+"""
 
 from __future__ import annotations
 
+import argparse
+
+LOG_CATEGORIES = ("hardware", "software", "update", "security", "backup", "database", "network", "configuration",
+                  "incident", "review", "other")
+"""What an operator's entry is about (`log add --category`). A fixed set, so reports group entries and a
+typo is refused. The agent writes its own under `agent` (start, stop, reloads, catch-up runs), `action`
+(remediation) and `checklist` (ticks, written by `checklist done`)."""
+CHECKLISTS = ("daily", "weekly", "monthly", "quarterly")
+"""agent.checklist.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
+EXPORT_COLUMNS = ("check", "type", "started", "duration_seconds", "status", "pending", "summary", "metrics",
+                  "details")
+TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (local time)"
+
 
 def register(sub, common, fmt) -> None:
-    """Add this area's subparsers to `sub`; `common` gives --config, `fmt` gives --format."""
+    """Add `log`, `checklist` and `history export` to `sub`; `common` gives --config, `fmt` gives --format.
+    `history` itself is built by agent.cli before the area modules register; `export` hangs below it."""
+    _register_log(sub, common, fmt)
+    _register_checklist(sub, common, fmt)
+    _register_export(sub.choices["history"])
+
+
+def _shared_options(parser: argparse.ArgumentParser, *, output_format: bool) -> argparse.ArgumentParser:
+    """--config (and --format) for a subcommand of a command that has them too, without defaults: a value
+    given before the subcommand's word (`checklist -c FILE weekly`) is kept, not reset by the subcommand.
+    Declared afresh: parsers built with `parents=` share the parent's option objects and defaults."""
+    from pathlib import Path
+    from agent.output import FORMATS
+    parser.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: as for the other commands)")
+    if output_format:
+        parser.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS,
+                            help="output format (default: table)")
+    return parser
+
+
+def _register_log(sub, common, fmt) -> None:
+    log = sub.add_parser("log", help="the maintenance log: what was done on this host, when and by whom")
+    log_sub = log.add_subparsers(title="log commands", metavar="COMMAND")
+    p = log_sub.add_parser("add", parents=[common], help="record a maintenance activity")
+    p.add_argument("message", help="what was done, e.g. \"Replaced disk sdb\"")
+    p.add_argument("--category", choices=LOG_CATEGORIES, default="other", help="what it is about (default: other)")
+    p.add_argument("--by", help="who did it (default: $SUDO_USER, else the login user)")
+    p.add_argument("--check", help="the configured check this entry is about")
+    p.add_argument("--at", help=f"when it was done, if not now: {TIME_HELP}")
+    p.set_defaults(handler=cmd_log_add)
+    p = log_sub.add_parser("list", parents=[common, fmt], help="entries, newest first")
+    p.add_argument("--since", help=TIME_HELP)
+    p.add_argument("--until", help="same forms as --since; exclusive")
+    p.add_argument("--category", help="comma-separated categories, e.g. hardware,agent,checklist")
+    p.add_argument("--source", help="comma-separated sources: cli (operators), agent")
+    p.add_argument("--check", help="only entries about this check (or checklist item, e.g. weekly.security-review)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most this many entries, 0 for no limit (default: 100 for table, no limit for json/csv)")
+    p.set_defaults(handler=cmd_log_list)
+    log.set_defaults(handler=lambda args: _usage(log))
+
+
+def _register_checklist(sub, common, fmt) -> None:
+    at_help = ("the period holding this time instead of the current one: 7d, 12h (ago), 2026-11-01 or "
+               "2026-11-01T08:00 (in the agent's time zone)")
+    checklist = sub.add_parser(
+        "checklist", parents=[common, fmt],
+        help="the maintenance checklists of the current period: automated status and manual ticks "
+             "(exit 1 when an item is not done or its checks were not all OK)")
+    checklist.add_argument("--at", help=at_help)
+    checklist.set_defaults(handler=cmd_checklist, checklist=None)
+    checklist_sub = checklist.add_subparsers(title="checklists", metavar="CHECKLIST")
+    for name in CHECKLISTS:
+        p = _shared_options(checklist_sub.add_parser(name, help=f"only the {name} checklist"), output_format=True)
+        p.add_argument("--at", default=argparse.SUPPRESS, help=at_help)
+        p.set_defaults(handler=cmd_checklist, checklist=name)
+    p = _shared_options(checklist_sub.add_parser("done", help="tick a manual item for its current period"),
+                        output_format=False)
+    p.add_argument("item", metavar="CHECKLIST.ITEM", help="e.g. weekly.security-review")
+    p.add_argument("--note", required=True, help="what was done or found (kept in the maintenance log)")
+    p.add_argument("--by", help="who did it (default: $SUDO_USER, else the login user)")
+    p.add_argument("--at", default=argparse.SUPPRESS,
+                   help="when it was done, if not now; ticks that time's period (forms as for --at above)")
+    p.set_defaults(handler=cmd_checklist_done)
+
+
+def _register_export(history) -> None:
+    history_sub = history.add_subparsers(title="history commands", metavar="COMMAND")
+    p = _shared_options(history_sub.add_parser("export", help="stream runs, oldest first, as JSON lines or CSV "
+                                                              "for other tools"), output_format=False)
+    p.add_argument("--since", default=argparse.SUPPRESS, help=f"{TIME_HELP} (default: everything kept)")
+    p.add_argument("--until", default=argparse.SUPPRESS, help="same forms as --since; exclusive")
+    p.add_argument("--check", default=argparse.SUPPRESS, help="only this check")
+    p.add_argument("--format", dest="export_format", choices=("jsonl", "csv"), default="jsonl",
+                   help="one JSON object per line, or CSV with metrics and details as JSON (default: jsonl)")
+    p.add_argument("-o", "--output", help="write to this file (replaced only when complete) instead of stdout")
+    p.set_defaults(handler=cmd_history_export)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    from agent.cli import EXIT_USAGE
+    parser.print_help()
+    return EXIT_USAGE
+
+
+# -- shared -------------------------------------------------------------------------------------------------
+
+
+def _default_author() -> str:
+    """The person behind sudo, not root: entries say who did the work."""
+    import getpass
+    import os
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):   # a uid without a passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def _author(given: str | None) -> str:
+    author = (given or "").strip() or _default_author()
+    if "\n" in author or len(author) > 100:
+        raise ValueError("--by must be one short line (a name)")
+    return author
+
+
+def _parse_at(text: str, now: float, tz) -> float:
+    """Like agent.cli._parse_when, but a date or time without a zone is read in `tz` (the agent's zone,
+    which decides periods) instead of the CLI's own."""
+    from datetime import datetime
+    from agent.units import parse_duration
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"invalid time {text!r} (use 7d, 12h, 2026-11-01 or 2026-11-01T08:00)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
+def _past(at: float, now: float) -> float:
+    if at > now + 60:
+        raise ValueError("--at is in the future: record work once it is done")
+    return at
+
+
+def _append(db_path, message: str, **fields) -> int:
+    """Write one maintenance-log row beside a running daemon (WAL, busy timeout); create the store
+    when the agent has never run, so a log can start before the agent does."""
+    from agent.store import Store
+    store = Store(db_path)
+    try:
+        return store.add_log(message, source="cli", **fields)
+    finally:
+        store.close()
+
+
+def _csv_list(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _hint(name: str, choices) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# -- log ----------------------------------------------------------------------------------------------------
+
+
+def cmd_log_add(args) -> int:
+    import time
+    from agent.cli import EXIT_OK, _config_path, _fail, _parse_when, _read_fast
+    from agent.redact import REDACT
+    message = args.message.strip()
+    if not message:
+        return _fail("the message is empty: say what was done")
+    now = time.time()
+    try:
+        at = _past(_parse_when(args.at, now), now) if args.at else now
+        author = _author(args.by)
+    except ValueError as exc:
+        return _fail(str(exc))
+    path = _config_path(args)
+    try:
+        db_path, names = _read_fast(path)
+    except (OSError, ValueError, AttributeError) as exc:
+        return _fail(f"cannot read config {path}: {exc}")
+    if args.check and args.check not in names:
+        return _fail(f"no check named {args.check!r}" + _hint(args.check, {n for n in names if n}))
+    try:
+        entry = _append(db_path, REDACT(message), at=at, category=args.category, author=author,
+                        check_name=args.check)
+    except (OSError, RuntimeError) as exc:   # state dir not writable; a store from a newer agent
+        return _fail(f"cannot write the store {db_path}: {exc}")
+    print(f"logged #{entry} ({args.category}, by {author})")
+    return EXIT_OK
+
+
+def cmd_log_list(args) -> int:
+    import time
+    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when, _time_format
+    from agent.output import emit
+    now = time.time()
+    try:
+        since = _parse_when(args.since, now) if args.since else None
+        until = _parse_when(args.until, now) if args.until else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
+    if limit < 0:
+        return _fail("--limit must be 0 (no limit) or more")
+    where, params = [], []
+    for column, values in (("category", _csv_list(args.category)), ("source", _csv_list(args.source)),
+                           ("check_name", _csv_list(args.check))):
+        if values:
+            where.append(f"{column} IN ({','.join('?' * len(values))})")
+            params += values
+    for condition, value in (("at >= ?", since), ("at < ?", until)):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    sql = "SELECT id, at, category, author, source, check_name, message FROM maintenance_log"
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    conn, _ = _open_store(args)
+    when = _time_format(args.format)
+    rows = [{"id": r["id"], "at": when(r["at"]), "category": r["category"], "author": r["author"],
+             "source": r["source"], "check": r["check_name"], "message": r["message"]}
+            for r in conn.execute(sql, params)]
+    emit(rows, args.format, ["at", "category", "author", "check", "message"])
+    return EXIT_OK
+
+
+# -- checklists -------------------------------------------------------------------------------------------
+
+
+def cmd_checklist(args) -> int:
+    import time
+    from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
+    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load, _time_format
+    from agent.history import StoreMissing, open_readonly
+    from agent.output import emit
+    loaded = _load(_config_path(args))
+    if loaded is None:
+        return EXIT_USAGE
+    tz, now = loaded.tz, time.time()
+    try:
+        at = _parse_at(args.at, now, tz) if args.at else now
+        conn = open_readonly(loaded.db_path)
+    except (ValueError, StoreMissing) as exc:
+        return _fail(str(exc))
+    section, when = loaded.config.checklists, _time_format(args.format)
+    rows = []
+    for name in [args.checklist] if args.checklist else CHECKLISTS:
+        period = CHECKLIST_PERIODS[name]
+        start, end = period_bounds(period, at, tz)
+        label = period_label(period, start, tz)
+        for item in checklist_status(conn, section, period, start, end, tz=tz):
+            rows.append(_checklist_row(name, label, when(start), when(end), item, when, args.format == "table"))
+    emit(rows, args.format, ["item", "title", "period", "done", "status", "when", "by", "detail"])
+    return EXIT_PROBLEM if any(not r["done"] or r["status"] not in (None, "ok") for r in rows) else EXIT_OK
+
+
+def _checklist_row(name: str, label: str, start: str, end: str, item: dict, when, table: bool) -> dict:
+    """One item as the CLI shows it: its full key first (what `checklist done` takes)."""
+    row = {"item": f"{name}.{item['id']}", "checklist": name, "period": label, "period_start": start,
+           "period_end": end, **item, "last_run": when(item["last_run"]), "ticked_at": when(item["ticked_at"])}
+    if table:   # one "when / by / detail" triple reads better than two half-empty ones
+        automated = item["kind"] == "automated"
+        row["when"] = row["last_run"] if automated else row["ticked_at"]
+        row["by"] = item["ticked_by"]
+        row["detail"] = (f"{item['runs']} runs" + (f"; not run: {', '.join(item['missing'])}" if item["missing"]
+                                                   else "")) if automated else item["note"]
+    return row
+
+
+def cmd_checklist_done(args) -> int:
+    import time
+    from agent.checklist import CHECKLIST_PERIODS, TICK_CATEGORY, period_bounds, period_label
+    from agent.cli import EXIT_OK, EXIT_USAGE, _config_path, _fail, _load
+    from agent.redact import REDACT
+    loaded = _load(_config_path(args))
+    if loaded is None:
+        return EXIT_USAGE
+    section = loaded.config.checklists
+    items = {f"{name}.{item.id}": item for name in CHECKLISTS for item in section.items(name)}
+    key = args.item.strip()
+    item = items.get(key)
+    if item is None:
+        return _fail(f"no checklist item {key!r}" + (_hint(key, items) if items else
+                                                        " (no checklists: in the config)"))
+    period = CHECKLIST_PERIODS[key.split(".", 1)[0]]
+    if item.checks:
+        return _fail(f"{key} is automated: it is done when {', '.join(item.checks)} ran this {period}; "
+                     f"there is nothing to tick (add a note with `maint-agent log add --check NAME …`)")
+    note = args.note.strip()
+    if not note:
+        return _fail("--note is empty: say what was done or found")
+    tz, now = loaded.tz, time.time()
+    try:
+        at = _past(_parse_at(args.at, now, tz), now) if args.at else now
+        author = _author(args.by)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        _append(loaded.db_path, REDACT(note), at=at, category=TICK_CATEGORY, author=author, check_name=key)
+    except (OSError, RuntimeError) as exc:
+        return _fail(f"cannot write the store {loaded.db_path}: {exc}")
+    start, _ = period_bounds(period, at, tz)
+    print(f"ticked {key} ({item.title}) for {period_label(period, start, tz)}, by {author}")
+    return EXIT_OK
+
+
+# -- history export ---------------------------------------------------------------------------------------
+
+_STATUS_SQL = "CASE {0} WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
+_EXPORT_FIELDS = {
+    "check": "c.name", "type": "c.type", "started": "strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch')",
+    "duration_seconds": "r.duration", "status": _STATUS_SQL.format("r.status"),
+    "pending": f"CASE WHEN r.pending = 0 THEN NULL ELSE {_STATUS_SQL.format('r.pending')} END",
+    "summary": "r.summary", "metrics": "coalesce(r.metrics, '{}')", "details": "coalesce(r.details, '{}')",
+}
+"""Column → SQL. SQLite formats times and statuses (and for jsonl builds the object), so a month of a
+1/min check streams without a Python object per field."""
+
+
+def _export_sql(jsonl: bool, check: str | None, since: float | None, until: float | None) -> tuple[str, list]:
+    if jsonl:
+        pairs = ", ".join(f"'{name}', " + (f"json({sql})" if name in ("metrics", "details") else sql)
+                          for name, sql in _EXPORT_FIELDS.items())
+        columns = f"json_object({pairs})"
+    else:
+        columns = ", ".join(_EXPORT_FIELDS[name] for name in EXPORT_COLUMNS)
+    where, params = [], []
+    for condition, value in (("r.check_id = (SELECT id FROM checks WHERE name = ?)", check),
+                             ("r.started >= ?", since), ("r.started < ?", until)):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id"
+    return sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.started", params
+
+
+def cmd_history_export(args) -> int:
+    import sys
+    import time
+    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when
+    now = time.time()
+    try:
+        since = _parse_when(args.since, now) if args.since else None
+        until = _parse_when(args.until, now) if args.until else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    conn, _ = _open_store(args)
+    if args.check and not conn.execute("SELECT 1 FROM checks WHERE name = ?", (args.check,)).fetchone():
+        known = [row[0] for row in conn.execute("SELECT name FROM checks")]
+        return _fail(f"no runs of a check named {args.check!r} in the store" + _hint(args.check, known))
+    cursor = conn.execute(*_export_sql(args.export_format == "jsonl", args.check, since, until))
+    if not args.output:
+        _write_export(cursor, args.export_format, sys.stdout)
+        return EXIT_OK
+    try:
+        count = _export_to_file(cursor, args.export_format, args.output)
+    except OSError as exc:
+        return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    print(f"exported {count} runs to {args.output}")
+    return EXIT_OK
+
+
+def _export_to_file(cursor, fmt: str, output: str) -> int:
+    """Write beside the target and rename: a reader never sees half an export."""
+    import os
+    from pathlib import Path
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            count = _write_export(cursor, fmt, out)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_export(cursor, fmt: str, out) -> int:
+    """Stream rows from the cursor (never all in memory); return how many were written."""
+    count = 0
+    if fmt == "jsonl":
+        for (line,) in cursor:
+            out.write(line + "\n")
+            count += 1
+        return count
+    import csv
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in cursor:
+        writer.writerow(row)
+        count += 1
+    return count
