@@ -58,11 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate and audit every action as 'would run'; no corrective action executes")
     p.set_defaults(handler=cmd_run)
 
-    config = sub.add_parser("config", help="validate the config or print its JSON Schema")
+    config = sub.add_parser("config", help="validate, show the effective config, or print its JSON Schema")
     config_sub = config.add_subparsers(title="config commands", metavar="COMMAND")
-    p = config_sub.add_parser("check", help="validate a config file: exit 0 with a summary, or 2 with every error")
+    p = config_sub.add_parser("check", help="validate a config file: exit 0 with a summary, or 2 with every error; "
+                                            "files others can read are warnings (errors with --strict)")
     p.add_argument("file", nargs="?", type=Path, help="config file (default as for --config)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when the config, a secret file or the TLS key is readable or writable by others or "
+                        "owned by another user; the config must be private even without literal secrets")
     p.set_defaults(handler=cmd_config_check)
+    p = config_sub.add_parser("show", help="print the effective config as YAML, defaults filled in; secrets "
+                                           "appear as their reference, literal ones as ***")
+    p.add_argument("file", nargs="?", type=Path, help="config file (default as for --config)")
+    p.set_defaults(handler=cmd_config_show)
     p = config_sub.add_parser("schema", help="print the config's JSON Schema")
     p.set_defaults(handler=cmd_config_schema)
     config.set_defaults(handler=lambda a: (config.print_help(), EXIT_USAGE)[1])
@@ -126,7 +134,10 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
     from agent.paths import store_path
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=loader) or {}
+        try:
+            data = yaml.load(fh, Loader=loader) or {}
+        except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
+            raise ValueError(f"invalid YAML: {exc}") from None
     agent = data.get("agent") or {}
     store = data.get("store") or {}
     names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
@@ -199,7 +210,38 @@ def cmd_config_check(args) -> int:
     loaded = _load(args.file or _config_path(args))
     if loaded is None:
         return EXIT_USAGE
+    from agent.config import exposed_files
+    exposed = exposed_files(loaded, strict=args.strict)
+    for problem in exposed:
+        print(f"{'error' if args.strict else 'warning'}: {problem}", file=sys.stderr)
+    if exposed and args.strict:
+        return EXIT_USAGE
     print(loaded.summary())
+    return EXIT_OK
+
+
+def cmd_config_show(args) -> int:
+    loaded = _load(args.file or _config_path(args))
+    if loaded is None:
+        return EXIT_USAGE
+    import yaml
+    from agent.fields import is_reference
+    from agent.redact import REDACT, secrets_in
+    literals = {str(s) for s in secrets_in(loaded.config) if not is_reference(s)}
+    REDACT.refresh(loaded.config)
+
+    def mask(value):
+        """Literal secrets become ***; references stay (they are what the operator wrote)."""
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return "***" if isinstance(value, str) and value in literals else value
+
+    document = mask(loaded.config.model_dump(mode="json", by_alias=True))
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    sys.stdout.write(f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
+                     f"bytes, ratios 0..1\n" + REDACT(text))
     return EXIT_OK
 
 
