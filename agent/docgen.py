@@ -103,7 +103,7 @@ def _table(model: type[BaseModel], only: set[str] | None = None, skip: set[str] 
         if (only is not None and name not in only) or name in skip:
             continue
         key = field.alias or name
-        rows.append(f"| `{key}` | {_type_name(field)} | {_default(field)} | "
+        rows.append(f"| `{key}` | {_type_name(field)} | {_default(field).replace('|', '&#124;')} | "
                     f"{(field.description or '').replace('|', '/')} |")
     return rows
 

@@ -2,7 +2,9 @@
 
 from checks.base import Check
 from checks.backup import BackupFilesCheck, RestoreTestCheck
+from checks.drift import ConfigDriftCheck
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck
+from checks.logscan import LogScanCheck
 from checks.nagios import NagiosCheck
 from checks.postgres import (
     PgActivityCheck, PgArchivingCheck, PgConnectionsCheck, PgReplicationCheck, PgStatementsCheck, PgTablesCheck,
@@ -10,7 +12,9 @@ from checks.postgres import (
 )
 from checks.redis import RedisCheck, RedisReplicationCheck
 from checks.s3 import S3BackupCheck
+from checks.smart import SmartCheck
 from checks.systemd import SystemdUnitCheck
+from checks.updates import OsUpdatesCheck
 from checks.system import (
     CpuCheck, DiskCheck, FileCheck, LoadCheck, MemoryCheck, NetworkLatencyCheck, ProcessCheck, SwapCheck,
 )
@@ -41,6 +45,10 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "backup_files": BackupFilesCheck,
     "restore_test": RestoreTestCheck,
     "s3_backup": S3BackupCheck,
+    "os_updates": OsUpdatesCheck,
+    "log_scan": LogScanCheck,
+    "config_drift": ConfigDriftCheck,
+    "smart": SmartCheck,
 }
 
 for _name, _cls in CHECK_TYPES.items():
