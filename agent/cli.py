@@ -60,15 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="validate, show the effective config, or print its JSON Schema")
     config_sub = config.add_subparsers(title="config commands", metavar="COMMAND")
-    p = config_sub.add_parser("check", help="validate a config file: exit 0 with a summary, or 2 with every error; "
-                                            "files others can read are warnings (errors with --strict)")
+    p = config_sub.add_parser("check", parents=[common],
+                              help="validate a config file: exit 0 with a summary, or 2 with every error; "
+                                   "files others can read are warnings (errors with --strict)")
     p.add_argument("file", nargs="?", type=Path, help="config file (default as for --config)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when the config, a secret file or the TLS key is readable or writable by others or "
                         "owned by another user; the config must be private even without literal secrets")
     p.set_defaults(handler=cmd_config_check)
-    p = config_sub.add_parser("show", help="print the effective config as YAML, defaults filled in; secrets "
-                                           "appear as their reference, literal ones as ***")
+    p = config_sub.add_parser("show", parents=[common],
+                              help="print the effective config as YAML, defaults filled in; secrets appear as their "
+                                   "reference, literal ones as ***")
     p.add_argument("file", nargs="?", type=Path, help="config file (default as for --config)")
     p.set_defaults(handler=cmd_config_show)
     p = config_sub.add_parser("schema", help="print the config's JSON Schema")
@@ -231,17 +233,20 @@ def cmd_config_show(args) -> int:
     REDACT.refresh(loaded.config)
 
     def mask(value):
-        """Literal secrets become ***; references stay (they are what the operator wrote)."""
+        """Literal secrets become ***, references stay (they are what the operator wrote); any other text
+        passes the redactor (a URL with credentials in a field that is not a secret)."""
         if isinstance(value, dict):
             return {k: mask(v) for k, v in value.items()}
         if isinstance(value, list):
             return [mask(v) for v in value]
-        return "***" if isinstance(value, str) and value in literals else value
+        if not isinstance(value, str) or is_reference(value):
+            return value
+        return "***" if value in literals else REDACT(value)
 
     document = mask(loaded.config.model_dump(mode="json", by_alias=True))
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
     sys.stdout.write(f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
-                     f"bytes, ratios 0..1\n" + REDACT(text))
+                     f"bytes, ratios 0..1\n{text}")
     return EXIT_OK
 
 
@@ -296,7 +301,7 @@ def cmd_check(args) -> int:
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
-    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent)
+    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False)
     runner.request(job, time.time())
     while not outcome:
         wait = runner.pump()

@@ -42,9 +42,10 @@ class _Run:
 class Runner:
     def __init__(self, workers: int, deliver: Deliver, wake: Callable[[], None] = lambda: None,
                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 started: Started = lambda job, fired: None, state_dir: Path | None = None):
+                 started: Started = lambda job, fired: None, state_dir: Path | None = None,
+                 keep_state: bool = True):
         self.workers = workers
-        self.state_dir = state_dir
+        self.state_dir, self.keep_state = state_dir, keep_state
         self._deliver = deliver
         self._started = started
         self._wake = wake
@@ -102,7 +103,8 @@ class Runner:
 
     def _execute(self, run: _Run) -> None:
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir)
+        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir,
+                           keep_state=self.keep_state)
         try:
             result = job.check.run(ctx)
             if not isinstance(result, CheckResult):

@@ -112,6 +112,7 @@ class CheckContext:
     monotonic: Callable[[], float] = time.monotonic
     hostname: str = field(default_factory=socket.gethostname)
     state_dir: Path | None = None   # the agent's state directory (baselines a check keeps between runs)
+    keep_state: bool = True         # False for a one-off `maint-agent check NAME`: read state, never move it
 
     def remaining(self, started: float) -> float:
         """Seconds left of the run's timeout, for I/O that takes its own timeout."""

@@ -409,7 +409,8 @@ class LogScanCheck(Check):
         # a rotated-away file is forgotten once read to its end; one cut short by the timeout is kept
         keep = live + [p.key for p in plans if p.finished and reached[p.key] < p.end]
         try:
-            write_json_atomic(path, {"version": STATE_VERSION, "files": {key: reached[key] for key in keep}})
+            if ctx.keep_state:
+                write_json_atomic(path, {"version": STATE_VERSION, "files": {key: reached[key] for key in keep}})
         except OSError as exc:
             return CheckResult.unknown(f"cannot save read positions to {path}: {exc.strerror}")
         if unmatched:
@@ -449,7 +450,8 @@ class LogScanCheck(Check):
         if blind:
             return CheckResult.unknown(blind)
         try:
-            write_json_atomic(path, {"version": STATE_VERSION, "journal_until": now})
+            if ctx.keep_state:
+                write_json_atomic(path, {"version": STATE_VERSION, "journal_until": now})
         except OSError as exc:
             return CheckResult.unknown(f"cannot save the journal position to {path}: {exc.strerror}")
         tally.last.reverse()    # read newest first; the details list oldest first like the files
