@@ -5,7 +5,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-deps check bench clean
+# `make install`: the agent in its own venv under PREFIX, the systemd unit, its system user, the polkit rule
+# and (only when absent) /etc/maint-agent/agent.yaml. DESTDIR stages everything under another root.
+PREFIX  ?= /opt/maint-agent
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+EXTRAS  ?= all
+UNITS   ?=
+PURGE   ?=
+ROOT    := $(DESTDIR)
+VENVDIR := $(ROOT)$(PREFIX)
+DOCDIR  := $(VENVDIR)/share/doc/maint-agent
+ETC     := $(ROOT)/etc/maint-agent
+POLKIT  := $(ROOT)/usr/share/polkit-1/rules.d/50-maint-agent.rules
+
+.PHONY: run test test-deps check bench clean install install-venv install-files uninstall report-preview
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +43,54 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# a sample weekly report of the example profile from a seeded demo store: docs/report-sample.txt and a
+# screenshot of its HTML by headless Chromium, docs/report-sample.png (as root Chromium needs --no-sandbox)
+report-preview: $(STAMP)
+	$(BIN)/python docs/report_preview.py --html var/report-preview/report.html --text docs/report-sample.txt
+	chromium --headless --disable-gpu --hide-scrollbars $(if $(filter 0,$(shell id -u)),--no-sandbox) \
+		--screenshot=docs/report-sample.png --window-size=1000,1600 file://$(CURDIR)/var/report-preview/report.html
+
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+install: install-venv install-files
+	@echo
+	@echo "Installed. Edit $(ETC)/agent.yaml (then: $(PREFIX)/bin/maint-agent config check --strict), and start it:"
+	@echo "  systemd-sysusers && systemctl daemon-reload && systemctl enable --now maint-agent"
+
+install-venv:
+	$(PYTHON) -m venv --clear $(VENVDIR)
+	$(VENVDIR)/bin/pip install --quiet --no-cache-dir '.$(if $(EXTRAS),[$(EXTRAS)])'
+	@# a staged venv (DESTDIR) must still run from PREFIX once copied to the real root
+	$(if $(DESTDIR),grep -rlI '$(VENVDIR)' $(VENVDIR)/bin $(VENVDIR)/pyvenv.cfg | xargs sed -i 's|$(VENVDIR)|$(PREFIX)|g')
+	rm -rf build
+
+install-files:
+	install -d -m 0755 $(DOCDIR)/dropins
+	install -m 0644 docs/deploy.md systemd/web-config.example.yml systemd/sudoers.maint-agent $(DOCDIR)/
+	install -m 0644 systemd/dropins/*.conf $(DOCDIR)/dropins/
+	install -d -m 0755 $(ROOT)$(UNITDIR) $(ROOT)/usr/lib/sysusers.d $(ROOT)/usr/share/polkit-1/rules.d
+	sed 's|/opt/maint-agent/|$(PREFIX)/|g' systemd/maint-agent.service > $(ROOT)$(UNITDIR)/maint-agent.service
+	chmod 0644 $(ROOT)$(UNITDIR)/maint-agent.service
+	install -m 0644 systemd/maint-agent.sysusers.conf $(ROOT)/usr/lib/sysusers.d/maint-agent.conf
+	@# the polkit rule lists the units the agent may restart: from UNITS=, else an existing rule is kept
+	@if [ -z '$(UNITS)' ] && [ -e $(POLKIT) ]; then echo "kept the existing $(POLKIT) (UNITS= replaces it)"; \
+	else sed 's|/\* @UNITS@ \*/|$(foreach u,$(UNITS),"$(u)",)|; s|,\]|]|' systemd/polkit/50-maint-agent.rules \
+		> $(POLKIT) && chmod 0644 $(POLKIT); fi
+	install -d -m 0755 $(ROOT)/usr/local/bin
+	ln -sfn $(PREFIX)/bin/maint-agent $(ROOT)/usr/local/bin/maint-agent
+	install -d -m 0755 $(ETC)
+	install -d -m 0700 $(ETC)/credentials
+	@if [ -e $(ETC)/agent.yaml ]; then echo "kept the existing $(ETC)/agent.yaml"; \
+	else install -m 0640 systemd/agent.example.yaml $(ETC)/agent.yaml; fi
+	@if [ -z '$(DESTDIR)' ]; then systemd-sysusers /usr/lib/sysusers.d/maint-agent.conf && \
+		chgrp maint-agent $(ETC)/agent.yaml; fi
+
+uninstall:
+	@if [ -z '$(DESTDIR)' ] && command -v systemctl >/dev/null; then \
+		systemctl disable --now maint-agent.service 2>/dev/null || true; fi
+	rm -f $(ROOT)$(UNITDIR)/maint-agent.service $(ROOT)/usr/lib/sysusers.d/maint-agent.conf $(POLKIT) \
+		$(ROOT)/usr/local/bin/maint-agent
+	rm -rf $(VENVDIR)
+	$(if $(PURGE),rm -rf $(ETC) $(ROOT)/var/lib/maint-agent,@echo "kept $(ETC) and $(ROOT)/var/lib/maint-agent (PURGE=1 removes them)")
+	@if [ -z '$(DESTDIR)' ] && command -v systemctl >/dev/null; then systemctl daemon-reload 2>/dev/null || true; fi

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
-from agent.fields import Duration, HostPort, Name, SecretStr, is_reference
+from agent.fields import AbsolutePath, Duration, HostPort, Name, SecretStr, is_reference
 from agent.units import format_duration, format_value
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
 from actions import ACTION_TYPES
@@ -92,6 +92,24 @@ class BasicAuth(_Section):
 class HttpSection(_Section):
     listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
     basic_auth: BasicAuth | None = None
+    web_config: AbsolutePath | None = Field(
+        None, description="a Prometheus exporter-toolkit web config file (the one node_exporter's "
+                          "--web.config.file takes): TLS, client certificates, bcrypt basic_auth_users, headers; "
+                          "re-read when it or a certificate changes")
+    healthz_auth: bool = Field(False, description="require the basic auth of /metrics for /healthz too (a "
+                                                  "required client certificate always applies)")
+
+    @field_validator("web_config")
+    @classmethod
+    def _web_config(cls, value):
+        """Load the web config with the agent's config, so its errors (with its own file and line) stop a start."""
+        if value is not None:
+            from agent.webconfig import load_web_config
+            try:
+                load_web_config(value)
+            except ConfigError as exc:
+                raise ValueError("; ".join(str(issue) for issue in exc.issues)) from None
+        return value
 
 
 class Retention(_Section):
@@ -253,6 +271,9 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
     triggers = _logical_pass(config, checks, source, issues)
     _check_actions(config, checks, actions, source, issues)
+    if config is not None:
+        from agent.reporting import report_issues
+        issues.extend(source.issue(loc, message) for loc, message in report_issues(config))
     if issues:
         raise ConfigError(issues)
     final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields},
@@ -491,3 +512,93 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "maint-agent configuration (agent.yaml)"
     return schema
+
+
+# -- file safety ------------------------------------------------------------------------------------------
+
+AGENT_USER = "maint-agent"
+
+
+@dataclass(frozen=True)
+class FileExposure:
+    """A config or secret file that someone besides root and the agent may read, change or owns."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def exposed_files(loaded: LoadedConfig, strict: bool = False) -> list[FileExposure]:
+    """Given a loaded config, return the files that others can read or write: secret files (`${file:…}`,
+    the web config's TLS key, a web config with password hashes) and the config itself when it holds a
+    literal secret — or always with `strict`. Writable by others or owned by another user always counts.
+
+    "Others" are the users besides root, the one running this and the `maint-agent` user; a group counts
+    only when it has such members, so the installed 0640 root:maint-agent files pass.
+    """
+    from agent.redact import secrets_in
+    secrets = list(secrets_in(loaded.config))
+    private = {loaded.path: strict or any(not is_reference(s) for s in secrets)}
+    for secret in secrets:
+        if secret.startswith("${file:"):
+            private[Path(secret[len("${file:"):-1])] = True
+    web_config = loaded.config.http.web_config
+    if web_config:
+        from agent.webconfig import load_web_config
+        try:
+            web = load_web_config(web_config)
+        except ConfigError:
+            web = None
+        if web is not None:
+            tls = web.tls_server_config
+            private[Path(web_config)] = strict or bool(web.basic_auth_users) or bool(tls and tls.key)
+            private.update({path: True for path in web.secret_files()})
+    return [FileExposure(path, reason) for path, secret in private.items() for reason in _exposure(path, secret)]
+
+
+def _exposure(path: Path, secret: bool) -> list[str]:
+    import grp
+    import pwd
+    import stat
+    try:
+        st = path.stat()
+    except OSError:
+        return []   # unreadable secrets are load errors already
+    trusted = _trusted_users()
+    mode, reasons = stat.S_IMODE(st.st_mode), []
+    owner = _user_name(st.st_uid)
+    if owner not in trusted:
+        reasons.append(f"owned by {owner}, who can change its mode and contents (chown root)")
+    if mode & stat.S_IWOTH:
+        reasons.append(f"writable by every user (mode {mode:04o})")
+    if secret and mode & stat.S_IROTH:
+        reasons.append(f"readable by every user (mode {mode:04o}; chmod 0640 or 0600)")
+    if mode & (stat.S_IRGRP | stat.S_IWGRP):
+        try:
+            group = grp.getgrgid(st.st_gid)
+            members = set(group.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == st.st_gid}
+            name = group.gr_name
+        except KeyError:
+            members, name = {str(st.st_gid)}, str(st.st_gid)
+        others = sorted(members - trusted)
+        can = [what for bit, what in ((stat.S_IRGRP, "read"), (stat.S_IWGRP, "write")) if mode & bit
+               and (what == "write" or secret)]
+        if others and can:
+            reasons.append(f"group {name} may {' and '.join(can)} it (mode {mode:04o}) and has other members: "
+                           f"{', '.join(others)}")
+    return reasons
+
+
+def _trusted_users() -> set[str]:
+    import os
+    return {"root", AGENT_USER, _user_name(os.geteuid())}
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

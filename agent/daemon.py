@@ -351,8 +351,9 @@ class Daemon:
                 from agent.reporting import deliver_pending, queue_report
                 queued = queue_report(db, loaded, section, now)
                 return {"report": section.name, "queued": queued, **(deliver_pending(db, loaded, now) or {})}
-            spec = parse_calendar(cfg.schedules.get(section.schedule, section.schedule))
-            tasks.append(Task(f"_report:{section.name}", Calendar(spec, section.schedule), report))
+            from agent.reporting import report_schedule
+            tasks.append(Task(f"_report:{section.name}",
+                              Calendar(report_schedule(section, cfg.schedules), section.schedule_name), report))
         if cfg.reports:
             def outbox(now: float) -> dict | None:
                 from agent.reporting import deliver_pending

@@ -20,7 +20,7 @@ from actions.base import ActionOptions
 from agent.archive import ArchiveSection
 from agent.checklist import ChecklistItem, ChecklistsSection
 from agent.mailer import SmtpSection
-from agent.reporting import ReportSection
+from agent.reporting import ReportSection, ReportUpload
 from checks import CHECK_TYPES
 from checks.base import ActionBinding
 from checks.base import CheckOptions
@@ -117,7 +117,7 @@ def config_reference() -> str:
            "`${credential:NAME}` — only the reference is kept; the value is read when used.", ""]
     for title, model in (("Top level", Config), ("agent:", AgentSection), ("http:", HttpSection),
                          ("http.basic_auth:", BasicAuth), ("store:", StoreSection), ("store.retention:", Retention),
-                         ("smtp:", SmtpSection), ("reports[]:", ReportSection), ("checklists:", ChecklistsSection),
+                         ("smtp:", SmtpSection), ("reports[]:", ReportSection), ("reports[].s3_upload:", ReportUpload), ("checklists:", ChecklistsSection),
                          ("checklists.<period>[]:", ChecklistItem), ("archive:", ArchiveSection)):
         out += [f"## {title}", "", *_table(model), ""]
     out += ["## Every check", "", "Keys every entry of `checks:` accepts.", "", *_table(CheckOptions), ""]

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypatch):
     (tmp_path / "pg.dsn").write_text("host=127.0.0.1 port=5432 dbname=app user=maint password=not-used\n")
     (tmp_path / "redis.password").write_text("not-used\n")
-    for name in ("s3.key_id", "s3.secret", "restore.dsn", "pagerduty.key"):
+    for name in ("s3.key_id", "s3.secret", "restore.dsn", "pagerduty.key", "smtp.password"):
         (tmp_path / name).write_text("not-used\n")
     (tmp_path / "slack.webhook").write_text("https://hooks.slack.com/services/not-used\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
