@@ -38,7 +38,7 @@ class ActionOptions(BaseModel):
                            description="each further attempt within `within` waits cooldown × backoff^(n-1)")
     max_attempts: int = Field(3, ge=1, le=100, description="attempts allowed within `within`; then remediation is "
                                                      "exhausted until the check settles or an operator resets it")
-    within: Duration = Field(3600.0, description="the window max_attempts counts over")
+    within: Duration = Field(3600.0, gt=0, description="the window max_attempts counts over")
     verify_after: Duration = Field(30.0, description="re-run the triggering check this long after acting")
     settle: Duration = Field(600.0, description="the check must stay OK this long before the problem counts "
                                                 "as resolved (seed 003: verify for a while before closing)")

@@ -29,7 +29,9 @@ class CommandAction(Action):
         cwd: str = Field("/", description="working directory")
         env: dict[str, SecretStr] = Field(default_factory=dict, description="extra environment; values may be "
                                                                             "secret references")
-        pass_env: tuple[str, ...] = Field((), description="names copied from the agent's environment")
+        pass_env: tuple[str, ...] = Field((), description="names copied from the agent's environment (not for "
+                                                          "secrets: give those in `env` as references, "
+                                                          "which are redacted from the output)")
         ok_codes: tuple[int, ...] = Field((0,), description="exit codes that count as success")
 
         @field_validator("argv")
@@ -53,8 +55,17 @@ class CommandAction(Action):
             extra = {key: Secret(value).reveal() for key, value in self.options.env.items()}
         except SecretUnavailable as exc:
             return ActionResult(False, f"cannot read a secret for the environment: {exc.reason}")
-        env = {"PATH": SAFE_PATH, "LANG": "C",
-               **{name: os.environ[name] for name in self.options.pass_env if name in os.environ}, **extra}
+        passed = {name: os.environ[name] for name in self.options.pass_env if name in os.environ}
+        env = {"PATH": SAFE_PATH, "LANG": "C", **passed, **extra}
+        scrub = [v for v in extra.values() if len(v) >= 4]   # pass_env is for non-secrets (HOME, TZ …)
+        redact = ctx.redact
+
+        def scrubbed(text: str) -> str:   # values the agent-wide redactor may not know (rotated since load)
+            for value in sorted(scrub, key=len, reverse=True):
+                text = text.replace(value, "***")
+            return redact(text)
+
+        ctx.redact = scrubbed
         started = ctx.monotonic()
         try:
             done = run_bounded(self.argv(), deadline=started + ctx.timeout, env=env, cwd=self.options.cwd)

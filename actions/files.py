@@ -43,7 +43,7 @@ def check_root(root: str) -> str:
     directory or a path with `..` (a subdirectory such as /var/log/app is fine)."""
     if ".." in PurePosixPath(root).parts:
         raise ValueError(f"root {root!r} must not contain '..'")
-    path = os.path.normpath(root)
+    path = "/" + os.path.normpath(root).lstrip("/")   # normpath keeps a leading `//` (POSIX): `//etc` is /etc
     top = "/" + path.strip("/").split("/", 1)[0] if path != "/" else "/"
     if path in _SYSTEM_DIRS or (path == top and top.startswith("/lib")):
         raise ValueError(f"root {path!r} is / or a top-level system directory; name the subdirectory to clean "
@@ -224,8 +224,10 @@ class CleanupFilesAction(Action):
                 if _points_outside(fd, entry.name, os.path.join(real_root, *parts), real_root):
                     walk.symlinks_outside.append(os.path.join(here, entry.name))
             elif stat.S_ISDIR(info.st_mode):
-                if self.options.recursive:
-                    subdirs.append(entry.name)
+                if self.options.recursive and info.st_dev == os.fstat(fd).st_dev:
+                    subdirs.append(entry.name)      # like find -xdev: never into a mount below the root
+                elif self.options.recursive:
+                    walk.unreadable.append(f"{os.path.join(here, entry.name)}: another filesystem (not crossed)")
             elif stat.S_ISREG(info.st_mode) and self._matches(entry.name):
                 matching.append(Candidate(root, parts, entry.name, info.st_size, info.st_mtime,
                                           _identity(info)))

@@ -56,7 +56,10 @@ def cmd_actions(args: argparse.Namespace) -> int:
     when = _time_format(args.format)
     rows = []
     for r in conn.execute(sql, params + ([limit] if limit else [])):
-        details = json.loads(r["details"]) if r["details"] else {}
+        try:
+            details = json.loads(r["details"]) if r["details"] else {}
+        except ValueError:   # a row written by an older agent: show it without its summary
+            details = {}
         row = {"id": r["id"], "time": when(r["started"]), "check": r["check_name"], "action": r["action"],
                "type": r["action_type"], "decision": r["decision"], "source": r["source"],
                "trigger": f"{r['trigger_status']}: {r['trigger']}" if r["trigger_status"] else None,
@@ -95,6 +98,9 @@ def cmd_actions_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_action_run(args: argparse.Namespace) -> int:
+    import sqlite3
+    import time
+
     from actions.base import TriggerInfo
     from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load
     from agent.output import emit
@@ -119,14 +125,21 @@ def cmd_action_run(args: argparse.Namespace) -> int:
     trigger = TriggerInfo(check.name if check else "manual", "manual", f"run by hand ({_who()})",
                           check.severity if check else "P3", event="trigger", reason="manual run")
     dry_run = args.dry_run or options.dry_run or loaded.config.agent.dry_run
+    decision = "dry_run" if dry_run else "ran"
+    try:   # audited before it runs: an action nobody can audit does not run
+        store = Store(loaded.db_path)
+        row = audit_row(options, trigger, None, started=time.time(), duration=0.0, dry_run=dry_run,
+                        source="manual", decision=decision)
+        row.update(outcome="running", check_name=check.name if check else None)
+        audit_id = store.record_action(row)
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        return _fail(f"cannot write the audit to the store {loaded.db_path}: {exc}")
     result, started, duration = execute_action(options, trigger, dry_run=dry_run, smtp=loaded.config.smtp,
                                                hostname=loaded.config.agent.hostname)
     row = audit_row(options, trigger, result, started=started, duration=duration, dry_run=dry_run,
-                    source="manual", decision="dry_run" if dry_run else "ran")
-    if not check:
-        row["check_name"] = None
-    store = Store(loaded.db_path)
-    store.record_action(row)
+                    source="manual", decision=decision)
+    row["check_name"] = check.name if check else None
+    store.update_action(audit_id, **row)
     store.add_log(f"{options.name} {'would run' if dry_run else 'ran'} by hand: {REDACT(result.summary)}",
                   at=started, category="corrective", author=_who(), source="cli",
                   check_name=check.name if check else None)

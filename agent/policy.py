@@ -49,6 +49,7 @@ class BindingState:
     attempt_id: int | None = None         # audit row of the attempt awaiting verification
     fixed_at: float | None = None         # verification passed; settling since
     exhausted: bool = False
+    open: bool = False                    # remediation attempted in this episode and not yet resolved
     escalated: bool = False               # escalation sent in this episode (a resolve is owed)
     notified: bool = False                # notify bindings: trigger sent in this episode
     last_skip: str | None = None          # skip reason already audited in this episode
@@ -106,8 +107,10 @@ class Policy:
 
     # -- results ---------------------------------------------------------------------------------------
 
-    def observe(self, check: CheckOptions, status: Status, started: float) -> list[Decision]:
-        """Decisions for one evaluated result of `check` that started at `started`."""
+    def observe(self, check: CheckOptions, status: Status, started: float,
+                pending: Status = Status.OK) -> list[Decision]:
+        """Decisions for one evaluated result of `check` that started at `started`; `pending` is the status
+        a `for:` window is holding back (a result "OK, pending CRITICAL" is not good news)."""
         decisions: list[Decision] = []
         for binding in check.actions:
             options = self.actions.get(binding.action)
@@ -116,29 +119,34 @@ class Policy:
             key = (check.name, binding.action)
             st = self.state(*key)
             before = st.to_json()
-            self._track(st, binding, status, started)
+            good = self._track(st, binding, status, pending, started)
             if self.notifies.get(binding.action):
-                decisions += self._notification(check, binding, options, st, status, started)
+                decisions += self._notification(check, binding, options, st, started)
             else:
-                decisions += self._remediation(check, binding, options, st, status, started)
+                decisions += self._remediation(check, binding, options, st, good, started)
             if st.to_json() != before:
                 self.dirty.add(key)
         return decisions
 
     @staticmethod
-    def _track(st: BindingState, binding: ActionBinding, status: Status, at: float) -> None:
+    def _track(st: BindingState, binding: ActionBinding, status: Status, pending: Status, at: float) -> bool:
+        """Update the streaks; return whether the result is good news for this binding: none of its
+        statuses, now or pending, and not UNKNOWN (a clean-up that takes a disk from 95 % to 85 % fixed
+        a binding on CRITICAL even though the check still warns)."""
         if status.label in binding.when:
             st.streak += 1
             st.bad_since = st.bad_since if st.bad_since is not None else at
             st.ok_since = None
+            return False
+        st.streak, st.bad_since = 0, None
+        if st.last_skip != "exhausted":   # the next bad result starts a new episode, audited afresh
+            st.last_skip = None           # (exhaustion is one episode until it settles or is reset)
+        good = status is not Status.UNKNOWN and pending.label not in binding.when
+        if good:
+            st.ok_since = st.ok_since if st.ok_since is not None else at
         else:
-            st.streak, st.bad_since = 0, None
-            if st.last_skip != "exhausted":   # the next bad result starts a new episode, audited afresh
-                st.last_skip = None           # (exhaustion is one episode until it settles or is reset)
-            if status is Status.OK:
-                st.ok_since = st.ok_since if st.ok_since is not None else at
-            else:
-                st.ok_since = None
+            st.ok_since = None
+        return good
 
     def _due(self, binding: ActionBinding, st: BindingState, at: float) -> bool:
         return st.streak >= binding.after and st.bad_since is not None and at - st.bad_since >= binding.sustained
@@ -151,7 +159,9 @@ class Policy:
             return True
         return parse_window(binding.window).contains(datetime.fromtimestamp(at, timezone.utc), self.tz)
 
-    def _notification(self, check, binding, options, st: BindingState, status, at) -> list[Decision]:
+    def _notification(self, check, binding, options, st: BindingState, at) -> list[Decision]:
+        if st.attempts and at - st.attempts[-1] < options.cooldown:
+            return []             # the last send failed: retried after the cooldown
         if st.notified and self._settled(options, st, at):
             st.notified, st.last_skip = False, None
             return [Decision("run", check.name, binding.action, event="resolve",
@@ -163,25 +173,26 @@ class Policy:
         st.notified, st.last_skip = True, None
         return [Decision("run", check.name, binding.action, event="trigger")]
 
-    def _remediation(self, check, binding, options: ActionOptions, st: BindingState, status, at) -> list[Decision]:
+    def _remediation(self, check, binding, options: ActionOptions, st: BindingState, good: bool,
+                     at: float) -> list[Decision]:
         out: list[Decision] = []
         if st.running:
             return out
         if st.verify_after is not None:
             if at < st.verify_after:
                 return out        # a result from before the action took effect says nothing
-            fixed = status is Status.OK
+            fixed = good
             out.append(Decision("verified", check.name, binding.action, attempt_id=st.attempt_id, fixed=fixed))
             st.verify_after, st.attempt_id = None, None
             if fixed:
                 st.fixed_at = at
             else:
                 out += self._escalate(check, binding, options, st, "the action did not help")
-        if st.ok_since is not None and (st.fixed_at is not None or st.exhausted or st.escalated or st.attempts):
+        if st.ok_since is not None and (st.open or st.fixed_at is not None or st.exhausted or st.escalated):
             if self._settled(options, st, at):
                 out += self._resolve(check, binding, options, st)
             return out
-        if status is Status.OK:
+        if good:
             return out
         st.fixed_at = None        # bad again while settling: the fix did not hold
         if not self._due(binding, st, at):
@@ -191,6 +202,7 @@ class Policy:
                                     "check to settle or `maint-agent actions reset`")
         if not self._in_window(binding, at):
             return out + self._skip(check, binding, st, "window", f"outside the window {binding.window}")
+        last = st.attempts[-1] if st.attempts else None
         st.attempts = [t for t in st.attempts if at - t < options.within]
         if len(st.attempts) >= options.max_attempts:
             st.exhausted = True
@@ -199,13 +211,13 @@ class Policy:
             out.append(Decision("exhausted", check.name, binding.action,
                                 reason=f"{len(st.attempts)} attempts did not fix it"))
             return out + self._escalate(check, binding, options, st, "remediation exhausted", again=True)
-        if st.attempts:
-            wait = options.cooldown * options.backoff ** (len(st.attempts) - 1)
-            if at - st.attempts[-1] < wait:
+        if last is not None:      # the cooldown runs from the last attempt even when `within` forgot it
+            wait = options.cooldown * options.backoff ** max(0, len(st.attempts) - 1)
+            if at - last < wait:
                 return out + self._skip(check, binding, st, "cooldown", f"next attempt allowed "
-                                        f"{wait - (at - st.attempts[-1]):.0f}s from now")
+                                        f"{wait - (at - last):.0f}s from now")
         st.attempts.append(at)
-        st.running, st.last_skip = True, None
+        st.running, st.open, st.last_skip = True, True, None
         return out + [Decision("run", check.name, binding.action, event="trigger")]
 
     def _skip(self, check, binding, st: BindingState, reason: SkipReason, text: str) -> list[Decision]:
@@ -229,17 +241,29 @@ class Policy:
         if st.escalated and options.escalate:
             out.append(Decision("escalate", check.name, binding.action, event="resolve",
                                 reason="the check is OK again", notify=options.escalate))
-        st.attempts, st.exhausted, st.escalated, st.fixed_at, st.last_skip = [], False, False, None, None
+        # attempts are kept and age out through `within`: a service that crashes every 15 minutes and
+        # recovers each time still runs into max_attempts (a resolve is not a licence to restart forever);
+        # after exhaustion, settling is the documented way to resume, like an operator's reset
+        if st.exhausted:
+            st.attempts = []
+        st.exhausted, st.escalated, st.open, st.fixed_at, st.last_skip = False, False, False, None, None
         return out
 
     # -- action outcomes and operators -----------------------------------------------------------------
 
     def finished(self, check: str, action: str, attempt_id: int | None, ok: bool, at: float,
-                 verify: bool = True) -> list[Decision]:
+                 verify: bool = True, event: str = "trigger") -> list[Decision]:
         """An attempt handed out by `observe` ended at `at`; returns escalations for a failed run."""
         st = self.state(check, action)
         st.running = False
         self.dirty.add((check, action))
+        if self.notifies.get(action):
+            # a failed notification is sent again after the action's cooldown (one PagerDuty 5xx must not
+            # leave the on-call unpaged, nor an incident open for good)
+            st.attempts = [] if ok else [at]
+            if not ok:
+                st.notified = event != "trigger"
+            return []
         if ok and verify and action in self.actions:
             st.verify_after = at + self.actions[action].verify_after
             st.attempt_id = attempt_id
@@ -263,8 +287,9 @@ class Policy:
         names = []
         for (name, action), st in self.states.items():
             if name == check:
-                st.attempts, st.exhausted, st.last_skip, st.running = [], False, None, False
-                st.verify_after = st.attempt_id = st.fixed_at = None
+                # a running attempt stays running: its result and verification still arrive
+                st.attempts, st.exhausted, st.last_skip = [], False, None
+                st.fixed_at, st.open = None, False
                 self.dirty.add((name, action))
                 names.append(action)
         return names

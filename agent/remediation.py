@@ -52,8 +52,8 @@ def audit_row(options: ActionOptions, trigger: TriggerInfo | None, result: Actio
         outcome = "dry_run" if result.ok else "failure"
     else:
         outcome = "success" if result.ok else "failure"
-    details = {"summary": result.summary if result else detail, "event": trigger.event if trigger else None,
-               "reason": trigger.reason if trigger else None, **(result.details if result else {})}
+    details = _redacted({"summary": result.summary if result else detail, "event": trigger.event if trigger else None,
+                         "reason": trigger.reason if trigger else None, **(result.details if result else {})}, redact)
     return {
         "started": started, "duration": duration, "action": options.name, "action_type": options.type,
         "check_name": trigger.check if trigger else None,
@@ -62,8 +62,19 @@ def audit_row(options: ActionOptions, trigger: TriggerInfo | None, result: Actio
         "dry_run": int(dry_run), "exit_code": result.exit_code if result else None,
         "output": redact(result.output if result and result.output else detail),
         "outcome": outcome, "decision": decision, "source": source,
-        "details": redact(json.dumps(details, default=str, separators=(",", ":"))),
+        "details": json.dumps(details, default=str, separators=(",", ":")),
     }
+
+
+def _redacted(value, redact: Callable[[str], str]):
+    """Redact every string inside a structure (never the JSON text: a mask must not eat its quotes)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item, redact) for item in value]
+    return value
 
 
 class Remediator:
@@ -103,6 +114,7 @@ class Remediator:
                 self.policy = Policy(self.actions, notifies, loaded.tz)
                 stored = self.safely("policy_states", self.store.policy_states)
                 self.policy.load(stored or {})
+                self.safely("action_audit", self.store.interrupt_running_actions)
             else:
                 self.policy.actions, self.policy.notifies, self.policy.tz = self.actions, notifies, loaded.tz
             self._publish_exhausted()
@@ -114,7 +126,7 @@ class Remediator:
         if check is None or not check.actions:
             return
         with self._lock:
-            decisions = self.policy.observe(check, run.status, run.started)
+            decisions = self.policy.observe(check, run.status, run.started, run.pending)
             dirty = self.policy.take_dirty()
         if dirty:
             self.safely("policy_state", self.store.save_policy_states, dirty)
@@ -144,12 +156,13 @@ class Remediator:
                 logs.event("action.verified", "info" if decision.fixed else "warning", action=options.name,
                            check=trigger.check, fixed=decision.fixed)
             elif decision.kind == "escalate":
+                marker = "dry run — nothing was executed: " if self._dry(options) or self.dry_run else ""
                 for name in decision.notify:
                     notify = self.actions.get(name)
                     if notify is not None:
                         self._start(notify, TriggerInfo(trigger.check, trigger.status, trigger.summary,
                                                         trigger.severity, trigger.details, decision.event,
-                                                        f"{options.name}: {decision.reason}"), "escalation",
+                                                        f"{marker}{options.name}: {decision.reason}"), "escalation",
                                     verify=False)
             elif decision.kind in ("resolved", "exhausted"):
                 self._log(f"{trigger.check}: {decision.reason} ({options.name})", trigger.check,
@@ -167,12 +180,14 @@ class Remediator:
 
     def _start(self, options: ActionOptions, trigger: TriggerInfo, source: str, verify: bool) -> None:
         dry_run = self._dry(options)
-        if self.dry_run and ACTION_TYPES[options.type].NOTIFIES and not trigger.reason:
+        if self.dry_run and ACTION_TYPES[options.type].NOTIFIES and "dry run" not in trigger.reason:
+            note = "agent in dry run: corrective actions are evaluated, none is executed"
             trigger = TriggerInfo(trigger.check, trigger.status, trigger.summary, trigger.severity, trigger.details,
-                                  trigger.event, "agent in dry-run: corrective actions would run, none do")
+                                  trigger.event, f"{trigger.reason} ({note})" if trigger.reason else note)
         thread = threading.Thread(target=self._run, args=(options, trigger, source, verify, dry_run),
                                   name=f"action-{options.name}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
     def _target_lock(self, options: ActionOptions) -> threading.Lock:
@@ -184,15 +199,26 @@ class Remediator:
             return self._targets.setdefault((options.type, target), threading.Lock())
 
     def _run(self, options: ActionOptions, trigger: TriggerInfo, source: str, verify: bool, dry_run: bool) -> None:
-        with self._slots, self._target_lock(options):   # one action of a kind at a time per target
+        decision = "dry_run" if dry_run else "ran"
+        # the row exists before the action starts: an agent killed mid-action leaves "running", which the
+        # next start marks "interrupted" — an attempt is never unaudited
+        row = audit_row(options, trigger, None, started=time.time(), duration=0.0, dry_run=dry_run, source=source,
+                        decision=decision)
+        row["outcome"] = "running"
+        attempt_id = self.safely("action_audit", self.store.record_action, row)
+        attempt_id = attempt_id if isinstance(attempt_id, int) else None
+        with self._target_lock(options), self._slots:   # one action of a kind at a time per target
             result, started, duration = execute_action(options, trigger, dry_run=dry_run, smtp=self.smtp,
                                                        hostname=self.hostname)
         row = audit_row(options, trigger, result, started=started, duration=duration, dry_run=dry_run,
-                        source=source, decision="dry_run" if dry_run else "ran")
+                        source=source, decision=decision)
         if verify and result.ok and not dry_run:
             row["outcome"] = "verifying"
-        attempt_id = self.safely("action_audit", self.store.record_action, row)
-        attempt_id = attempt_id if isinstance(attempt_id, int) else None
+        if attempt_id is None:
+            attempt_id = self.safely("action_audit", self.store.record_action, row)
+            attempt_id = attempt_id if isinstance(attempt_id, int) else None
+        else:
+            self.safely("action_audit", self.store.update_action, attempt_id, **row)
         self._count(options.name, "dry_run" if dry_run else ("success" if result.ok else "failure"))
         self.state.action_last_run[options.name] = started
         logs.event("action.ran", "info" if result.ok else "error", action=options.name, check=trigger.check,
@@ -204,7 +230,7 @@ class Remediator:
         if source == "policy":
             with self._lock:
                 more = self.policy.finished(trigger.check, options.name, attempt_id, result.ok, time.time(),
-                                            verify=verify and not dry_run)
+                                            verify=verify and not dry_run, event=trigger.event)
                 dirty = self.policy.take_dirty()
             if dirty:
                 self.safely("policy_state", self.store.save_policy_states, dirty)

@@ -217,6 +217,11 @@ class Store:
         with self._lock:
             self.conn.execute(f"UPDATE action_runs SET {assignments} WHERE id = ?", (*values.values(), action_id))
 
+    def interrupt_running_actions(self) -> int:
+        """At start: actions audited as running were cut short when the previous agent process ended."""
+        with self._lock:
+            return self.conn.execute("UPDATE action_runs SET outcome = 'interrupted' WHERE outcome = 'running'").rowcount
+
     def policy_states(self) -> dict[tuple[str, str], str]:
         with self._lock:
             rows = self.conn.execute("SELECT check_name, action, state FROM policy_state").fetchall()

@@ -236,7 +236,7 @@ def test_cleanup_unreadable_directory_is_skipped_and_reported():
         shutil.rmtree(base)
 
 
-@pytest.mark.parametrize("root", ["/", "/etc", "/usr", "/var", "/home", "/lib64", "/lib", "/var/", "/var/log/..",
+@pytest.mark.parametrize("root", ["/", "/etc", "/usr", "/var", "/home", "/lib64", "/lib", "/var/", "/var/log/..", "//", "//etc", "/./var", "///usr",
                                   "relative/dir"])
 def test_cleanup_root_that_is_a_system_directory_is_rejected(root):
     with pytest.raises(ValidationError):
