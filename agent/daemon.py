@@ -230,6 +230,10 @@ class Daemon:
         plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, jitter_key(self.loaded, job.name),
                          job.options.jitter)
         job.next_due, job.next_fire = plan.next_due, plan.next_fire
+        if isinstance(job.trigger, Calendar):
+            # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
+            # otherwise look overdue to the dead man's switch until its result arrives
+            self.exposition.refresh()
 
     def _request_verification(self, check: str) -> bool:
         """The remediator wants a run of `check` now, to see whether an action helped."""

@@ -643,9 +643,9 @@ checks:
     path: "{tmp_path}/dumps/*.sql.gz"
     sanity: [{{name: users, query: "SELECT count(*) FROM users", min: 1}}]
 """).start()
-    wanted = ['maint_backup_verified{check="dumps"} 1.0', 'maint_check_status{check="dumps",type="backup_files"} 0.0',
+    wanted = ['maint_backup_verified{check="dumps"} 1.0', 'maint_check_status{check="dumps",severity="P2",type="backup_files"} 0.0',
               'maint_backup_restore_passed{check="drill"} 1.0',
-              'maint_check_status{check="drill",type="restore_test"} 0.0']
+              'maint_check_status{check="drill",severity="P2",type="restore_test"} 0.0']
     wait_for(lambda: all(w in agent.metrics() for w in wanted), 30, what="both backup checks passing in /metrics")
     agent.stop()
     with sqlite3.connect(agent.config.parent / "var" / "maint-agent.db") as db:

@@ -888,7 +888,7 @@ checks:
   - {{name: db-replication, type: pg_replication, every: 500ms, dsn: "{dsn['primary']}", expected_standbys: 1}}
   - {{name: standby-replication, type: pg_replication, every: 500ms, dsn: "{dsn['standby']}", critical: 300s}}
 """).start()
-    wanted = ['maint_pg_up{check="db"} 1.0', 'maint_check_status{check="db",type="postgres"} 0.0',
+    wanted = ['maint_pg_up{check="db"} 1.0', 'maint_check_status{check="db",severity="P2",type="postgres"} 0.0',
               f'maint_pg_replication_standby_streaming{{check="db-replication",standby="{STANDBY_NAME}"}} 1.0',
               'maint_pg_replication_lag_seconds{check="standby-replication"}']
     wait_for(lambda: all(w in agent.metrics() for w in wanted), 20, what="the pg checks in /metrics")
