@@ -25,7 +25,7 @@ from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
 from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
-from agent.redact import REDACT
+from agent.redact import REDACT, redact_tree
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
 from agent.yamlsrc import ConfigError
@@ -312,8 +312,11 @@ class Daemon:
                   scheduled: float) -> Evaluated:
         verdict = evaluate(job.check, result, job.window, started + duration)
         job.window = verdict.state
-        run = Evaluated(job.name, job.check.TYPE, verdict.status, verdict.summary[:SUMMARY_CAP_CHARS * 2],
-                        result.samples, result.details, started, duration, scheduled, verdict.pending)
+        # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
+        # /metrics' exposition, the logs and the reports ever see it
+        run = Evaluated(job.name, job.check.TYPE, verdict.status, REDACT(verdict.summary)[:SUMMARY_CAP_CHARS * 2],
+                        result.samples, redact_tree(result.details, REDACT) if result.details else result.details,
+                        started, duration, scheduled, verdict.pending)
         previous = job.latest.status if job.latest else None
         job.latest = run
         job.lag = max(0.0, started - scheduled)

@@ -7,9 +7,7 @@ costs the same with 5 checks or 500 and concurrent scrapes do not contend.
 
 from __future__ import annotations
 
-import base64
 import gzip
-import hmac
 import socket
 import threading
 import time
@@ -224,18 +222,42 @@ class Exposition:
 
 
 class MetricsServer(ThreadingHTTPServer):
+    """/metrics and /healthz over HTTP, or HTTPS with the TLS, client-certificate, basic-auth, header and
+    rate-limit settings of an exporter-toolkit web config (`agent.webconfig`); `credentials` is the plain
+    `http.basic_auth` pair, accepted beside the web config's users."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
-                 credentials: tuple[str, str] | None = None):
+                 credentials: tuple[str, str] | None = None, *, web_config: str | None = None,
+                 healthz_auth: bool = False):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exposition = exposition
         self.healthy = healthy
-        self.expected_auth = (b"Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode())
-                              if credentials else None)
+        self.healthz_auth = healthz_auth
+        self._security = None
+        if web_config or credentials:
+            from agent.webconfig import WebConfigFile, build_security   # only then: its models cost ~0.4 MiB
+            if web_config:
+                self._security = WebConfigFile(web_config, credentials).current
+            else:
+                static = build_security(None, credentials)
+                self._security = lambda: static
         super().__init__(address, _Handler)
+
+    def security(self):
+        """The `agent.webconfig.WebSecurity` for the next connection or request; None when /metrics is open."""
+        return self._security() if self._security else None
+
+    def handle_error(self, request, client_address) -> None:
+        """A failed TLS handshake (a scanner, a client without the required certificate) or a dropped
+        connection is routine: one debug line, not a traceback on stderr."""
+        import sys
+        from agent import logs
+        exc = sys.exc_info()[1]
+        logs.event("http.connection_failed", "debug", client=client_address[0], error=f"{type(exc).__name__}: {exc}")
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5}, name="http",
@@ -246,22 +268,47 @@ class MetricsServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 15   # an idle keep-alive connection gives its thread back (Prometheus reconnects)
+    timeout = 15   # an idle keep-alive connection (or a stalled TLS handshake) gives its thread back
     wbufsize = -1  # buffer headers and body into one send: no Nagle / delayed-ACK stall on keep-alive
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server: MetricsServer
 
+    def setup(self) -> None:
+        """TLS handshake here, in the connection's own thread, so a slow client never blocks accept()."""
+        security = self.server.security()
+        context = security.context if security else None
+        if context is not None:
+            self.request.settimeout(self.timeout)
+            self.request = context.wrap_socket(self.request, server_side=True)
+            self._check_client_san(security.allowed_sans)
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _check_client_san(self, allowed: tuple[str, ...]) -> None:
+        from agent.webconfig import allowed_san
+        if not allowed_san(self.request.getpeercert(), allowed):
+            self.request.close()
+            raise ConnectionRefusedError("client certificate has none of tls_server_config.client_allowed_sans")
+
+    def finish(self) -> None:
+        super().finish()
+        if hasattr(self.request, "getpeercert"):   # socketserver closes the plain socket, not our TLS wrapper
+            try:
+                self.request.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self.request.close()
+
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        security = self.server.security()
         path = self.path.split("?", 1)[0]
+        if security and security.limiter and not security.limiter.allow():
+            return self._send(429, b"too many requests\n", "text/plain; charset=utf-8")
+        if (path != "/healthz" or self.server.healthz_auth) and not self._authorised(security):
+            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
+                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
         if path == "/healthz":
             ok, text = self.server.healthy()
             return self._send(200 if ok else 503, text.encode() + b"\n", "text/plain; charset=utf-8")
-        if not self._authorised():
-            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
-                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
         if path == "/metrics":
             body, zipped = self.server.exposition.body("gzip" in self.headers.get("Accept-Encoding", ""))
             return self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if zipped else None)
@@ -270,18 +317,15 @@ class _Handler(BaseHTTPRequestHandler):
                                    b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")
         self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
-    def _authorised(self) -> bool:
-        expected = self.server.expected_auth
-        if expected is None:
-            return True
-        given = self.headers.get("Authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+    def _authorised(self, security) -> bool:
+        return security is None or security.auth is None or security.auth.check(self.headers.get("Authorization"))
 
     def _send(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        security = self.server.security()
+        for key, value in {**(security.headers if security else {}), **(headers or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -68,6 +68,17 @@ class Redactor:
                 text = text.replace(value, MASK)
         text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
         return _KEYWORDS.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+
+
+def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:
+    """Redact every string inside a structure (never its JSON text: a mask must not eat the quotes)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_tree(item, redact) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(item, redact) for item in value]
+    return value
 
 
 REDACT = Redactor()

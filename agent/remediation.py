@@ -15,7 +15,7 @@ from actions import ACTION_TYPES
 from actions.base import ActionContext, ActionOptions, ActionResult, TriggerInfo
 from agent import logs
 from agent.policy import Decision, Policy
-from agent.redact import REDACT
+from agent.redact import REDACT, redact_tree
 from agent.result import Evaluated
 
 MAX_CONCURRENT_ACTIONS = 4
@@ -52,7 +52,7 @@ def audit_row(options: ActionOptions, trigger: TriggerInfo | None, result: Actio
         outcome = "dry_run" if result.ok else "failure"
     else:
         outcome = "success" if result.ok else "failure"
-    details = _redacted({"summary": result.summary if result else detail, "event": trigger.event if trigger else None,
+    details = redact_tree({"summary": result.summary if result else detail, "event": trigger.event if trigger else None,
                          "reason": trigger.reason if trigger else None, **(result.details if result else {})}, redact)
     return {
         "started": started, "duration": duration, "action": options.name, "action_type": options.type,
@@ -64,17 +64,6 @@ def audit_row(options: ActionOptions, trigger: TriggerInfo | None, result: Actio
         "outcome": outcome, "decision": decision, "source": source,
         "details": json.dumps(details, default=str, separators=(",", ":")),
     }
-
-
-def _redacted(value, redact: Callable[[str], str]):
-    """Redact every string inside a structure (never the JSON text: a mask must not eat its quotes)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: _redacted(item, redact) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(item, redact) for item in value]
-    return value
 
 
 class Remediator:
