@@ -71,6 +71,17 @@ AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 """A file or program named from the root, so what runs never depends on the daemon's working directory."""
 
 
+def _absolute_globs(paths: tuple[str, ...]) -> tuple[str, ...]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} must be an absolute path or glob")
+    return paths
+
+
+AbsoluteGlobs = Annotated[tuple[str, ...], AfterValidator(_absolute_globs)]
+"""Files or globs named from the root (the error names the list, as the line operators edit)."""
+
+
 _SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")
 
 

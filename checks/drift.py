@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from agent.fields import AbsoluteGlobs
 from agent.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
@@ -238,21 +239,13 @@ class ConfigDriftCheck(Check):
 
     class Options(CheckOptions):
         type: Literal["config_drift"]
-        paths: tuple[str, ...] = Field(..., min_length=1,
+        paths: AbsoluteGlobs = Field(..., min_length=1,
                                        description="absolute files, directories or globs (`**` recurses), e.g. "
                                                    "[/etc/nginx, /etc/postgresql/15/main/*.conf]")
         on_drift: Literal["warning", "critical"] = Field("warning", description="status while files differ "
                                                                                 "from the baseline")
         max_files: int = Field(10000, ge=1, le=1_000_000, description="UNKNOWN when the paths match more files")
         max_listed: int = Field(50, ge=1, le=1000, description="drifted files named in the details at most")
-
-        @field_validator("paths")
-        @classmethod
-        def _absolute(cls, paths):
-            for path in paths:
-                if not path.startswith("/"):
-                    raise ValueError(f"{path!r} must be an absolute path or glob")
-            return paths
 
     METRICS = (
         MetricSpec("files", "count", "Files watched for drift."),

@@ -48,7 +48,7 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.fields import AbsolutePath, Count, Duration, Size
+from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Size
 from agent.redact import REDACT
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration, format_size
@@ -302,7 +302,7 @@ class LogScanCheck(Check):
     class Options(CheckOptions):
         type: Literal["log_scan"]
         source: Literal["files", "journal"] = Field("files", description="log files (`paths`) or the journal")
-        paths: tuple[str, ...] = Field((), description="absolute files or globs, e.g. [/var/log/nginx/error.log, "
+        paths: AbsoluteGlobs = Field((), description="absolute files or globs, e.g. [/var/log/nginx/error.log, "
                                                        "/var/log/beauth/*.log] (source: files)")
         follow_rotated: bool = Field(True, description="read the rest of a file logrotate renamed (app.log.1, "
                                                        "app.log-20250105; not compressed ones)")
@@ -336,14 +336,6 @@ class LogScanCheck(Check):
         @classmethod
         def _patterns(cls, value):
             return _regex(value)
-
-        @field_validator("paths")
-        @classmethod
-        def _absolute(cls, paths):
-            for path in paths:
-                if not path.startswith("/"):
-                    raise ValueError(f"{path!r} must be an absolute path or glob")
-            return paths
 
         @model_validator(mode="after")
         def _source_options(self):
