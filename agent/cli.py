@@ -160,6 +160,13 @@ def _open_store(args):
         raise SystemExit(_fail(str(exc)))
 
 
+def _time_range(args, now: float) -> tuple[float | None, float | None]:
+    """`--since` and `--until` of a listing command (either may be absent); ValueError names a bad one."""
+    since = _parse_when(args.since, now) if args.since else None
+    until = _parse_when(args.until, now) if args.until else None
+    return since, until
+
+
 def _parse_when(text: str, now: float) -> float:
     """'7d' → now − 7 days; '2026-11-01' or '2026-11-01T08:00' → that local time."""
     from agent.units import parse_duration
@@ -336,8 +343,7 @@ def cmd_history(args) -> int:
     from agent.history import runs, runs_json
     now = time.time()
     try:
-        since = _parse_when(args.since, now) if args.since else None
-        until = _parse_when(args.until, now) if args.until else None
+        since, until = _time_range(args, now)
         statuses = [STATUS_NAMES.index(s.strip().lower()) for s in args.status.split(",")] if args.status else None
     except ValueError as exc:
         return _fail(str(exc) if "invalid time" in str(exc) else

@@ -205,12 +205,11 @@ def cmd_log_add(args) -> int:
 
 def cmd_log_list(args) -> int:
     import time
-    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when, _time_format
+    from agent.cli import EXIT_OK, _fail, _open_store, _time_format, _time_range
     from agent.output import emit
     now = time.time()
     try:
-        since = _parse_when(args.since, now) if args.since else None
-        until = _parse_when(args.until, now) if args.until else None
+        since, until = _time_range(args, now)
     except ValueError as exc:
         return _fail(str(exc))
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
@@ -352,11 +351,10 @@ def _export_sql(jsonl: bool, check: str | None, since: float | None, until: floa
 def cmd_history_export(args) -> int:
     import sys
     import time
-    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when
+    from agent.cli import EXIT_OK, _fail, _open_store, _time_range
     now = time.time()
     try:
-        since = _parse_when(args.since, now) if args.since else None
-        until = _parse_when(args.until, now) if args.until else None
+        since, until = _time_range(args, now)
     except ValueError as exc:
         return _fail(str(exc))
     conn, _ = _open_store(args)
