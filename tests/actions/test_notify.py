@@ -15,8 +15,6 @@ request, and an aiosmtpd SMTP server receiving the real message.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
@@ -25,42 +23,12 @@ from actions.base import ActionContext, TriggerInfo
 from actions.notify import NotifyAction
 from agent.mailer import SmtpSection
 from tests.conftest import free_port, run_cli
+from tests.fixtures.webhook import Receiver
 
 TOKEN = "T0001/B0002/xoxSECRETtoken4d2f"
 ROUTING_KEY = "R0UT1NGKEY-7a9c41e2b3d5f6a7b8c9"
 HOST = "cam-db-1"
 PROBLEM = TriggerInfo("beauth-http", "critical", "connection refused on 127.0.0.1:8080", "P1")
-
-
-class Receiver:
-    """Records every POST (path, JSON body); answers 500 with the path echoed for paths under /fail/."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, dict]] = []
-        received = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((self.path, json.loads(body)))
-                failing = self.path.startswith("/fail/")
-                reply = (f"internal error at {self.path}" if failing else '{"status":"success"}').encode()
-                self.send_response(500 if failing else 202)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

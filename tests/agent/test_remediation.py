@@ -10,13 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, wait_for
+from tests.fixtures.webhook import Receiver
 
 SERVICE = Path(__file__).resolve().parents[1] / "fixtures" / "service.py"
 
@@ -135,36 +134,6 @@ def test_dry_run_audits_would_run_and_changes_nothing(agent_factory, service, tm
     assert json.loads(rows[0]["details"])["summary"].startswith("would run")
     assert pidfile.read_text() == first_pid         # the restart script never ran
     assert 'check="svc",severity="P1",type="http"} 2.0' in agent.metrics()
-
-
-class Receiver:
-    """A webhook receiver on loopback that records every JSON body it gets."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.paths: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.paths.append(self.path)
-                outer.bodies.append(json.loads(body or b"{}"))
-                self.send_response(202)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
