@@ -1,14 +1,20 @@
 """`cleanup_files`: delete or gzip old files matching globs, only under configured roots (seed 004: disk > 90 %).
 
-Safety (seed 003, data first): the walk opens every directory relative to its
-parent's descriptor with O_NOFOLLOW, starting from the root's, so it never
-follows a symbolic link anywhere — a symlink is skipped (never removed; one
-pointing outside its root is reported), a root is never removed, nor is any
-directory. Just before removing a file the directory chain is opened again the
-same way, the directory's real path must still be under the root's, and the
-file must still be the regular file that was chosen (same device, inode and change time, still
-old); the unlink then goes through that directory descriptor (`unlinkat`), so a
-directory swapped for a symlink in between cannot redirect it. No argv is run:
+Safety (seed 003, data first): a root's path must hold no symlink when the
+config is loaded (`realpath(root) == root`), and at run time the root is
+opened from `/` one component at a time with O_NOFOLLOW, so a symlink put into
+its path later is refused, not followed. The walk then opens every directory
+relative to its parent's descriptor the same way, so it never follows a
+symbolic link anywhere — a symlink is skipped (never removed; one pointing
+outside its root is reported), a root is never removed, nor is any directory.
+It never enters a mount point below a root: another filesystem (`st_dev`) nor
+a bind mount of the same one (its mount ID differs from the root's, see
+actions/mounts.py). Just before removing a file the directory chain is opened
+again the same way, the directory's real path must still be under the root's,
+and the file must still be the regular file that was chosen (same device,
+inode and change time, still old); the unlink then goes through that directory
+descriptor (`unlinkat`), so a directory swapped for a symlink in between cannot
+redirect it. No argv is run:
 a file named `-rf` is a file like any other. Files go oldest first until
 `max_files` or `max_bytes` would be passed; `keep_newest` keeps the newest
 matching files of each directory however old (the last backups).
@@ -27,6 +33,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
+from actions.mounts import mount_id
 from agent.fields import AbsolutePath, Duration, Size
 from agent.units import format_duration, format_size
 
@@ -48,7 +55,28 @@ def check_root(root: str) -> str:
     if path in _SYSTEM_DIRS or (path == top and top.startswith("/lib")):
         raise ValueError(f"root {path!r} is / or a top-level system directory; name the subdirectory to clean "
                          f"(e.g. /var/log/app, /var/backups/pg)")
+    _refuse_symlinks(path)
     return path
+
+
+def _refuse_symlinks(path: str) -> None:
+    """Raise ValueError naming the first component of `path` that is a symlink: a root is named by its real
+    path, so what the operator reads in the config is what gets cleaned (a link can be re-pointed later)."""
+    real = os.path.realpath(path)
+    if real == path:
+        return
+    here = ""
+    for part in path.strip("/").split("/"):
+        here += "/" + part
+        if os.path.islink(here):
+            try:
+                target = f" (→ {os.readlink(here)})"
+            except OSError:
+                target = ""
+            where = "is a symlink" if here == path else f"goes through the symlink {here}"
+            raise ValueError(f"root {path!r} {where}{target}; name the real directory ({real}): no symlink in "
+                             f"a root's path is ever followed")
+    raise ValueError(f"root {path!r} resolves to {real}; name the real directory")
 
 
 Root = Annotated[AbsolutePath, AfterValidator(check_root)]
@@ -79,6 +107,7 @@ class Walk:
     kept_newest: int = 0
     symlinks_skipped: int = 0
     symlinks_outside: list[str] = field(default_factory=list)
+    mount_points: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     root_errors: list[str] = field(default_factory=list)
     out_of_time: bool = False
@@ -173,20 +202,26 @@ class CleanupFilesAction(Action):
 
     def _walk_root(self, root: str, cutoff: float, walk: Walk, ctx: ActionContext, started: float) -> None:
         try:
-            root_fd = os.open(root, _DIR_FLAGS)
-        except OSError as exc:
-            reason = "is a symlink (never followed)" if os.path.islink(root) else (exc.strerror or str(exc))
-            walk.root_errors.append(f"{root}: {reason}")
+            root_fd = _open_root(root)
+        except _Skip as refused:
+            walk.root_errors.append(f"{root}: {refused}")
             return
         try:
-            self._walk_dir(root, _real(root_fd) or root, root_fd, (), cutoff, walk, ctx, started)
+            mount = mount_id(root_fd)
+            if mount is None:
+                walk.root_errors.append(f"{root}: cannot tell its mount points apart (needs Linux 5.8 for statx "
+                                        f"STATX_MNT_ID, or /proc mounted); not walked")
+                return
+            top = _Top(root, _real(root_fd) or root, mount)
+            self._walk_dir(top, root_fd, (), cutoff, walk, ctx, started)
         finally:
             os.close(root_fd)
 
-    def _walk_dir(self, root: str, real_root: str, fd: int, parts: tuple[str, ...], cutoff: float, walk: Walk,
+    def _walk_dir(self, top: _Top, fd: int, parts: tuple[str, ...], cutoff: float, walk: Walk,
                   ctx: ActionContext, started: float) -> None:
         """Depth first, holding one descriptor per level (never one per directory of a wide tree)."""
-        for name in self._scan_dir(root, real_root, fd, parts, cutoff, walk):
+        root = top.path
+        for name in self._scan_dir(top, fd, parts, cutoff, walk):
             path = os.path.join(root, *parts, name)
             if ctx.remaining(started) <= 0:
                 walk.out_of_time = True
@@ -200,13 +235,16 @@ class CleanupFilesAction(Action):
                 walk.unreadable.append(f"{path}: {exc.strerror or exc}")
                 continue
             try:
-                self._walk_dir(root, real_root, child, (*parts, name), cutoff, walk, ctx, started)
+                if mount_id(child) != top.mount:       # a bind mount: same st_dev, another mount
+                    walk.mount_points.append(f"{path}: skipped: mount point")
+                    continue
+                self._walk_dir(top, child, (*parts, name), cutoff, walk, ctx, started)
             finally:
                 os.close(child)
 
-    def _scan_dir(self, root: str, real_root: str, fd: int, parts: tuple[str, ...], cutoff: float,
-                  walk: Walk) -> list[str]:
+    def _scan_dir(self, top: _Top, fd: int, parts: tuple[str, ...], cutoff: float, walk: Walk) -> list[str]:
         """Collect this directory's matching old files into `walk`; return its subdirectories' names."""
+        root, real_root = top.path, top.real
         here = os.path.join(root, *parts)
         subdirs, matching = [], []
         try:
@@ -227,7 +265,8 @@ class CleanupFilesAction(Action):
                 if self.options.recursive and info.st_dev == os.fstat(fd).st_dev:
                     subdirs.append(entry.name)      # like find -xdev: never into a mount below the root
                 elif self.options.recursive:
-                    walk.unreadable.append(f"{os.path.join(here, entry.name)}: another filesystem (not crossed)")
+                    walk.mount_points.append(f"{os.path.join(here, entry.name)}: skipped: mount point "
+                                             f"(another filesystem)")
             elif stat.S_ISREG(info.st_mode) and self._matches(entry.name):
                 matching.append(Candidate(root, parts, entry.name, info.st_size, info.st_mtime,
                                           _identity(info)))
@@ -288,17 +327,56 @@ class _Skip(Exception):
     """A chosen file that was not removed, with the reason (for the details)."""
 
 
+@dataclass(frozen=True)
+class _Top:
+    """A root being walked: its configured path, its real path and the mount every walked directory is on."""
+
+    path: str
+    real: str
+    mount: int
+
+
 def _identity(info: os.stat_result) -> tuple[int, int, int]:
     """Device, inode and change time: an inode number freed and reused by a new file still differs in ctime."""
     return info.st_dev, info.st_ino, info.st_ctime_ns
 
 
-def _open_chain(candidate: Candidate) -> int:
-    """Open the candidate's directory from its root one component at a time, never through a symlink."""
+def _open_root(root: str) -> int:
+    """Open `root` from `/` one component at a time, never through a symlink: one swapped into the root's path
+    after the config was loaded is refused here. Return the descriptor; raise _Skip saying which part failed."""
+    fd = os.open("/", _DIR_FLAGS)
+    here = ""
+    for part in root.strip("/").split("/"):
+        here += "/" + part
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            symlink = _is_symlink(fd, part)
+            os.close(fd)
+            reason = "is a symlink (never followed)" if symlink else (exc.strerror or str(exc))
+            if here != root:        # an ancestor: say which one
+                reason = f"{here} {reason}" if symlink else f"{here}: {reason}"
+            raise _Skip(reason) from None
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _is_symlink(dir_fd: int, name: str) -> bool:
     try:
-        fd = os.open(candidate.root, _DIR_FLAGS)
-    except OSError as exc:
-        raise _Skip(f"root: {exc.strerror or exc}") from None
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_chain(candidate: Candidate) -> int:
+    """Open the candidate's directory from `/` one component at a time, never through a symlink nor into a
+    mount point below the root."""
+    try:
+        fd = _open_root(candidate.root)
+    except _Skip as refused:
+        raise _Skip(f"root: {refused}") from None
+    root_mount = mount_id(fd)
     for part in candidate.parts:
         try:
             child = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -307,6 +385,9 @@ def _open_chain(candidate: Candidate) -> int:
             raise _Skip(f"directory {part!r}: {exc.strerror or exc} (a symlink is never followed)") from None
         os.close(fd)
         fd = child
+        if root_mount is None or mount_id(fd) != root_mount:
+            os.close(fd)
+            raise _Skip(f"directory {part!r} is now a mount point; left alone")
     return fd
 
 
@@ -388,7 +469,8 @@ def _count(files: list) -> str:
 
 def _walk_details(walk: Walk, limit: str | None) -> dict:
     return {"limit_reached": limit, "kept_newest": walk.kept_newest, "symlinks_skipped": walk.symlinks_skipped,
-            "symlinks_outside_root": _listed(walk.symlinks_outside), "unreadable": _listed(walk.unreadable),
+            "symlinks_outside_root": _listed(walk.symlinks_outside), "mount_points": _listed(walk.mount_points),
+            "unreadable": _listed(walk.unreadable),
             "root_errors": walk.root_errors}
 
 
@@ -402,6 +484,8 @@ def _notes(walk: Walk, limit: str | None, errors: list[str]) -> str:
         notes.append(f"{len(errors)} not removed ({errors[0]}{', …' if len(errors) > 1 else ''})")
     if walk.unreadable:
         notes.append(f"{len(walk.unreadable)} unreadable directories skipped")
+    if walk.mount_points:
+        notes.append(f"{len(walk.mount_points)} mount points skipped")
     if walk.symlinks_outside:
         notes.append(f"{len(walk.symlinks_outside)} symlinks pointing outside the root skipped")
     return "; " + "; ".join(notes) if notes else ""

@@ -4,8 +4,11 @@ The operator story (seed 004 "disk > 90 % → clean up", seed 003 "data first"):
 old log rotations and dumps are removed oldest first within the per-run limits,
 the newest backups of each directory stay however old, and nothing outside the
 configured roots is touched — not through a symlinked file, a symlinked
-directory, a directory swapped for a symlink mid-run, nor a file named like an
-option. The tests run as root, where chmod 000 does not stop reading, so the
+directory, a directory swapped for a symlink mid-run, a symlink in the root's
+own path (refused at config check, and at run time when swapped in after the
+config was loaded), a bind mount of the same filesystem below the root, nor a
+file named like an option. The tests run as root: real bind mounts (skipped
+where mounting is not permitted), and chmod 000 does not stop reading, so the
 unreadable-directory case runs the action in a forked child that has switched
 to the `nobody` user.
 """
@@ -17,6 +20,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +28,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+import actions.mounts
 from actions.base import ActionContext
 from actions.files import CleanupFilesAction, Walk, _Skip
+from agent.config import load_config
+from agent.yamlsrc import ConfigError
 
 DAY = 86400.0
 NOW = time.time()
@@ -73,6 +80,26 @@ def tree(tmp_path: Path):
     link(root / "link.log.1", outside / "victim.log.1")    # symlink to a file outside: skipped, reported
     link(root / "linked-dir", outside)                     # symlinked directory: never entered
     return root, outside
+
+
+@pytest.fixture
+def bind_mount():
+    """`bind(source, target)` bind-mounts for one test; every mount is undone afterwards, even on failure."""
+    if shutil.which("mount") is None:
+        pytest.skip("mount(8) missing (package mount)")
+    mounted: list[Path] = []
+
+    def bind(source: Path, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+        mounted.append(target)
+
+    yield bind
+    for target in reversed(mounted):
+        if subprocess.run(["umount", str(target)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(target)], check=True)
 
 
 def test_cleanup_removes_only_old_matching_files_under_the_root(tree):
@@ -183,12 +210,118 @@ def test_cleanup_file_replaced_after_the_walk_is_left_alone(tmp_path):
     assert (tmp_path / "r/app.log.1").exists()
 
 
-def test_cleanup_root_that_is_a_symlink_is_refused(tree, tmp_path):
+def test_cleanup_root_that_is_a_symlink_is_rejected(tree, tmp_path):
     _, outside = tree
     link(tmp_path / "root-link", outside)
-    result = make(roots=[str(tmp_path / "root-link")]).execute(ActionContext(30))
-    assert not result.ok and "is a symlink" in result.summary
-    assert (outside / "victim.log.1").exists()
+    with pytest.raises(ValidationError, match=f"root '{tmp_path}/root-link' is a symlink"):
+        make(roots=[str(tmp_path / "root-link")])
+
+
+def test_cleanup_root_below_a_symlink_is_rejected_at_config_check_with_its_location(tmp_path, write_config):
+    (tmp_path / "real" / "logs").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(tmp_path / "real")          # /srv/data -> /mnt/real, say
+    config = write_config(f"""
+        actions:
+          - name: clean-logs
+            type: cleanup_files
+            roots:
+              - {tmp_path}/real/app
+              - {tmp_path}/data/logs
+            patterns: ["*.log.*"]
+            older_than: 7d
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    [issue] = caught.value.issues
+    assert (issue.line, issue.path) == (6, "actions[0].roots[1]"), str(issue)
+    assert f"goes through the symlink {tmp_path}/data (→ {tmp_path}/real)" in issue.message
+    assert f"name the real directory ({tmp_path}/real/logs)" in issue.message
+
+
+@pytest.mark.parametrize("swapped", ["ancestor", "root"])
+def test_cleanup_symlink_swapped_into_the_root_path_after_load_is_refused(tmp_path, swapped):
+    """The config was checked while the path was real; then a directory of it became a symlink to a tree
+    with the same layout (the victim). The run must refuse, not clean the victim."""
+    root = tmp_path / "srv" / "app" / "logs"
+    put(root / "app.log.1", 30)
+    action = make(roots=[str(root)])                          # loaded: no symlink yet
+    victim = tmp_path / "victim"
+    put(victim / "app" / "logs" / "app.log.1", 30)
+    put(victim / "logs" / "app.log.1", 30)
+    moved = root.parent if swapped == "ancestor" else root
+    moved.rename(moved.with_name(moved.name + ".old"))
+    moved.symlink_to(victim / moved.name)                     # victim/app (holding logs/) or victim/logs
+    result = action.execute(ActionContext(30))
+    assert not result.ok
+    expected = f"{root.parent} is a symlink (never followed)" if swapped == "ancestor" else "is a symlink"
+    assert f"cannot open root {root}: {expected}" in result.summary, result.summary
+    assert (victim / "app" / "logs" / "app.log.1").exists() and (victim / "logs" / "app.log.1").exists()
+    assert result.details["files"] == []
+
+
+def test_cleanup_ancestor_swapped_for_a_symlink_between_walk_and_removal_is_refused(tmp_path):
+    root = tmp_path / "srv" / "logs"
+    put(root / "app.log.1", 30)
+    action = make(roots=[str(root)])
+    walk, cutoff = Walk(), NOW - 7 * DAY
+    action._walk_root(str(root), cutoff, walk, ActionContext(30), time.monotonic())
+    (tmp_path / "srv").rename(tmp_path / "elsewhere")
+    (tmp_path / "srv").symlink_to(tmp_path / "elsewhere")       # the very same files, reached through a link
+    with pytest.raises(_Skip, match=f"root: {tmp_path}/srv is a symlink"):
+        action._dispose(walk.candidates[0], cutoff, ActionContext(30), time.monotonic())
+    assert (tmp_path / "elsewhere" / "logs" / "app.log.1").exists()
+
+
+@pytest.mark.parametrize("source", ["statx", "fdinfo"])
+def test_cleanup_never_enters_a_bind_mount_of_the_same_filesystem(tmp_path, bind_mount, monkeypatch, source):
+    """Another service's directory bind-mounted below the root: same st_dev, another mount ID."""
+    if source == "fdinfo":                     # the fallback for kernels before 5.8
+        monkeypatch.setattr(actions.mounts, "statx_mount_id", lambda fd: None)
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "root"
+    put(elsewhere / "other.log.1", 30)
+    put(elsewhere / "deep" / "other.dump", 30)
+    put(root / "app.log.1", 30)
+    bind_mount(elsewhere, root / "shared")
+    assert os.stat(root / "shared").st_dev == os.stat(root).st_dev      # what st_dev cannot see
+    dry = make(roots=[str(root)], dry_run=True).execute(ActionContext(30, dry_run=True))
+    assert dry.details["files"] == [str(root / "app.log.1")]
+    assert dry.details["mount_points"] == [f"{root / 'shared'}: skipped: mount point"]
+    result = make(roots=[str(root)]).execute(ActionContext(30))
+    assert result.ok and "1 mount points skipped" in result.summary, result.summary
+    assert result.details["files"] == [str(root / "app.log.1")]
+    assert files(elsewhere) == {"other.log.1", "deep", "deep/other.dump"}
+
+
+def test_cleanup_directory_becoming_a_mount_point_after_the_walk_is_left_alone(tmp_path, bind_mount):
+    root = tmp_path / "root"
+    put(root / "sub" / "db.dump", 30)
+    action = make(roots=[str(root)])
+    walk, cutoff = Walk(), NOW - 7 * DAY
+    action._walk_root(str(root), cutoff, walk, ActionContext(30), time.monotonic())
+    bind_mount(root / "sub", root / "sub")       # the same files, now behind a mount (as ReadWritePaths= does)
+    with pytest.raises(_Skip, match="'sub' is now a mount point"):
+        action._dispose(walk.candidates[0], cutoff, ActionContext(30), time.monotonic())
+    assert (root / "sub" / "db.dump").exists()
+
+
+def test_cleanup_without_a_mount_id_refuses_the_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(actions.mounts, "statx_mount_id", lambda fd: None)
+    monkeypatch.setattr(actions.mounts, "fdinfo_mount_id", lambda fd: None)
+    put(tmp_path / "r/app.log.1", 30)
+    result = make(roots=[str(tmp_path / "r")]).execute(ActionContext(30))
+    assert not result.ok and "cannot tell its mount points apart" in result.summary
+    assert (tmp_path / "r/app.log.1").exists()
+
+
+def test_mount_id_from_statx_and_fdinfo_agree(tmp_path):
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        from_statx = actions.mounts.statx_mount_id(fd)
+        if from_statx is None:
+            pytest.skip("statx STATX_MNT_ID unavailable (Linux before 5.8 or libc without statx)")
+        assert from_statx == actions.mounts.fdinfo_mount_id(fd)
+    finally:
+        os.close(fd)
 
 
 def test_cleanup_missing_root_is_a_failure(tmp_path):
