@@ -122,7 +122,8 @@ class CleanupFilesAction(Action):
         type: Literal["cleanup_files"]
         roots: tuple[Root, ...] = Field(description="directories to clean, e.g. "
                                                 "[/var/backups/pg, /var/log/beauth]; never / or a top-level "
-                                                "system directory")
+                                                "system directory; each by its real path (no symlink in it); "
+                                                "mount points below a root are never entered")
         patterns: tuple[str, ...] = Field(min_length=1, description="globs matched against the file name, "
                                                                     "e.g. ['*.log.*', '*.dump']")
         older_than: Duration = Field(description="only files last modified longer ago than this, e.g. 14d")
@@ -344,7 +345,10 @@ def _identity(info: os.stat_result) -> tuple[int, int, int]:
 def _open_root(root: str) -> int:
     """Open `root` from `/` one component at a time, never through a symlink: one swapped into the root's path
     after the config was loaded is refused here. Return the descriptor; raise _Skip saying which part failed."""
-    fd = os.open("/", _DIR_FLAGS)
+    try:
+        fd = os.open("/", _DIR_FLAGS)
+    except OSError as exc:
+        raise _Skip(f"/: {exc.strerror or exc}") from None
     here = ""
     for part in root.strip("/").split("/"):
         here += "/" + part
@@ -377,6 +381,9 @@ def _open_chain(candidate: Candidate) -> int:
     except _Skip as refused:
         raise _Skip(f"root: {refused}") from None
     root_mount = mount_id(fd)
+    if root_mount is None:
+        os.close(fd)
+        raise _Skip("cannot tell mount points apart; left alone")
     for part in candidate.parts:
         try:
             child = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -385,7 +392,7 @@ def _open_chain(candidate: Candidate) -> int:
             raise _Skip(f"directory {part!r}: {exc.strerror or exc} (a symlink is never followed)") from None
         os.close(fd)
         fd = child
-        if root_mount is None or mount_id(fd) != root_mount:
+        if mount_id(fd) != root_mount:
             os.close(fd)
             raise _Skip(f"directory {part!r} is now a mount point; left alone")
     return fd

@@ -8,18 +8,23 @@ background, so the server never blocks on a big value). Bounded by `max_keys`
 and the action's timeout, which also bounds every socket operation (the
 deadline shuts the socket down, as in checks/redis.py). A key read between
 the IDLETIME and the UNLINK still goes: it is a cache entry, and the window is
-one round trip. Nothing here empties a whole database, and a pattern that
-matches every key is refused at config check. OBJECT IDLETIME is not tracked
-under an LFU `maxmemory-policy`: the action then fails saying so, removing nothing.
+one round trip. Nothing here empties a whole database. A pattern must start
+with a literal prefix of at least two characters before any glob character
+(`*`, `?`, `[`, `\\`): `cache:*` names one family of keys, while `*:*`,
+`[a-z]*` or `[^@]*` also match `session:*` and job queues, so they are refused
+at config check. The SCAN MATCH argument is always a configured pattern as
+written, never built from anything the server returned; key names from SCAN
+only ever go back as whole arguments of OBJECT IDLETIME and UNLINK. OBJECT
+IDLETIME is not tracked under an LFU `maxmemory-policy`: the action then fails
+saying so, removing nothing.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
 from agent.address import split_target
@@ -28,6 +33,24 @@ from agent.units import format_duration, format_size
 from checks.net import SocketDeadline
 
 SAMPLE_KEYS = 20     # removed keys named in the details
+GLOB_CHARACTERS = "*?[\\"
+MIN_LITERAL_PREFIX = 2
+
+
+def check_key_pattern(pattern: str) -> str:
+    """Given a SCAN MATCH glob, return it; raise ValueError unless it starts with a literal prefix of at least
+    MIN_LITERAL_PREFIX characters before any glob character (an escaping `\\` ends the prefix too)."""
+    glob_at = next((i for i, ch in enumerate(pattern) if ch in GLOB_CHARACTERS), len(pattern))
+    if glob_at < MIN_LITERAL_PREFIX:
+        raise ValueError(f"pattern {pattern!r} must start with a literal prefix of at least {MIN_LITERAL_PREFIX} "
+                         f"characters before any glob character (* ? [ \\): the prefix of the cache's keys, e.g. "
+                         f"'cache:*' (a pattern like '*:*' or '[a-z]*' also matches 'session:*' keys and job "
+                         f"queues)")
+    return pattern
+
+
+KeyPattern = Annotated[str, AfterValidator(check_key_pattern)]
+"""Checked per entry, so an error points at the offending line of `patterns:`."""
 
 
 class _Failed(Exception):
@@ -58,22 +81,14 @@ class RedisEvictAction(Action):
                                                              "${file:/etc/maint-agent/redis}")
         db: int = Field(0, ge=0, description="database number")
         tls: bool = Field(False, description="connect with TLS (certificate verified against the system store)")
-        patterns: tuple[str, ...] = Field(min_length=1, description="SCAN MATCH globs of the keys that may go, "
-                                                                    "e.g. ['cache:*', 'thumb:*']")
+        patterns: tuple[KeyPattern, ...] = Field(min_length=1, description="SCAN MATCH globs of the keys that "
+                                                 "may go, each starting with a literal prefix of at least 2 "
+                                                 "characters, e.g. ['cache:*', 'thumb:*']")
         idle_longer_than: Duration = Field(description="only keys not read or written for this long, e.g. 1h")
         batch: int = Field(500, ge=1, le=100_000, description="SCAN COUNT: keys looked at per round trip")
         max_keys: int = Field(100_000, ge=1, description="remove at most this many keys per run")
         memory_purge: bool = Field(False, description="afterwards send MEMORY PURGE (jemalloc returns freed "
                                                       "pages to the system)")
-
-        @field_validator("patterns")
-        @classmethod
-        def _narrow(cls, patterns):
-            for pattern in patterns:
-                if not pattern or re.fullmatch(r"[*?]+", pattern):
-                    raise ValueError(f"pattern {pattern!r} would match every key; name the cache's prefix, "
-                                     f"e.g. 'cache:*' (sessions and queues must never go)")
-            return patterns
 
         @model_validator(mode="after")
         def _positive_idle(self):
@@ -162,6 +177,7 @@ class RedisEvictAction(Action):
                 client.close()
 
     def _evict(self, client, pattern: str, ctx: ActionContext, started: float, tally: _Tally) -> None:
+        """SCAN MATCH `pattern` (one of the configured patterns, passed as is) and remove the idle keys found."""
         opts = self.options
         cursor = 0
         while True:

@@ -5,7 +5,11 @@ cache keys nobody has read for a while are removed in batches, keys in use and
 keys outside the cache's prefix (sessions) stay, a dry run only counts, and a
 server that cannot tell idle time (LFU policy) or refuses the login makes the
 action fail with a reason that never holds the password. The server's own
-command statistics show what was sent: SCAN, OBJECT, UNLINK — never a flush.
+command statistics show what was sent: SCAN, OBJECT, UNLINK — never a flush;
+its slow log (every command, with its arguments) shows that SCAN only ever
+matched the configured pattern. A pattern without a literal prefix of two
+characters (`*:*`, `[a-z]*`, which also match sessions and job queues) is a
+config error.
 
 Idle time has a resolution of one second, so the tests wait (with a deadline)
 until the old keys' OBJECT IDLETIME reaches 2 s, read the fresh keys right
@@ -22,6 +26,8 @@ from pydantic import ValidationError
 import actions.redis
 from actions.base import ActionContext
 from actions.redis import RedisEvictAction
+from agent.config import load_config
+from agent.yamlsrc import ConfigError
 from tests.conftest import wait_for
 from tests.fixtures.redis import RedisServers
 
@@ -60,6 +66,13 @@ def touch_fresh(client, fresh: int = 3) -> None:
 
 def commands(client) -> set[str]:
     return {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
+
+
+def logged_commands(client) -> list[list[str]]:
+    """Every command in the server's slow log (all of them with slowlog-log-slower-than 0), as argument lists."""
+    entries = client.slowlog_get(1000)
+    return [(e["command"].decode() if isinstance(e["command"], bytes) else e["command"]).split(" ")
+            for e in entries]
 
 
 def test_redis_evict_removes_only_idle_matching_keys(servers):
@@ -120,10 +133,55 @@ def test_redis_evict_unreachable_server_is_a_failure(closed_port):
     assert not result.ok and "cannot connect" in result.summary
 
 
-@pytest.mark.parametrize("pattern", ["*", "**", "?*", ""])
-def test_redis_evict_pattern_matching_every_key_is_rejected(pattern):
-    with pytest.raises(ValidationError, match="every key"):
-        make(6379, patterns=[pattern])
+def test_redis_evict_removes_only_the_cache_keys_beside_sessions_and_a_queue(servers):
+    server = servers.start("--slowlog-log-slower-than", "0", "--slowlog-max-len", "1000")
+    client = servers.client(server)
+    client.set("session:1", "user")
+    client.rpush("queue:jobs", "job-1", "job-2")
+    client.set("cache:x", "thumbnail")
+    wait_for(lambda: min(client.object("idletime", key) for key in ("session:1", "queue:jobs", "cache:x")) >= 2,
+             10, interval=0.1, what="every key to be idle for 2 s")
+    client.slowlog_reset()
+    result = make(server.port, patterns=["cache:*"], batch=1).execute(ActionContext(10))
+    assert result.ok and result.details["removed"] == 1, result.summary
+    assert sorted(client.keys("*")) == ["queue:jobs", "session:1"]
+    assert client.lrange("queue:jobs", 0, -1) == ["job-1", "job-2"]
+    sent = logged_commands(client)
+    scans = [args for args in sent if args[0].upper() == "SCAN"]
+    assert scans and all(args[2:4] == ["MATCH", "cache:*"] for args in scans), scans
+    assert [args[1:] for args in sent if args[0].upper() == "UNLINK"] == [["cache:x"]]
+
+
+@pytest.mark.parametrize("pattern", ["[^@]*", "[a-z]*", "*:*", "\\*", "a*", "*", "**", "?*", ""])
+def test_redis_evict_pattern_without_a_literal_prefix_is_rejected(pattern):
+    with pytest.raises(ValidationError) as caught:
+        make(6379, patterns=["cache:*", pattern])
+    [error] = caught.value.errors()
+    assert error["loc"] == ("patterns", 1)
+    assert "must start with a literal prefix of at least 2 characters before any glob character" in error["msg"]
+    assert "e.g. 'cache:*'" in error["msg"]
+
+
+@pytest.mark.parametrize("pattern", ["cache:*", "ca*", "session:expired:*", "thumb:[0-9]*", "cache:\\*", "ab"])
+def test_redis_evict_pattern_with_a_literal_prefix_is_accepted(pattern):
+    assert make(6379, patterns=[pattern]).options.patterns == (pattern,)
+
+
+def test_redis_evict_broad_pattern_is_a_located_config_error(write_config):
+    config = write_config("""
+        actions:
+          - name: evict-cache
+            type: redis_evict
+            patterns:
+              - "cache:*"
+              - "*:*"
+            idle_longer_than: 1h
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    [issue] = caught.value.issues
+    assert (issue.line, issue.path) == (6, "actions[0].patterns[1]"), str(issue)
+    assert issue.message.startswith("pattern '*:*' must start with a literal prefix of at least 2 characters")
 
 
 def test_redis_evict_source_never_names_a_flush_command():
