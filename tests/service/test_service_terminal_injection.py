@@ -1,13 +1,14 @@
 """A hostile plugin's output never drives the operator's terminal: a monitoring-plugins style script prints
 an OSC title sequence, a clear-screen CSI, a carriage return that would overwrite what is shown and a C1
 CSI, and every place that shows it (`status`, `history` as table, CSV and JSON, `history export`, `checks`,
-`check NAME`, `log list`, the daemon's log) carries a visible escape instead of the raw bytes. The daemon's
+`check NAME`, `log list`, `report`, the daemon's log) carries a visible escape instead of the raw bytes. The daemon's
 log also reads as logfmt: every line parses, no key twice."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import date
 
 import pytest
 
@@ -46,6 +47,9 @@ def hostile(agent_factory, tmp_path):
 
 
 def test_terminal_injection_plugin_output_reaches_no_terminal_raw(hostile):
+    today = date.today().isoformat()
+    pasted = hostile.cli("log", "add", "pasted title \x1b]0;pwned\x07 from a terminal\r\x9b2J")
+    assert pasted.returncode == 0, pasted.stderr
     outputs = {
         "status": hostile.cli("status"),
         "status json": hostile.cli("status", "--format", "json"),
@@ -57,10 +61,13 @@ def test_terminal_injection_plugin_output_reaches_no_terminal_raw(hostile):
         "history export jsonl": hostile.cli("history", "export"),
         "check NAME": hostile.cli("check", "rogue"),
         "log list": hostile.cli("log", "list"),
+        "log list csv": hostile.cli("log", "list", "--format", "csv"),
+        "report": hostile.cli("report", "--period", "day", "--from", today),
+        "report csv": hostile.cli("report", "--period", "day", "--from", today, "--format", "csv"),
     }
     for what, done in outputs.items():
         assert done.returncode in (0, 1), f"{what}: {done.stderr}"
-        assert "title" in done.stdout or what in ("checks", "log list"), f"{what} shows the summary: {done.stdout}"
+        assert "title" in done.stdout or what in ("checks", "report", "report csv"), f"{what} shows the summary: {done.stdout}"
         assert not raw_controls(done.stdout.encode()), f"{what} writes raw control bytes: {done.stdout!r}"
     assert "\\x1b]0;pwned\\x07title \\x1b[2Jcleared\\x0dback \\x9bcsi" in outputs["status"].stdout, \
         "the escapes are visible, as \\xNN"
