@@ -67,7 +67,8 @@ def test_terminal_injection_plugin_output_reaches_no_terminal_raw(hostile):
     }
     for what, done in outputs.items():
         assert done.returncode in (0, 1), f"{what}: {done.stderr}"
-        assert "title" in done.stdout or what in ("checks", "report", "report csv"), f"{what} shows the summary: {done.stdout}"
+        shown = "title" in done.stdout or "pasted" in done.stdout or what in ("checks", "report", "report csv")
+        assert shown, f"{what} shows the hostile text: {done.stdout}"
         assert not raw_controls(done.stdout.encode()), f"{what} writes raw control bytes: {done.stdout!r}"
     assert "\\x1b]0;pwned\\x07title \\x1b[2Jcleared\\x0dback \\x9bcsi" in outputs["status"].stdout, \
         "the escapes are visible, as \\xNN"
