@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, Severity, TriggerInfo
 from agent.fields import Secret, SecretStr, SecretUnavailable, check_http_url
 from agent.mailer import EmailAddress
+from agent.redact import url_parts
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
@@ -220,10 +221,11 @@ class Message:
 
 
 def _post(url: str, body: dict[str, Any], timeout: float, secrets: list[str]) -> str:
-    """POST JSON; return "sent (HTTP n)" or "failed: …" with the URL, its path and `secrets` scrubbed."""
+    """POST JSON; return "sent (HTTP n)" or "failed: …" with the URL, its path, each of its secret parts
+    (a receiver answering "token <last segment> rejected") and `secrets` scrubbed."""
     import httpx
 
-    hidden = [url, urlsplit(url).path, *secrets]
+    hidden = sorted({url, urlsplit(url).path, *url_parts(url), *secrets}, key=len, reverse=True)
 
     def scrub(text: str) -> str:
         for secret in hidden:

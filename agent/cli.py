@@ -302,9 +302,13 @@ def cmd_check(args) -> int:
         return _fail(f"no check named {args.name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     from agent.evaluate import WindowState, evaluate
     from agent.job import Job
+    from agent.redact import REDACT, redacted_outcome
     from agent.result import Status
     from agent.runner import Runner
+    from agent.terminal import printable
     from checks import CHECK_TYPES
+
+    REDACT.refresh(loaded.config)   # what the daemon knows after loading this config, so the same is masked
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
@@ -315,13 +319,14 @@ def cmd_check(args) -> int:
         time.sleep(min(0.01, wait if wait is not None else 0.01))
     _, result, started, duration, _ = outcome[0]
     verdict = evaluate(job.check, result, WindowState(), started + duration)
+    summary, _ = redacted_outcome(verdict.summary, None, REDACT)
     row = {"check": options.name, "status": verdict.status.label, "pending": verdict.pending.label
            if verdict.pending is not Status.OK else None, "duration_seconds": round(duration, 4),
-           "summary": verdict.summary, "metrics": {s.key: s.value for s in result.samples}}
+           "summary": summary, "metrics": {s.key: s.value for s in result.samples}}
     emit([row], args.format, ["check", "status", "duration_seconds", "summary"])
     if args.format == "table" and row["metrics"]:
         for key, value in row["metrics"].items():
-            print(f"  {key} = {value:g}")
+            print(f"  {printable(key)} = {value:g}")
     if verdict.status is Status.UNKNOWN:
         return EXIT_UNKNOWN
     return EXIT_OK if verdict.status is Status.OK else EXIT_PROBLEM
@@ -355,7 +360,8 @@ def cmd_history(args) -> int:
     conn, _ = _open_store(args)
     query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     if args.format == "json":
-        objects = runs_json(conn, **query)
+        from agent.terminal import json_c1_escaped
+        objects = [json_c1_escaped(text) for text in runs_json(conn, **query)]
         sys.stdout.write("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n")
         return EXIT_OK
     when = _time_format(args.format)

@@ -107,6 +107,7 @@ def cmd_action_run(args: argparse.Namespace) -> int:
     from agent.redact import REDACT
     from agent.remediation import audit_row, execute_action
     from agent.store import Store
+    from agent.terminal import printable
     loaded = _load(_config_path(args))
     if loaded is None:
         return EXIT_USAGE
@@ -148,7 +149,7 @@ def cmd_action_run(args: argparse.Namespace) -> int:
            "duration_seconds": round(duration, 3), "summary": REDACT(result.summary)}], args.format,
          ["action", "ok", "summary"])
     if args.format == "table" and result.output:
-        print(REDACT(result.output))
+        print(printable(REDACT(result.output), keep_newlines=True))
     return EXIT_OK if result.ok else EXIT_PROBLEM
 
 

@@ -391,16 +391,18 @@ def _export_to_file(cursor, fmt: str, output: str) -> int:
 
 def _write_export(cursor, fmt: str, out) -> int:
     """Stream rows from the cursor (never all in memory); return how many were written."""
+    from agent.output import csv_field
+    from agent.terminal import json_c1_escaped
     count = 0
     if fmt == "jsonl":
         for (line,) in cursor:
-            out.write(line + "\n")
+            out.write(json_c1_escaped(line) + "\n")
             count += 1
         return count
     import csv
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for row in cursor:
-        writer.writerow(row)
+        writer.writerow([csv_field(value) for value in row])
         count += 1
     return count

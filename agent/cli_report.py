@@ -67,8 +67,11 @@ def cmd_report(args) -> int:
         return _send(loaded, section, period, start, end)
     from agent.history import open_readonly
     from agent.report import RENDERERS, build_report
+    from agent.terminal import json_c1_escaped, printable
     conn = open_readonly(loaded.db_path)
-    sys.stdout.write(RENDERERS[args.report_format](build_report(conn, loaded, period, start, end, time.time())))
+    text = RENDERERS[args.report_format](build_report(conn, loaded, period, start, end, time.time()))
+    # summaries and log entries are what checks and people wrote: no control character reaches the terminal
+    sys.stdout.write(json_c1_escaped(text) if args.report_format == "json" else printable(text, keep_newlines=True))
     return EXIT_OK
 
 

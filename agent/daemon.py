@@ -20,12 +20,12 @@ from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.metrics import AgentState, Exposition, MetricsServer
 from agent.address import split_target
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Evaluated, Status
+from agent.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
 from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
-from agent.redact import REDACT, redact_tree
+from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
 from agent.yamlsrc import ConfigError
@@ -314,8 +314,8 @@ class Daemon:
         job.window = verdict.state
         # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
         # /metrics' exposition, the logs and the reports ever see it
-        run = Evaluated(job.name, job.check.TYPE, verdict.status, REDACT(verdict.summary)[:SUMMARY_CAP_CHARS * 2],
-                        result.samples, redact_tree(result.details, REDACT) if result.details else result.details,
+        summary, details = redacted_outcome(verdict.summary, result.details, REDACT)
+        run = Evaluated(job.name, job.check.TYPE, verdict.status, summary, result.samples, details,
                         started, duration, scheduled, verdict.pending)
         previous = job.latest.status if job.latest else None
         job.latest = run
@@ -324,7 +324,7 @@ class Daemon:
         if verdict.status is not previous:
             logs.event("check.status_changed", "info" if verdict.status is Status.OK else "warning", check=job.name,
                        status=verdict.status.label, was=previous.label if previous else None,
-                       summary=verdict.summary)
+                       summary=summary)
         return run
 
     def _flush(self) -> None:

@@ -1,4 +1,8 @@
-"""Rows out as an aligned table, JSON or CSV (the CLI's `--format`)."""
+"""Rows out as an aligned table, JSON or CSV (the CLI's `--format`).
+
+Cells and fields hold what checks and peers said: control characters are escaped in every format
+(see agent/terminal.py), so a plugin's output cannot drive the operator's terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import shutil
 import sys
 
+from agent.terminal import json_c1_escaped, printable
+
 FORMATS = ("table", "json", "csv")
 
 
@@ -14,16 +20,25 @@ def emit(rows: list[dict], fmt: str, table_columns: list[str], out=None) -> None
     """Print rows; the table shows `table_columns`, JSON and CSV every field."""
     out = out or sys.stdout
     if fmt == "json":
-        json.dump(rows, out, indent=1, default=str, ensure_ascii=False)
-        out.write("\n")
+        out.write(json_c1_escaped(json.dumps(rows, indent=1, default=str, ensure_ascii=False)) + "\n")
     elif fmt == "csv":
         fields = list(rows[0]) if rows else table_columns
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+            writer.writerow({k: csv_field(v) for k, v in row.items()})
     else:
         _table(rows, table_columns, out)
+
+
+def csv_field(value):
+    """A CSV field: structures as ASCII JSON (every control character escaped), text with its control
+    characters escaped (newlines kept: the CSV quoting holds a multi-line field together)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return printable(value, keep_newlines=True)
+    return value
 
 
 def _table(rows: list[dict], columns: list[str], out) -> None:
@@ -44,4 +59,4 @@ def _cell(value) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value).replace("\n", " ")
+    return printable(str(value).replace("\n", " "))

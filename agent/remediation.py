@@ -211,7 +211,7 @@ class Remediator:
         self._count(options.name, "dry_run" if dry_run else ("success" if result.ok else "failure"))
         self.state.action_last_run[options.name] = started
         logs.event("action.ran", "info" if result.ok else "error", action=options.name, check=trigger.check,
-                   event=trigger.event, source=source, dry_run=dry_run or None, ok=result.ok,
+                   trigger=trigger.event, source=source, dry_run=dry_run or None, ok=result.ok,
                    summary=REDACT(result.summary), seconds=f"{duration:.2f}")
         verb = "would run" if dry_run else "ran"
         self._log(f"{options.name} {verb} for {trigger.check} ({trigger.status}): {REDACT(result.summary)}",

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from agent import __version__
 from agent.address import split_target
 from agent.fields import (
-    AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size, check_http_url,
+    AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size, check_http_url, is_reference,
 )
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
@@ -32,6 +32,9 @@ from checks.net import SocketDeadline, describe_connect_error, describe_error, o
 
 MAX_REDIRECTS = 5
 EXCERPT_CHARS = 300           # of a failing response's body, kept in the run's details
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
+BODY_NOT_KEPT = ("(not kept: the request is authenticated and its answer may echo the credentials; "
+                 "keep_body: true keeps it)")
 BANNER_CAP_BYTES = 64 * 1024  # tcp: read at most this much looking for `expect`
 DAY = 86400.0
 
@@ -91,6 +94,9 @@ class HttpCheck(Check):
     body read (at most `max_body_size`). A new connection per run, so the time includes connecting.
     Redirects are followed here, not by httpx, so the configured headers and basic auth reach the
     configured URL's origin only (httpx would carry custom headers such as X-Api-Key anywhere).
+    A failing response's body is kept (an excerpt, in the details) only for an unauthenticated request
+    or with `keep_body: true`: a server's error page that echoes the request's headers would otherwise
+    put the credentials in the store, in whatever encoding it chose.
     """
 
     TYPE = "http"
@@ -117,6 +123,11 @@ class HttpCheck(Check):
         password: SecretStr | None = Field(None, description="basic auth password")
         connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the whole request")
         max_body_size: Size = Field("1MiB", validate_default=True, description="read at most this much of the body")
+        keep_body: bool | None = Field(
+            None, description=f"keep the first {EXCERPT_CHARS} characters of a failing response's body in the "
+                              "run's details; default: yes, unless the request is authenticated (username, or an "
+                              "Authorization, Proxy-Authorization or Cookie header, or any header given as a secret), "
+                              "whose error pages may echo the credentials")
 
         @field_validator("url")
         @classmethod
@@ -156,6 +167,15 @@ class HttpCheck(Check):
             if (self.username is None) != (self.password is None):
                 raise ValueError("basic auth needs both username and password")
             return self
+
+        def authenticated(self) -> bool:
+            """True when the request carries credentials: basic auth, a credential header, or a header whose
+            value is a secret (an X-Api-Key)."""
+            return self.username is not None or any(
+                key.lower() in CREDENTIAL_HEADERS or is_reference(value) for key, value in self.headers.items())
+
+        def keeps_body(self) -> bool:
+            return self.keep_body if self.keep_body is not None else not self.authenticated()
 
     METRICS = (
         MetricSpec("status_code", "count", "HTTP status code of the last response."),
@@ -293,6 +313,8 @@ class HttpCheck(Check):
         else:
             problems += self._body_problems(response, body, truncated)
         if problems:
+            if not opts.keeps_body():
+                return CheckResult.critical("; ".join(problems), samples, body_excerpt=BODY_NOT_KEPT)
             excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
             return CheckResult.critical("; ".join(problems), samples, body_excerpt=excerpt)
         size = format_size(len(body)) + (" (truncated)" if truncated else "")

@@ -119,7 +119,8 @@ class AgentProcess:
 
 @pytest.fixture
 def agent_factory(tmp_path: Path):
-    """Build (not start) agents from YAML; `{port}` and `{state}` in the text are filled in. All stopped at the end."""
+    """Build (not start) agents from YAML; `{port}` and `{state}` in the text are filled in. All stopped at the
+    end, and then their logs must read as logfmt with each key once (tests/fixtures/logfmt.py)."""
     agents: list[AgentProcess] = []
 
     def make(yaml_text: str, name: str = "agent.yaml") -> AgentProcess:
@@ -135,6 +136,11 @@ def agent_factory(tmp_path: Path):
     yield make
     for agent in agents:
         agent.stop(signal.SIGKILL)
+    from tests.fixtures.logfmt import event_problems
+    for agent in agents:   # every line any daemon wrote in any test: logfmt, each key once
+        problems = event_problems(agent.log.read_text(errors="replace")) if agent.log.exists() else []
+        if problems:
+            pytest.fail(f"{agent.log}: log lines that logfmt parsers misread:\n" + "\n".join(problems[:5]))
 
 
 def have(program: str) -> bool:

@@ -326,6 +326,17 @@ def test_http_server_error_is_critical_naming_the_status(web):
     assert result.details["body_excerpt"] == "database connection failed\n"
 
 
+@pytest.mark.parametrize("auth", [{"username": "ops", "password": "s3cret"}, {"headers": {"Cookie": "sid=1"}},
+                                  {"headers": {"X-Token": "${env:MAINT_TEST_HTTP_TOKEN}"}}],
+                         ids=["basic auth", "cookie", "secret header"])
+def test_http_authenticated_request_keeps_no_body_unless_asked(web, auth, monkeypatch):
+    monkeypatch.setenv("MAINT_TEST_HTTP_TOKEN", "t0ken-value")
+    result = run(make(HttpCheck, url=f"{web}/error", **auth))
+    assert result.status is Status.CRITICAL and result.details["body_excerpt"].startswith("(not kept: ")
+    kept = run(make(HttpCheck, url=f"{web}/error", keep_body=True, **auth))
+    assert kept.details["body_excerpt"] == "database connection failed\n"
+
+
 def test_http_listed_status_class_accepts_a_500(web):
     result = run(make(HttpCheck, url=f"{web}/error", expect_status=["5xx"]))
     assert result.status is Status.OK
