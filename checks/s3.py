@@ -5,16 +5,21 @@ read, so a huge bucket cannot hold a worker), reports the newest object's age an
 how many objects fall in the retention window, and, with `local_path`, checks that the
 newest local backup exists remotely with the same size and the same content:
 
-- an object with an S3 SHA-256 (or SHA-1, CRC32) checksum is compared with the same
-  checksum of the local file. A multipart object's SHA checksum is a checksum of the parts'
-  checksums (S3 shows it as `<base64>-N`); it is rebuilt from the local file with the
-  object's own part sizes (GetObjectAttributes ObjectParts, or one HEAD per part where that
-  API gives none), never compared with a plain SHA-256 of the file;
-- without such a checksum, a single-part object's ETag is the MD5 of its content unless it
-  is encrypted with SSE-KMS or SSE-C, and is compared as that ("md5-etag");
-- a multipart ETag (`…-N`) is never an MD5 of the content: such an object without an S3
-  checksum is compared by size only, and the result says so. CRC32C and CRC64NVME cannot
-  be computed with the standard library, so those are size (and MD5 ETag) only as well.
+- an object with an S3 checksum (SHA-256, SHA-1, CRC64NVME, CRC32C or CRC32, the one the
+  uploader chose) is compared with the same checksum of the local file. A full-object
+  checksum is the algorithm over the whole file, also for a multipart upload. A composite
+  one (multipart, S3 shows it as `<base64>-N` or says COMPOSITE) is a checksum of the
+  parts' checksums; it is rebuilt from the local file with the object's own part sizes
+  (GetObjectAttributes ObjectParts, or one HEAD per part where that API gives none), never
+  compared with a plain checksum of the file. CRC32 comes from zlib, the SHAs from hashlib,
+  CRC32C and CRC64NVME from awscrt (botocore's own `crt` extra);
+- without an S3 checksum, a single-part object's ETag is the MD5 of its content unless it
+  is encrypted with SSE-KMS or SSE-C, and is compared as that ("md5-etag"); it is preferred
+  to a 32/64-bit CRC when both are there;
+- otherwise (a multipart ETag without an S3 checksum, a CRC algorithm whose library is
+  missing, verify_checksum off) only the size is compared, and the result says "size only"
+  and why; `verified` is then 0: the copy is reported verified only when its bytes were
+  compared by a checksum.
 
 The local file's key is the prefix joined with its path below `local_root` (by default
 the glob's leading directories without wildcards), mirroring `aws s3 sync DIR s3://…/PREFIX`.
@@ -24,8 +29,9 @@ read once, not on every run.
 Cost: botocore is imported inside `run`, never at import (the daemon's import path stays
 free of it); measured here, importing it takes ~100 ms and ~8 MiB and the S3 client's
 models another ~15 MiB, which stay resident, so only hosts that configure an s3_backup
-check pay them. The botocore session (the loaded models) is kept per check; the client,
-with its connections, is made and closed in each run.
+check pay them. With awscrt installed (the `s3` extra), botocore loads it at its own
+import: ~6 MiB more, measured here. The botocore session (the loaded models) is kept per
+check; the client, with its connections, is made and closed in each run.
 
 Time: every HTTP attempt, retries included, starts only when its connect timeout plus a
 minimal read still fit in the run's timeout, and its read timeout is cut to what is left;
@@ -72,24 +78,48 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PARTS_RE = re.compile(r"^(?P<value>.*)-(?P<parts>\d+)$")
 
 
-class _Crc32:
-    """zlib.crc32 with hashlib's update/digest shape; S3 sends it as 4 big-endian bytes in base64."""
+class _Crc:
+    """A CRC with hashlib's update/digest shape; S3 sends it as big-endian bytes in base64."""
 
-    def __init__(self):
-        self._value = 0
+    def __init__(self, update: Callable[[bytes, int], int], width_bytes: int):
+        self._update, self._width, self._value = update, width_bytes, 0
 
     def update(self, data: bytes) -> None:
-        self._value = zlib.crc32(data, self._value)
+        self._value = self._update(data, self._value)
 
     def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
+        return self._value.to_bytes(self._width, "big")
 
 
-# S3 checksum algorithms in order of preference, and the ones computable with the standard library
-ALGORITHMS = ("SHA256", "SHA1", "CRC32", "CRC32C", "CRC64NVME")
-HASHERS: dict[str, Callable[[], Any]] = {"SHA256": hashlib.sha256, "SHA1": hashlib.sha1, "CRC32": _Crc32}
+class ChecksumUnavailable(Exception):
+    """An S3 checksum algorithm this host cannot compute (its library is missing); the message says which."""
+
+
+def hasher_for(algorithm: str) -> Callable[[], Any]:
+    """Given an S3 checksum algorithm (or MD5, for an ETag), return a factory of hashlib-shaped hashers.
+
+    Raise ChecksumUnavailable when the algorithm needs awscrt and it is not installed.
+    """
+    if algorithm in ("MD5", "SHA256", "SHA1"):
+        return getattr(hashlib, algorithm.lower())
+    if algorithm == "CRC32":
+        return lambda: _Crc(zlib.crc32, 4)
+    try:
+        from awscrt import checksums
+    except ImportError:
+        raise ChecksumUnavailable(f"computing {algorithm} needs the awscrt package, which is not installed "
+                                  f"(pip install 'maint-agent[s3]')") from None
+    crc = {"CRC32C": (checksums.crc32c, 4), "CRC64NVME": (checksums.crc64nvme, 8)}
+    if algorithm not in crc:
+        raise ChecksumUnavailable(f"the S3 checksum algorithm {algorithm} is not supported")
+    update, width = crc[algorithm]
+    return lambda: _Crc(update, width)
+
+
+# S3 checksum algorithms, strongest first: an S3 SHA, then (in plan_checksum) a single-part MD5 ETag, then a CRC
+ALGORITHMS = ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32")
 ALGORITHM_NAMES = {"SHA256": "SHA-256", "SHA1": "SHA-1", "CRC32": "CRC32", "CRC32C": "CRC32C",
-                   "CRC64NVME": "CRC64NVME"}
+                   "CRC64NVME": "CRC64NVME", "MD5": "MD5"}
 
 
 class OutOfTime(Exception):
@@ -111,16 +141,23 @@ class Integrity:
     mismatched_part: int | None = None
 
     def phrase(self) -> str:
+        """`verified (SHA-256)` only when bytes were compared by a checksum; `size only: why` otherwise."""
         if self.match is None:
             return f"size only: {self.note}"
-        algorithm, _, kind = self.method.partition("-")
-        name = "MD5 (single-part ETag)" if self.method == "md5-etag" else ALGORITHM_NAMES.get(algorithm.upper())
-        if kind == "composite":
-            name += f" composite of {self.note}"
-        verdict = "matches" if self.match else "differs"
+        name = self.algorithm_name()
+        if self.match:
+            return f"verified ({name})"
+        verdict = f"{name} differs"
         if self.mismatched_part is not None:
             verdict += f" (first at part {self.mismatched_part})"
-        return f"{name} {verdict}"
+        return verdict
+
+    def algorithm_name(self) -> str:
+        algorithm, _, kind = self.method.partition("-")
+        if self.method == "md5-etag":
+            return "MD5 of a single-part ETag"
+        name = ALGORITHM_NAMES.get(algorithm.upper(), algorithm)
+        return f"{name} composite of {self.note}" if kind == "composite" else name
 
     def as_details(self) -> dict[str, Any]:
         out = {"method": self.method, "remote": self.remote, "local": self.local, "match": self.match}
@@ -152,8 +189,8 @@ def parse_etag(etag: str) -> tuple[str, int | None]:
 def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> ChecksumPlan:
     """Given a HEAD (ChecksumMode=ENABLED) answer, return what can be compared with a local copy.
 
-    Preference: an S3 SHA checksum, then a single-part ETag that is an MD5, then CRC32. A
-    multipart ETag is never taken for an MD5. `checksum_type` (COMPOSITE / FULL_OBJECT, from
+    Preference: an S3 SHA checksum, then a single-part ETag that is an MD5 (128 bits), then
+    CRC64NVME, CRC32C, CRC32. A multipart ETag is never taken for an MD5. `checksum_type` (COMPOSITE / FULL_OBJECT, from
     GetObjectAttributes) overrides what the HEAD answer says or implies.
     """
     etag, etag_parts = parse_etag(head.get("ETag", ""))
@@ -170,6 +207,8 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
             return ChecksumPlan(name, value)
         if kind == "COMPOSITE" or value_parts is not None or name.startswith("SHA"):   # S3 has no full-object SHA
             return ChecksumPlan(name, value, composite=True, parts=parts)
+        if name == "CRC64NVME":                                                     # … and no composite CRC64NVME
+            return ChecksumPlan(name, value)
         return ChecksumPlan(name, value, composite=None, parts=parts)
 
     for name in ("SHA256", "SHA1"):
@@ -177,12 +216,9 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
             return s3_checksum(name)
     if md5_etag:
         return ChecksumPlan("MD5", etag)
-    if "CRC32" in found:
-        return s3_checksum("CRC32")
-    if found:
-        names = ", ".join(ALGORITHM_NAMES[n] for n in found)
-        return ChecksumPlan(None, parts=etag_parts, reason=f"the object's S3 checksum ({names}) cannot be computed "
-                                                           f"here")
+    for name in ("CRC64NVME", "CRC32C", "CRC32"):
+        if name in found:
+            return s3_checksum(name)
     if etag_parts is not None:
         return ChecksumPlan(None, parts=etag_parts, reason=f"multipart upload ({etag_parts} parts) without an S3 "
                                                            f"checksum: its ETag is not an MD5 of the content")
@@ -193,9 +229,9 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
 
 def composite(digests: list[bytes], algorithm: str) -> bytes:
     """S3's checksum of a multipart object: the algorithm over the parts' binary checksums, concatenated."""
-    hasher = HASHERS[algorithm]()
-    hasher.update(b"".join(digests))
-    return hasher.digest()
+    combined = hasher_for(algorithm)()
+    combined.update(b"".join(digests))
+    return combined.digest()
 
 
 def b64(raw: bytes) -> str:
@@ -460,8 +496,9 @@ class S3BackupCheck(Check):
         MetricSpec("newest_age_seconds", "seconds", "Age of the newest object under the prefix."),
         MetricSpec("newest_size_bytes", "bytes", "Size of the newest object under the prefix."),
         MetricSpec("objects", "count", "Objects under the prefix modified within retention_window."),
-        MetricSpec("verified", "boolean", "1 when the latest run found the copy good (objects present, the newest "
-                                          "local backup there with the same size and checksum)."),
+        MetricSpec("verified", "boolean", "1 when the latest run found the copy good: objects present and, with "
+                                          "local_path, the newest local backup there with the same size and its "
+                                          "bytes matched by a checksum (0 when compared by size only)."),
         MetricSpec("local_copy_present", "boolean", "1 when the newest local backup (local_path) exists in the "
                                                     "bucket."),
     )
@@ -623,8 +660,8 @@ class S3BackupCheck(Check):
         details["integrity"] = integrity.as_details()
         if integrity.match is False:
             return CopyVerdict(Status.CRITICAL, f"checksum differs for {key}: {integrity.phrase()}", present=True)
-        return CopyVerdict(Status.OK, f"local newest present, same size, {integrity.phrase()}", present=True,
-                           verified=True, modified=modified)
+        return CopyVerdict(Status.OK, f"local newest present, {integrity.phrase()}", present=True,
+                           verified=integrity.match is True, modified=modified)
 
     def _head(self, api, key: str, **extra) -> dict[str, Any] | None:
         """HEAD with checksums; None when the key does not exist (a 403 stays an error: access denied)."""
@@ -649,6 +686,10 @@ class S3BackupCheck(Check):
             return Integrity("size-only", plan.remote, note=f"a multipart {ALGORITHM_NAMES[plan.algorithm]} "
                                                            f"checksum the store does not say is composite or "
                                                            f"full-object")
+        try:
+            hasher_for(plan.algorithm)
+        except ChecksumUnavailable as exc:
+            return Integrity("size-only", plan.remote, note=str(exc))
         if plan.algorithm == "MD5":
             digest = self._hash(local, "MD5", (), client).local
             return Integrity("md5-etag", plan.remote, digest, digest == plan.remote)
@@ -711,7 +752,7 @@ class S3BackupCheck(Check):
         key = (local.path, local.size, local.mtime_ns, algorithm, part_sizes)
         if self._digest is not None and self._digest[0] == key:
             return self._digest[1]
-        make = hashlib.md5 if algorithm == "MD5" else HASHERS[algorithm]
+        make = hasher_for(algorithm)
         bounds = part_sizes or (local.size,)
         digests = []
         with open(local.path, "rb") as fh:

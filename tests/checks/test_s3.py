@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -83,10 +84,14 @@ class Bucket:
     def put(self, key: str, data: bytes, **extra) -> dict:
         return self.api.put_object(Bucket=self.name, Key=key, Body=data, **extra)
 
-    def multipart(self, key: str, data: bytes, checksum: str | None = None) -> dict:
-        """Upload in 5 MiB parts (the last shorter), with a per-part checksum when `checksum` is given."""
+    def multipart(self, key: str, data: bytes, checksum: str | None = None, kind: str | None = None) -> dict:
+        """Upload in 5 MiB parts (the last shorter), with a per-part checksum when `checksum` is given.
+
+        `kind` is the object checksum's type, COMPOSITE or FULL_OBJECT (default: the store's choice).
+        """
         extra = {"ChecksumAlgorithm": checksum} if checksum else {}
-        upload = self.api.create_multipart_upload(Bucket=self.name, Key=key, **extra)
+        kind_option = {"ChecksumType": kind} if kind else {}
+        upload = self.api.create_multipart_upload(Bucket=self.name, Key=key, **extra, **kind_option)
         parts = []
         for number, start in enumerate(range(0, len(data), PART), 1):
             answer = self.api.upload_part(Bucket=self.name, Key=key, UploadId=upload["UploadId"], PartNumber=number,
@@ -319,7 +324,7 @@ def test_s3_backup_single_part_sha256_compared_ok(bucket, backups):
     assert integrity["method"] == "sha256" and integrity["match"] is True
     assert integrity["remote"] == bucket.api.head_object(Bucket=bucket.name, Key=key_of("20260102_020000"),
                                                          ChecksumMode="ENABLED")["ChecksumSHA256"]
-    assert "SHA-256 matches" in result.summary
+    assert "local newest present, verified (SHA-256)" in result.summary
 
 
 def test_s3_backup_single_part_sha256_content_differs_critical(bucket, backups):
@@ -341,7 +346,7 @@ def test_s3_backup_single_part_without_checksum_etag_compared_as_md5(bucket, bac
     result = run(with_local(bucket, backups))
     assert result.status is Status.OK, result.summary
     assert result.details["integrity"]["method"] == "md5-etag"
-    assert "MD5 (single-part ETag) matches" in result.summary
+    assert "verified (MD5 of a single-part ETag)" in result.summary
 
 
 def test_s3_backup_boto3_default_crc32_upload_prefers_the_md5_etag(moto, backups):
@@ -366,7 +371,7 @@ def test_s3_backup_multipart_sha256_composite_rebuilt_and_verified(bucket, backu
     assert integrity["note"] == "3 parts"
     assert integrity["local"] != base64.b64encode(hashlib.sha256(data).digest()).decode(), \
         "a composite, not the whole file's SHA-256"
-    assert "SHA-256 composite of 3 parts matches" in result.summary
+    assert "verified (SHA-256 composite of 3 parts)" in result.summary
     assert value(result, "verified") == 1
 
 
@@ -390,6 +395,88 @@ def test_s3_backup_multipart_crc32_composite_verified(bucket, backups):
     assert result.details["integrity"]["match"] is True
 
 
+# Every algorithm S3 keeps, uploaded the way a client does it: the check names the algorithm it compared by,
+# and one changed byte (same size) is caught by each. NAMES: S3's algorithm → how the summary writes it.
+NAMES = {"CRC32": "CRC32", "CRC32C": "CRC32C", "CRC64NVME": "CRC64NVME", "SHA1": "SHA-1", "SHA256": "SHA-256"}
+
+
+def corrupt(path: Path, offset: int) -> None:
+    """Flip one byte in place: same size, new content, a later mtime (so a kept digest is not reused)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+    later = time.time_ns() + 10**9
+    os.utime(path, ns=(later, later))
+
+
+@pytest.mark.parametrize("algorithm", list(NAMES))
+def test_s3_backup_single_part_each_algorithm_verified_and_same_size_corruption_critical(bucket, backups,
+                                                                                        algorithm):
+    data = os.urandom(20_000)
+    path = write_backup(backups, "20260102_020000", data)
+    # an ETag that is not an MD5 (as with SSE-KMS), so the S3 checksum is what gets compared
+    answer = bucket.put(key_of("20260102_020000"), data, ChecksumAlgorithm=algorithm, ServerSideEncryption="aws:kms")
+    assert f"Checksum{algorithm}" in answer
+    check = with_local(bucket, backups)
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    assert f"local newest present, verified ({NAMES[algorithm]})" in result.summary
+    assert result.details["integrity"]["method"] == algorithm.lower() and result.details["integrity"]["match"]
+    assert value(result, "verified") == 1
+    corrupt(path, 12_345)
+    result = run(check)
+    assert result.status is Status.CRITICAL, result.summary
+    assert f"checksum differs for {key_of('20260102_020000')}: {NAMES[algorithm]} differs" in result.summary
+    assert value(result, "verified") == 0
+
+
+# What S3 itself accepts: COMPOSITE for the SHAs and CRC32/CRC32C, FULL_OBJECT for the CRCs (CRC64NVME only that)
+MULTIPART = [("CRC32", "COMPOSITE"), ("CRC32C", "COMPOSITE"), ("SHA1", "COMPOSITE"), ("SHA256", "COMPOSITE"),
+             ("CRC32", "FULL_OBJECT"), ("CRC32C", "FULL_OBJECT"), ("CRC64NVME", "FULL_OBJECT")]
+
+
+@pytest.mark.parametrize("algorithm, kind", MULTIPART)
+def test_s3_backup_multipart_each_algorithm_verified_and_same_size_corruption_critical(bucket, backups,
+                                                                                      algorithm, kind):
+    if algorithm == "CRC32C":
+        assert importlib.util.find_spec("crc32c"), "moto computes CRC32C as CRC32 without it: pip install -e '.[test]'"
+    data = os.urandom(PART + 3000)                      # two parts
+    path = write_backup(backups, "20260102_020000", data)
+    bucket.multipart(key_of("20260102_020000"), data, checksum=algorithm, kind=kind)
+    check = with_local(bucket, backups)
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    integrity = result.details["integrity"]
+    if kind == "COMPOSITE":
+        assert integrity["method"] == f"{algorithm.lower()}-composite"
+        assert f"verified ({NAMES[algorithm]} composite of 2 parts)" in result.summary
+    else:
+        assert integrity["method"] == algorithm.lower()
+        assert f"verified ({NAMES[algorithm]})" in result.summary
+    assert integrity["match"] is True and value(result, "verified") == 1
+    corrupt(path, PART + 100)                            # in the second part
+    result = run(check)
+    assert result.status is Status.CRITICAL, result.summary
+    assert f"{NAMES[algorithm]}" in result.summary and "differs" in result.summary
+    if kind == "COMPOSITE":
+        assert result.details["integrity"].get("first_mismatched_part") in (2, None)
+
+
+def test_s3_backup_crc64nvme_without_awscrt_size_only_and_says_why(bucket, backups, monkeypatch):
+    data = os.urandom(5000)
+    write_backup(backups, "20260102_020000", data)
+    bucket.put(key_of("20260102_020000"), data, ChecksumAlgorithm="CRC64NVME", ServerSideEncryption="aws:kms")
+    check = with_local(bucket, backups)
+    check._botocore_session()                             # botocore's own start-up looks for awscrt, harmlessly
+    monkeypatch.setitem(sys.modules, "awscrt", None)      # then awscrt is gone, as on a host without it
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    assert ("local newest present, size only: computing CRC64NVME needs the awscrt package, which is not "
+            "installed") in result.summary
+    assert "verified" not in result.summary
+    assert value(result, "verified") == 0 and result.details["integrity"]["match"] is None
+
+
 def test_s3_backup_multipart_without_checksum_size_only_never_md5(bucket, backups):
     data = os.urandom(PART + 4321)
     write_backup(backups, "20260102_020000", data)
@@ -400,8 +487,10 @@ def test_s3_backup_multipart_without_checksum_size_only_never_md5(bucket, backup
     assert result.status is Status.OK, result.summary
     integrity = result.details["integrity"]
     assert integrity["method"] == "size-only" and integrity["match"] is None and integrity["local"] is None
+    assert "local newest present, size only: multipart upload (2 parts) without an S3 checksum" in result.summary
     assert "its ETag is not an MD5 of the content" in result.summary
-    assert "multipart upload (2 parts) without an S3 checksum" in integrity["note"]
+    assert "verified" not in result.summary, "size only is never called verified"
+    assert value(result, "verified") == 0 and value(result, "local_copy_present") == 1
 
 
 def test_s3_backup_local_file_replaced_is_hashed_again(bucket, backups):
@@ -566,9 +655,9 @@ def test_s3_backup_checksum_plan_never_reads_a_multipart_etag_as_md5():
     assert plan_checksum(kms).algorithm is None and "SSE-KMS" in plan_checksum(kms).reason
     plain = {"ETag": '"398533d48111e9f664b1f64cb10c4b63"', "ServerSideEncryption": "AES256"}
     assert plan_checksum(plain).algorithm == "MD5"
-    nvme = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-2"', "ChecksumCRC64NVME": "AAAAAAAAAAA=",
-            "ChecksumType": "FULL_OBJECT"}
-    assert plan_checksum(nvme).algorithm is None and "cannot be computed here" in plan_checksum(nvme).reason
+    nvme = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-2"', "ChecksumCRC64NVME": "AAAAAAAAAAA="}
+    assert (plan_checksum(nvme).algorithm, plan_checksum(nvme).composite) == ("CRC64NVME", False), \
+        "S3 keeps CRC64NVME full-object only"
     s3_style = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-3"', "ChecksumSHA256": "vorRs+7jhk/rq+KA8mJf=-3",
                 "ChecksumType": "COMPOSITE"}
     plan = plan_checksum(s3_style)
