@@ -15,6 +15,7 @@ from checks.s3 import S3BackupCheck
 from checks.smart import SmartCheck
 from checks.systemd import SystemdUnitCheck
 from checks.updates import OsUpdatesCheck
+from checks.wal_archive import WalArchiveCheck
 from checks.system import (
     CpuCheck, DiskCheck, FileCheck, LoadCheck, MemoryCheck, NetworkLatencyCheck, ProcessCheck, SwapCheck,
 )
@@ -39,6 +40,7 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "pg_connections": PgConnectionsCheck,
     "pg_replication": PgReplicationCheck,
     "pg_archiving": PgArchivingCheck,
+    "wal_archive": WalArchiveCheck,
     "pg_activity": PgActivityCheck,
     "pg_statements": PgStatementsCheck,
     "pg_tables": PgTablesCheck,
