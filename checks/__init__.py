@@ -2,6 +2,7 @@
 
 from checks.base import Check
 from checks.backup import BackupFilesCheck, RestoreTestCheck
+from checks.backup_set import BackupSetCheck
 from checks.drift import ConfigDriftCheck
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck
 from checks.logscan import LogScanCheck
@@ -46,6 +47,7 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "pg_tables": PgTablesCheck,
     "backup_files": BackupFilesCheck,
     "restore_test": RestoreTestCheck,
+    "backup_set": BackupSetCheck,
     "s3_backup": S3BackupCheck,
     "os_updates": OsUpdatesCheck,
     "log_scan": LogScanCheck,

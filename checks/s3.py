@@ -26,6 +26,12 @@ the glob's leading directories without wildcards), mirroring `aws s3 sync DIR s3
 Its digest is kept while the file's size and mtime are unchanged, so a large dump is
 read once, not on every run.
 
+With `set: true`, `local_path` globs backup set directories (`/backups/database/*`, the
+nightly `$TIMESTAMP` directories, newest = greatest name, as `backup_set` picks them) and
+every file of the newest set is compared with its object the same way, one HEAD each; the
+result names the members missing from the bucket or differing, and `verified` is 1 only
+when every member's bytes were compared by a checksum.
+
 Cost: botocore is imported inside `run`, never at import (the daemon's import path stays
 free of it); measured here, importing it takes ~100 ms and ~8 MiB and the S3 client's
 models another ~15 MiB, which stay resident, so only hosts that configure an s3_backup
@@ -56,6 +62,7 @@ import os
 import re
 import threading
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -65,6 +72,7 @@ from agent import __version__
 from agent.fields import Duration, Secret, SecretStr, check_http_url
 from agent.result import CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
+from checks.backup_sets import BackupSet, Member, read_set, set_directories
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 from checks.net import describe_error
 
@@ -393,6 +401,15 @@ def _caused_by(exc: BaseException | None, kind: type) -> BaseException | None:
     return None
 
 
+def _remote_evidence(key: str, head: dict[str, Any]) -> dict[str, Any]:
+    """What the details keep of an object's HEAD: size, ETag, checksums, encryption."""
+    remote = {"key": key, "size_bytes": head["ContentLength"], "etag": head.get("ETag"),
+              "last_modified": head["LastModified"].isoformat(),
+              "checksums": {n: head[f"Checksum{n}"] for n in ALGORITHMS if head.get(f"Checksum{n}")},
+              "checksum_type": head.get("ChecksumType"), "server_side_encryption": head.get("ServerSideEncryption")}
+    return {k: v for k, v in remote.items() if v is not None}
+
+
 class S3BackupCheck(Check):
     """Backups copied to S3 (or MinIO, Ceph, any S3 API): fresh, kept, and the newest local one intact remotely.
 
@@ -433,13 +450,16 @@ class S3BackupCheck(Check):
         min_count: int | None = Field(None, ge=0, description="WARNING when fewer objects are in the window")
         max_objects: int = Field(100_000, ge=1, description="read at most this many keys per run (WARNING when cut)")
         local_path: str | None = Field(
-            None, description="absolute glob of the local backups; the newest must be in the bucket, same size and "
-                              "checksum")
+            None, description="absolute glob of the local backups (with set: of the set directories); the newest must "
+                              "be in the bucket, same size and checksum")
         local_root: str | None = Field(
             None, description="the directory whose layout is mirrored under prefix; default: local_path's leading "
                               "directories without wildcards")
         upload_grace: Duration = Field(
             0.0, description="a newest local backup younger than this and not yet in the bucket is not an error")
+        set: bool = Field(False, description="local_path is a glob of backup set directories (e.g. "
+                                             "/backups/database/*): every file of the newest set (greatest name) "
+                                             "must be in the bucket below prefix, same size and checksum")
         verify_checksum: bool = Field(True, description="compare content checksums, not only sizes (reads the "
                                                         "local file once; its digest is kept while it is unchanged)")
         warning: Duration | None = Field(None, description="WARNING when the newest object is older")
@@ -480,6 +500,8 @@ class S3BackupCheck(Check):
                 raise ValueError("give both access_key_id and secret_access_key, or neither (the AWS chain)")
             if self.local_root is not None and self.local_path is None:
                 raise ValueError("local_root needs local_path")
+            if self.set and self.local_path is None:
+                raise ValueError("set: true needs local_path, the glob of the set directories")
             if self.local_root is not None and not self.local_path.startswith(self.local_root.rstrip("/") + "/"):
                 raise ValueError(f"local_path {self.local_path!r} is not under local_root {self.local_root!r}")
             if self.ca_file and not self.verify_tls:
@@ -499,8 +521,8 @@ class S3BackupCheck(Check):
         MetricSpec("verified", "boolean", "1 when the latest run found the copy good: objects present and, with "
                                           "local_path, the newest local backup there with the same size and its "
                                           "bytes matched by a checksum (0 when compared by size only)."),
-        MetricSpec("local_copy_present", "boolean", "1 when the newest local backup (local_path) exists in the "
-                                                    "bucket."),
+        MetricSpec("local_copy_present", "boolean", "1 when the newest local backup (local_path; with set, every "
+                                                    "file of the newest set) exists in the bucket."),
     )
     THRESHOLD = Threshold(("newest_age_seconds",), "seconds")
 
@@ -509,7 +531,7 @@ class S3BackupCheck(Check):
         self._session = None                    # botocore session: the S3 model is loaded once per check
         self._session_lock = threading.Lock()
         self._last_success = 0.0
-        self._digest: tuple[tuple, Hashed] | None = None   # the last local file hashed and what it gave
+        self._digests: dict[tuple, Hashed] = {}   # (path, size, mtime, algorithm, parts) → digest, current files
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -526,7 +548,7 @@ class S3BackupCheck(Check):
             import botocore.exceptions as errors
         except ImportError:
             return self._unknown("botocore is not installed (pip install 'maint-agent[s3]')", {})
-        local = newest_local(opts.local_path) if opts.local_path else None
+        local = newest_local(opts.local_path) if opts.local_path and not opts.set else None
         client = None
         phase = "connecting"
         try:
@@ -535,7 +557,12 @@ class S3BackupCheck(Check):
             now = ctx.wall()
             listing = self._list(client.api, now - opts.retention_window)
             phase = "checking the newest local backup's copy"
-            copy = self._check_copy(client, local, now, details) if opts.local_path else None
+            if opts.set:
+                copy = self._check_set(client, now, details)
+            elif opts.local_path:
+                copy = self._check_copy(client, local, now, details)
+            else:
+                copy = None
         except OutOfTime as exc:
             reason = f"timed out after {format_duration(ctx.timeout)} {phase}" + (f" ({exc})" if str(exc) else "")
             return self._unknown(_scrub(reason, secrets), _scrub(details, secrets))
@@ -543,7 +570,7 @@ class S3BackupCheck(Check):
             status, reason = _classify(exc, errors, client)
             summary = _scrub(f"{self._where()}: {reason}", secrets)
             return CheckResult(status, summary, self._failure_samples(), _scrub(details, secrets))
-        except OSError as exc:   # reading the local file
+        except OSError as exc:   # reading the local files
             return self._unknown(_scrub(f"cannot read {exc.filename}: {exc.strerror or exc}", secrets),
                                  _scrub(details, secrets))
         finally:
@@ -638,6 +665,7 @@ class S3BackupCheck(Check):
             return CopyVerdict(Status.WARNING, f"no local file matches {opts.local_path} to compare")
         key = remote_key(opts.prefix, opts.local_root or local_root_of(opts.local_path), local.path)
         details["local"] = {"path": local.path, "size_bytes": local.size, "mtime": local.mtime, "key": key}
+        self._forget_digests({local.path})
         head = self._head(client.api, key)
         if head is None:
             age = max(0.0, now - local.mtime)
@@ -648,11 +676,7 @@ class S3BackupCheck(Check):
             return CopyVerdict(Status.CRITICAL, f"newest local backup missing from the bucket: {key}", present=False)
         remote_size = head["ContentLength"]
         modified = head["LastModified"].timestamp()
-        remote = {"key": key, "size_bytes": remote_size, "etag": head.get("ETag"),
-                  "last_modified": head["LastModified"].isoformat(),
-                  "checksums": {n: head[f"Checksum{n}"] for n in ALGORITHMS if head.get(f"Checksum{n}")},
-                  "checksum_type": head.get("ChecksumType"), "server_side_encryption": head.get("ServerSideEncryption")}
-        details["remote"] = {k: v for k, v in remote.items() if v is not None}
+        details["remote"] = _remote_evidence(key, head)
         if remote_size != local.size:
             return CopyVerdict(Status.CRITICAL, f"size differs for {key}: local {local.size} B, bucket {remote_size} B",
                                present=True)
@@ -662,6 +686,78 @@ class S3BackupCheck(Check):
             return CopyVerdict(Status.CRITICAL, f"checksum differs for {key}: {integrity.phrase()}", present=True)
         return CopyVerdict(Status.OK, f"local newest present, {integrity.phrase()}", present=True,
                            verified=integrity.match is True, modified=modified)
+
+    def _check_set(self, client: _Client, now: float, details: dict[str, Any]) -> CopyVerdict:
+        """Given set mode, compare every file of the newest local set directory with its object."""
+        opts = self.options
+        directories = set_directories(opts.local_path)
+        if not directories:
+            return CopyVerdict(Status.WARNING, f"no local set directory matches {opts.local_path} to compare")
+        local_set = read_set(directories[0])
+        name = local_set.name
+        if not local_set.members:
+            return CopyVerdict(Status.WARNING, f"the newest local set {name} is empty")
+        root = opts.local_root or local_root_of(opts.local_path)
+        self._forget_digests({m.path for m in local_set.members})
+        rows, missing, differing, compared = [], [], [], []
+        for member in local_set.members:
+            key = remote_key(opts.prefix, root, member.path)
+            row: dict[str, Any] = {"member": member.relpath, "key": key, "size_bytes": member.size}
+            rows.append(row)
+            head = self._head(client.api, key)
+            row["present"] = head is not None
+            if head is None:
+                missing.append(member)
+                continue
+            row["remote"] = _remote_evidence(key, head)
+            if head["ContentLength"] != member.size:
+                differing.append(f"{member.relpath} (size: local {member.size} B, bucket {head['ContentLength']} B)")
+                continue
+            local = LocalFile(member.path, member.size, member.mtime, member.mtime_ns)
+            integrity = self._integrity(client, key, head, local)
+            row["integrity"] = integrity.as_details()
+            if integrity.match is False:
+                differing.append(f"{member.relpath} ({integrity.phrase()})")
+            else:
+                compared.append((member, integrity, head["LastModified"].timestamp()))
+        details["set"] = {"path": local_set.path, "members": rows}
+        return self._set_verdict(local_set, missing, differing, compared, now)
+
+    def _set_verdict(self, local_set: BackupSet, missing: list[Member], differing: list[str],
+                     compared: list[tuple[Member, Integrity, float]], now: float) -> CopyVerdict:
+        opts = self.options
+        total, name = len(local_set.members), local_set.name
+        if missing:
+            newest = max(m.mtime for m in missing)
+            if now - newest < opts.upload_grace and not differing:
+                return CopyVerdict(Status.OK, f"newest local set {name}: {len(missing)} of {total} members not "
+                                              f"uploaded yet (upload_grace {format_duration(opts.upload_grace)})",
+                                   present=False)
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} of {total} members missing from the bucket: "
+                            f"{', '.join(m.relpath for m in missing)}")
+        if differing:
+            count = len(differing)
+            problems.append(f"{count} member{' differs' if count == 1 else 's differ'}: {', '.join(differing)}")
+        if problems:
+            return CopyVerdict(Status.CRITICAL, f"newest local set {name}: " + "; ".join(problems),
+                               present=not missing)
+        verified = [i for _, i, _ in compared if i.match]
+        unproven = [(m, i) for m, i, _ in compared if i.match is None]
+        methods = Counter(i.algorithm_name() for i in verified)
+        by = ", ".join(f"{algorithm} ×{n}" if n > 1 else algorithm for algorithm, n in sorted(methods.items()))
+        phrase = f"newest local set {name}: {total} members present"
+        if not unproven:
+            phrase += f", verified ({by})"
+        else:
+            first, integrity = unproven[0]
+            if verified:
+                phrase += f"; {len(verified)} verified ({by})"
+            phrase += (f"; {len(unproven)} size only ({', '.join(m.relpath for m, _ in unproven)}): "
+                       f"{integrity.note}")
+        return CopyVerdict(Status.OK, phrase, present=True, verified=not unproven,
+                           modified=max(modified for _, _, modified in compared))
 
     def _head(self, api, key: str, **extra) -> dict[str, Any] | None:
         """HEAD with checksums; None when the key does not exist (a 403 stays an error: access denied)."""
@@ -750,8 +846,8 @@ class S3BackupCheck(Check):
     def _hash(self, local: LocalFile, algorithm: str, part_sizes: tuple[int, ...], client: _Client) -> Hashed:
         """Digest of the local file (or S3's composite over part_sizes); kept while the file is unchanged."""
         key = (local.path, local.size, local.mtime_ns, algorithm, part_sizes)
-        if self._digest is not None and self._digest[0] == key:
-            return self._digest[1]
+        if key in self._digests:
+            return self._digests[key]
         make = hasher_for(algorithm)
         bounds = part_sizes or (local.size,)
         digests = []
@@ -774,8 +870,12 @@ class S3BackupCheck(Check):
             hashed = Hashed(b64(composite(digests, algorithm)), tuple(b64(d) for d in digests))
         else:
             hashed = Hashed(b64(digests[0]))
-        self._digest = (key, hashed)
+        self._digests[key] = hashed
         return hashed
+
+    def _forget_digests(self, paths: set[str]) -> None:
+        """Keep the digests of the files compared in this run only: memory stays bounded by one set."""
+        self._digests = {k: v for k, v in self._digests.items() if k[0] in paths}
 
     # --- helpers -----------------------------------------------------------------------------------------
 

@@ -31,81 +31,16 @@ from agent.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.s3 import S3BackupCheck, local_root_of, plan_checksum, remote_key
 from tests.conftest import REPO, free_port, wait_for
+from tests.fixtures.s3 import PART, Bucket, aws_env, moto  # noqa: F401 (fixtures; aws_env is autouse)
 from tests.metrics_contract import assert_family_contract
 
 DAY = 86400.0
 MiB = 1024 * 1024
-PART = 5 * MiB                       # S3's smallest part size (all parts but the last)
 KEY_ID = "AKIAMAINTAGENTTEST0001"
 SECRET = "s3-secret-Zq9vX-never-log-me"
 
 
-# --- servers and buckets ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def moto():
-    """One moto S3 server for the module, on a free loopback port; each test makes its own bucket."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path):
-    """Dummy credentials, no ~/.aws, and no probing of the EC2 metadata address: nothing leaves loopback."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-
-
-class Bucket:
-    """A fresh bucket on the moto server and the uploads the tests need."""
-
-    def __init__(self, endpoint: str, checksums: str = "when_required"):
-        import boto3
-        from botocore.config import Config
-
-        self.endpoint = endpoint
-        self.name = f"backups-{uuid.uuid4().hex[:12]}"
-        # when_required: no checksum unless asked for, like uploaders before 2025; "when_supported" is boto3's default
-        self.api = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                config=Config(request_checksum_calculation=checksums))
-        self.api.create_bucket(Bucket=self.name)
-
-    def put(self, key: str, data: bytes, **extra) -> dict:
-        return self.api.put_object(Bucket=self.name, Key=key, Body=data, **extra)
-
-    def multipart(self, key: str, data: bytes, checksum: str | None = None, kind: str | None = None) -> dict:
-        """Upload in 5 MiB parts (the last shorter), with a per-part checksum when `checksum` is given.
-
-        `kind` is the object checksum's type, COMPOSITE or FULL_OBJECT (default: the store's choice).
-        """
-        extra = {"ChecksumAlgorithm": checksum} if checksum else {}
-        kind_option = {"ChecksumType": kind} if kind else {}
-        upload = self.api.create_multipart_upload(Bucket=self.name, Key=key, **extra, **kind_option)
-        parts = []
-        for number, start in enumerate(range(0, len(data), PART), 1):
-            answer = self.api.upload_part(Bucket=self.name, Key=key, UploadId=upload["UploadId"], PartNumber=number,
-                                          Body=data[start:start + PART], **extra)
-            part = {"PartNumber": number, "ETag": answer["ETag"]}
-            if checksum:
-                part[f"Checksum{checksum}"] = answer[f"Checksum{checksum}"]
-            parts.append(part)
-        return self.api.complete_multipart_upload(Bucket=self.name, Key=key, UploadId=upload["UploadId"],
-                                                  MultipartUpload={"Parts": parts})
-
-    def head(self, key: str) -> dict:
-        return self.api.head_object(Bucket=self.name, Key=key)
-
+# --- buckets -----------------------------------------------------------------------------------
 
 @pytest.fixture
 def bucket(moto) -> Bucket:
