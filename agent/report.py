@@ -10,7 +10,7 @@ Where the figures come from:
   first OK run after it (ongoing when the period ends first); its severity is the check's configured
   `severity` (P0–P3), its status the worst status seen in the span.
 - **availability** of an `http` check: OK runs / runs (seed: > 99.9 %).
-- **backup success rate**: OK runs / runs of the `backup_files` and `s3_backup` checks (seed: 100 %);
+- **backup success rate**: OK runs / runs of the `backup_files`, `backup_set` and `s3_backup` checks (seed: 100 %);
   the last `restore_test` run (any time before the period ends) with its measured RTO
   (`restore_duration_seconds`) against the check's `critical` (the RTO target).
 - **preventive vs corrective** (seed: 80/20): the policy's executed action runs and operators' log
@@ -60,7 +60,7 @@ AVAILABILITY_TARGET = 0.999                      # seed 004: uptime > 99.9 %
 BACKUP_TARGET = 1.0                              # seed 004: backup success rate 100 %
 PREVENTIVE_TARGET = 0.8                          # seed 004: preventive vs corrective 80/20
 RESOLUTION_TARGET = 4 * 3600.0                   # seed 004: issue resolution time < 4 hours average
-BACKUP_TYPES = ("backup_files", "s3_backup")
+BACKUP_TYPES = ("backup_files", "backup_set", "s3_backup")
 TREND_METRICS = {"cpu": "usage_ratio", "memory": "used_ratio", "swap": "used_ratio", "load": "per_core",
                  "redis": "memory_used_ratio", "pg_connections": "connections_used_ratio"}
 SLOW_QUERIES_LISTED = 10

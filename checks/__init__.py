@@ -2,6 +2,7 @@
 
 from checks.base import Check
 from checks.backup import BackupFilesCheck, RestoreTestCheck
+from checks.backup_set import BackupSetCheck
 from checks.drift import ConfigDriftCheck
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck
 from checks.logscan import LogScanCheck
@@ -15,6 +16,7 @@ from checks.s3 import S3BackupCheck
 from checks.smart import SmartCheck
 from checks.systemd import SystemdUnitCheck
 from checks.updates import OsUpdatesCheck
+from checks.wal_archive import WalArchiveCheck
 from checks.system import (
     CpuCheck, DiskCheck, FileCheck, LoadCheck, MemoryCheck, NetworkLatencyCheck, ProcessCheck, SwapCheck,
 )
@@ -39,11 +41,13 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "pg_connections": PgConnectionsCheck,
     "pg_replication": PgReplicationCheck,
     "pg_archiving": PgArchivingCheck,
+    "wal_archive": WalArchiveCheck,
     "pg_activity": PgActivityCheck,
     "pg_statements": PgStatementsCheck,
     "pg_tables": PgTablesCheck,
     "backup_files": BackupFilesCheck,
     "restore_test": RestoreTestCheck,
+    "backup_set": BackupSetCheck,
     "s3_backup": S3BackupCheck,
     "os_updates": OsUpdatesCheck,
     "log_scan": LogScanCheck,

@@ -5,27 +5,39 @@ read, so a huge bucket cannot hold a worker), reports the newest object's age an
 how many objects fall in the retention window, and, with `local_path`, checks that the
 newest local backup exists remotely with the same size and the same content:
 
-- an object with an S3 SHA-256 (or SHA-1, CRC32) checksum is compared with the same
-  checksum of the local file. A multipart object's SHA checksum is a checksum of the parts'
-  checksums (S3 shows it as `<base64>-N`); it is rebuilt from the local file with the
-  object's own part sizes (GetObjectAttributes ObjectParts, or one HEAD per part where that
-  API gives none), never compared with a plain SHA-256 of the file;
-- without such a checksum, a single-part object's ETag is the MD5 of its content unless it
-  is encrypted with SSE-KMS or SSE-C, and is compared as that ("md5-etag");
-- a multipart ETag (`…-N`) is never an MD5 of the content: such an object without an S3
-  checksum is compared by size only, and the result says so. CRC32C and CRC64NVME cannot
-  be computed with the standard library, so those are size (and MD5 ETag) only as well.
+- an object with an S3 checksum (SHA-256, SHA-1, CRC64NVME, CRC32C or CRC32, the one the
+  uploader chose) is compared with the same checksum of the local file. A full-object
+  checksum is the algorithm over the whole file, also for a multipart upload. A composite
+  one (multipart, S3 shows it as `<base64>-N` or says COMPOSITE) is a checksum of the
+  parts' checksums; it is rebuilt from the local file with the object's own part sizes
+  (GetObjectAttributes ObjectParts, or one HEAD per part where that API gives none), never
+  compared with a plain checksum of the file. CRC32 comes from zlib, the SHAs from hashlib,
+  CRC32C and CRC64NVME from awscrt (botocore's own `crt` extra);
+- without an S3 checksum, a single-part object's ETag is the MD5 of its content unless it
+  is encrypted with SSE-KMS or SSE-C, and is compared as that ("md5-etag"); it is preferred
+  to a 32/64-bit CRC when both are there;
+- otherwise (a multipart ETag without an S3 checksum, a CRC algorithm whose library is
+  missing, verify_checksum off) only the size is compared, and the result says "size only"
+  and why; `verified` is then 0: the copy is reported verified only when its bytes were
+  compared by a checksum.
 
 The local file's key is the prefix joined with its path below `local_root` (by default
 the glob's leading directories without wildcards), mirroring `aws s3 sync DIR s3://…/PREFIX`.
 Its digest is kept while the file's size and mtime are unchanged, so a large dump is
 read once, not on every run.
 
+With `set: true`, `local_path` globs backup set directories (`/backups/database/*`, the
+nightly `$TIMESTAMP` directories, newest = greatest name, as `backup_set` picks them) and
+every file of the newest set is compared with its object the same way, one HEAD each; the
+result names the members missing from the bucket or differing, and `verified` is 1 only
+when every member's bytes were compared by a checksum.
+
 Cost: botocore is imported inside `run`, never at import (the daemon's import path stays
 free of it); measured here, importing it takes ~100 ms and ~8 MiB and the S3 client's
 models another ~15 MiB, which stay resident, so only hosts that configure an s3_backup
-check pay them. The botocore session (the loaded models) is kept per check; the client,
-with its connections, is made and closed in each run.
+check pay them. With awscrt installed (the `s3` extra), botocore loads it at its own
+import: ~6 MiB more, measured here. The botocore session (the loaded models) is kept per
+check; the client, with its connections, is made and closed in each run.
 
 Time: every HTTP attempt, retries included, starts only when its connect timeout plus a
 minimal read still fit in the run's timeout, and its read timeout is cut to what is left;
@@ -50,6 +62,7 @@ import os
 import re
 import threading
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -59,6 +72,7 @@ from agent import __version__
 from agent.fields import Duration, Secret, SecretStr, check_http_url
 from agent.result import CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
+from checks.backup_sets import BackupSet, Member, read_set, set_directories
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 from checks.net import describe_error
 
@@ -72,24 +86,48 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PARTS_RE = re.compile(r"^(?P<value>.*)-(?P<parts>\d+)$")
 
 
-class _Crc32:
-    """zlib.crc32 with hashlib's update/digest shape; S3 sends it as 4 big-endian bytes in base64."""
+class _Crc:
+    """A CRC with hashlib's update/digest shape; S3 sends it as big-endian bytes in base64."""
 
-    def __init__(self):
-        self._value = 0
+    def __init__(self, update: Callable[[bytes, int], int], width_bytes: int):
+        self._update, self._width, self._value = update, width_bytes, 0
 
     def update(self, data: bytes) -> None:
-        self._value = zlib.crc32(data, self._value)
+        self._value = self._update(data, self._value)
 
     def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
+        return self._value.to_bytes(self._width, "big")
 
 
-# S3 checksum algorithms in order of preference, and the ones computable with the standard library
-ALGORITHMS = ("SHA256", "SHA1", "CRC32", "CRC32C", "CRC64NVME")
-HASHERS: dict[str, Callable[[], Any]] = {"SHA256": hashlib.sha256, "SHA1": hashlib.sha1, "CRC32": _Crc32}
+class ChecksumUnavailable(Exception):
+    """An S3 checksum algorithm this host cannot compute (its library is missing); the message says which."""
+
+
+def hasher_for(algorithm: str) -> Callable[[], Any]:
+    """Given an S3 checksum algorithm (or MD5, for an ETag), return a factory of hashlib-shaped hashers.
+
+    Raise ChecksumUnavailable when the algorithm needs awscrt and it is not installed.
+    """
+    if algorithm in ("MD5", "SHA256", "SHA1"):
+        return getattr(hashlib, algorithm.lower())
+    if algorithm == "CRC32":
+        return lambda: _Crc(zlib.crc32, 4)
+    try:
+        from awscrt import checksums
+    except ImportError:
+        raise ChecksumUnavailable(f"computing {algorithm} needs the awscrt package, which is not installed "
+                                  f"(pip install 'maint-agent[s3]')") from None
+    crc = {"CRC32C": (checksums.crc32c, 4), "CRC64NVME": (checksums.crc64nvme, 8)}
+    if algorithm not in crc:
+        raise ChecksumUnavailable(f"the S3 checksum algorithm {algorithm} is not supported")
+    update, width = crc[algorithm]
+    return lambda: _Crc(update, width)
+
+
+# S3 checksum algorithms, strongest first: an S3 SHA, then (in plan_checksum) a single-part MD5 ETag, then a CRC
+ALGORITHMS = ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32")
 ALGORITHM_NAMES = {"SHA256": "SHA-256", "SHA1": "SHA-1", "CRC32": "CRC32", "CRC32C": "CRC32C",
-                   "CRC64NVME": "CRC64NVME"}
+                   "CRC64NVME": "CRC64NVME", "MD5": "MD5"}
 
 
 class OutOfTime(Exception):
@@ -111,16 +149,23 @@ class Integrity:
     mismatched_part: int | None = None
 
     def phrase(self) -> str:
+        """`verified (SHA-256)` only when bytes were compared by a checksum; `size only: why` otherwise."""
         if self.match is None:
             return f"size only: {self.note}"
-        algorithm, _, kind = self.method.partition("-")
-        name = "MD5 (single-part ETag)" if self.method == "md5-etag" else ALGORITHM_NAMES.get(algorithm.upper())
-        if kind == "composite":
-            name += f" composite of {self.note}"
-        verdict = "matches" if self.match else "differs"
+        name = self.algorithm_name()
+        if self.match:
+            return f"verified ({name})"
+        verdict = f"{name} differs"
         if self.mismatched_part is not None:
             verdict += f" (first at part {self.mismatched_part})"
-        return f"{name} {verdict}"
+        return verdict
+
+    def algorithm_name(self) -> str:
+        algorithm, _, kind = self.method.partition("-")
+        if self.method == "md5-etag":
+            return "MD5 of a single-part ETag"
+        name = ALGORITHM_NAMES.get(algorithm.upper(), algorithm)
+        return f"{name} composite of {self.note}" if kind == "composite" else name
 
     def as_details(self) -> dict[str, Any]:
         out = {"method": self.method, "remote": self.remote, "local": self.local, "match": self.match}
@@ -152,8 +197,8 @@ def parse_etag(etag: str) -> tuple[str, int | None]:
 def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> ChecksumPlan:
     """Given a HEAD (ChecksumMode=ENABLED) answer, return what can be compared with a local copy.
 
-    Preference: an S3 SHA checksum, then a single-part ETag that is an MD5, then CRC32. A
-    multipart ETag is never taken for an MD5. `checksum_type` (COMPOSITE / FULL_OBJECT, from
+    Preference: an S3 SHA checksum, then a single-part ETag that is an MD5 (128 bits), then
+    CRC64NVME, CRC32C, CRC32. A multipart ETag is never taken for an MD5. `checksum_type` (COMPOSITE / FULL_OBJECT, from
     GetObjectAttributes) overrides what the HEAD answer says or implies.
     """
     etag, etag_parts = parse_etag(head.get("ETag", ""))
@@ -170,6 +215,8 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
             return ChecksumPlan(name, value)
         if kind == "COMPOSITE" or value_parts is not None or name.startswith("SHA"):   # S3 has no full-object SHA
             return ChecksumPlan(name, value, composite=True, parts=parts)
+        if name == "CRC64NVME":                                                     # … and no composite CRC64NVME
+            return ChecksumPlan(name, value)
         return ChecksumPlan(name, value, composite=None, parts=parts)
 
     for name in ("SHA256", "SHA1"):
@@ -177,12 +224,9 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
             return s3_checksum(name)
     if md5_etag:
         return ChecksumPlan("MD5", etag)
-    if "CRC32" in found:
-        return s3_checksum("CRC32")
-    if found:
-        names = ", ".join(ALGORITHM_NAMES[n] for n in found)
-        return ChecksumPlan(None, parts=etag_parts, reason=f"the object's S3 checksum ({names}) cannot be computed "
-                                                           f"here")
+    for name in ("CRC64NVME", "CRC32C", "CRC32"):
+        if name in found:
+            return s3_checksum(name)
     if etag_parts is not None:
         return ChecksumPlan(None, parts=etag_parts, reason=f"multipart upload ({etag_parts} parts) without an S3 "
                                                            f"checksum: its ETag is not an MD5 of the content")
@@ -193,9 +237,9 @@ def plan_checksum(head: dict[str, Any], checksum_type: str | None = None) -> Che
 
 def composite(digests: list[bytes], algorithm: str) -> bytes:
     """S3's checksum of a multipart object: the algorithm over the parts' binary checksums, concatenated."""
-    hasher = HASHERS[algorithm]()
-    hasher.update(b"".join(digests))
-    return hasher.digest()
+    combined = hasher_for(algorithm)()
+    combined.update(b"".join(digests))
+    return combined.digest()
 
 
 def b64(raw: bytes) -> str:
@@ -357,6 +401,15 @@ def _caused_by(exc: BaseException | None, kind: type) -> BaseException | None:
     return None
 
 
+def _remote_evidence(key: str, head: dict[str, Any]) -> dict[str, Any]:
+    """What the details keep of an object's HEAD: size, ETag, checksums, encryption."""
+    remote = {"key": key, "size_bytes": head["ContentLength"], "etag": head.get("ETag"),
+              "last_modified": head["LastModified"].isoformat(),
+              "checksums": {n: head[f"Checksum{n}"] for n in ALGORITHMS if head.get(f"Checksum{n}")},
+              "checksum_type": head.get("ChecksumType"), "server_side_encryption": head.get("ServerSideEncryption")}
+    return {k: v for k, v in remote.items() if v is not None}
+
+
 class S3BackupCheck(Check):
     """Backups copied to S3 (or MinIO, Ceph, any S3 API): fresh, kept, and the newest local one intact remotely.
 
@@ -397,13 +450,16 @@ class S3BackupCheck(Check):
         min_count: int | None = Field(None, ge=0, description="WARNING when fewer objects are in the window")
         max_objects: int = Field(100_000, ge=1, description="read at most this many keys per run (WARNING when cut)")
         local_path: str | None = Field(
-            None, description="absolute glob of the local backups; the newest must be in the bucket, same size and "
-                              "checksum")
+            None, description="absolute glob of the local backups (with set: of the set directories); the newest must "
+                              "be in the bucket, same size and checksum")
         local_root: str | None = Field(
             None, description="the directory whose layout is mirrored under prefix; default: local_path's leading "
                               "directories without wildcards")
         upload_grace: Duration = Field(
             0.0, description="a newest local backup younger than this and not yet in the bucket is not an error")
+        set: bool = Field(False, description="local_path is a glob of backup set directories (e.g. "
+                                             "/backups/database/*): every file of the newest set (greatest name) "
+                                             "must be in the bucket below prefix, same size and checksum")
         verify_checksum: bool = Field(True, description="compare content checksums, not only sizes (reads the "
                                                         "local file once; its digest is kept while it is unchanged)")
         warning: Duration | None = Field(None, description="WARNING when the newest object is older")
@@ -444,6 +500,8 @@ class S3BackupCheck(Check):
                 raise ValueError("give both access_key_id and secret_access_key, or neither (the AWS chain)")
             if self.local_root is not None and self.local_path is None:
                 raise ValueError("local_root needs local_path")
+            if self.set and self.local_path is None:
+                raise ValueError("set: true needs local_path, the glob of the set directories")
             if self.local_root is not None and not self.local_path.startswith(self.local_root.rstrip("/") + "/"):
                 raise ValueError(f"local_path {self.local_path!r} is not under local_root {self.local_root!r}")
             if self.ca_file and not self.verify_tls:
@@ -460,10 +518,11 @@ class S3BackupCheck(Check):
         MetricSpec("newest_age_seconds", "seconds", "Age of the newest object under the prefix."),
         MetricSpec("newest_size_bytes", "bytes", "Size of the newest object under the prefix."),
         MetricSpec("objects", "count", "Objects under the prefix modified within retention_window."),
-        MetricSpec("verified", "boolean", "1 when the latest run found the copy good (objects present, the newest "
-                                          "local backup there with the same size and checksum)."),
-        MetricSpec("local_copy_present", "boolean", "1 when the newest local backup (local_path) exists in the "
-                                                    "bucket."),
+        MetricSpec("verified", "boolean", "1 when the latest run found the copy good: objects present and, with "
+                                          "local_path, the newest local backup there with the same size and its "
+                                          "bytes matched by a checksum (0 when compared by size only)."),
+        MetricSpec("local_copy_present", "boolean", "1 when the newest local backup (local_path; with set, every "
+                                                    "file of the newest set) exists in the bucket."),
     )
     THRESHOLD = Threshold(("newest_age_seconds",), "seconds")
 
@@ -472,7 +531,7 @@ class S3BackupCheck(Check):
         self._session = None                    # botocore session: the S3 model is loaded once per check
         self._session_lock = threading.Lock()
         self._last_success = 0.0
-        self._digest: tuple[tuple, Hashed] | None = None   # the last local file hashed and what it gave
+        self._digests: dict[tuple, Hashed] = {}   # (path, size, mtime, algorithm, parts) → digest, current files
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -489,7 +548,7 @@ class S3BackupCheck(Check):
             import botocore.exceptions as errors
         except ImportError:
             return self._unknown("botocore is not installed (pip install 'maint-agent[s3]')", {})
-        local = newest_local(opts.local_path) if opts.local_path else None
+        local = newest_local(opts.local_path) if opts.local_path and not opts.set else None
         client = None
         phase = "connecting"
         try:
@@ -498,7 +557,12 @@ class S3BackupCheck(Check):
             now = ctx.wall()
             listing = self._list(client.api, now - opts.retention_window)
             phase = "checking the newest local backup's copy"
-            copy = self._check_copy(client, local, now, details) if opts.local_path else None
+            if opts.set:
+                copy = self._check_set(client, now, details)
+            elif opts.local_path:
+                copy = self._check_copy(client, local, now, details)
+            else:
+                copy = None
         except OutOfTime as exc:
             reason = f"timed out after {format_duration(ctx.timeout)} {phase}" + (f" ({exc})" if str(exc) else "")
             return self._unknown(_scrub(reason, secrets), _scrub(details, secrets))
@@ -506,7 +570,7 @@ class S3BackupCheck(Check):
             status, reason = _classify(exc, errors, client)
             summary = _scrub(f"{self._where()}: {reason}", secrets)
             return CheckResult(status, summary, self._failure_samples(), _scrub(details, secrets))
-        except OSError as exc:   # reading the local file
+        except OSError as exc:   # reading the local files
             return self._unknown(_scrub(f"cannot read {exc.filename}: {exc.strerror or exc}", secrets),
                                  _scrub(details, secrets))
         finally:
@@ -601,6 +665,7 @@ class S3BackupCheck(Check):
             return CopyVerdict(Status.WARNING, f"no local file matches {opts.local_path} to compare")
         key = remote_key(opts.prefix, opts.local_root or local_root_of(opts.local_path), local.path)
         details["local"] = {"path": local.path, "size_bytes": local.size, "mtime": local.mtime, "key": key}
+        self._forget_digests({local.path})
         head = self._head(client.api, key)
         if head is None:
             age = max(0.0, now - local.mtime)
@@ -611,11 +676,7 @@ class S3BackupCheck(Check):
             return CopyVerdict(Status.CRITICAL, f"newest local backup missing from the bucket: {key}", present=False)
         remote_size = head["ContentLength"]
         modified = head["LastModified"].timestamp()
-        remote = {"key": key, "size_bytes": remote_size, "etag": head.get("ETag"),
-                  "last_modified": head["LastModified"].isoformat(),
-                  "checksums": {n: head[f"Checksum{n}"] for n in ALGORITHMS if head.get(f"Checksum{n}")},
-                  "checksum_type": head.get("ChecksumType"), "server_side_encryption": head.get("ServerSideEncryption")}
-        details["remote"] = {k: v for k, v in remote.items() if v is not None}
+        details["remote"] = _remote_evidence(key, head)
         if remote_size != local.size:
             return CopyVerdict(Status.CRITICAL, f"size differs for {key}: local {local.size} B, bucket {remote_size} B",
                                present=True)
@@ -623,8 +684,80 @@ class S3BackupCheck(Check):
         details["integrity"] = integrity.as_details()
         if integrity.match is False:
             return CopyVerdict(Status.CRITICAL, f"checksum differs for {key}: {integrity.phrase()}", present=True)
-        return CopyVerdict(Status.OK, f"local newest present, same size, {integrity.phrase()}", present=True,
-                           verified=True, modified=modified)
+        return CopyVerdict(Status.OK, f"local newest present, {integrity.phrase()}", present=True,
+                           verified=integrity.match is True, modified=modified)
+
+    def _check_set(self, client: _Client, now: float, details: dict[str, Any]) -> CopyVerdict:
+        """Given set mode, compare every file of the newest local set directory with its object."""
+        opts = self.options
+        directories = set_directories(opts.local_path)
+        if not directories:
+            return CopyVerdict(Status.WARNING, f"no local set directory matches {opts.local_path} to compare")
+        local_set = read_set(directories[0])
+        name = local_set.name
+        if not local_set.members:
+            return CopyVerdict(Status.WARNING, f"the newest local set {name} is empty")
+        root = opts.local_root or local_root_of(opts.local_path)
+        self._forget_digests({m.path for m in local_set.members})
+        rows, missing, differing, compared = [], [], [], []
+        for member in local_set.members:
+            key = remote_key(opts.prefix, root, member.path)
+            row: dict[str, Any] = {"member": member.relpath, "key": key, "size_bytes": member.size}
+            rows.append(row)
+            head = self._head(client.api, key)
+            row["present"] = head is not None
+            if head is None:
+                missing.append(member)
+                continue
+            row["remote"] = _remote_evidence(key, head)
+            if head["ContentLength"] != member.size:
+                differing.append(f"{member.relpath} (size: local {member.size} B, bucket {head['ContentLength']} B)")
+                continue
+            local = LocalFile(member.path, member.size, member.mtime, member.mtime_ns)
+            integrity = self._integrity(client, key, head, local)
+            row["integrity"] = integrity.as_details()
+            if integrity.match is False:
+                differing.append(f"{member.relpath} ({integrity.phrase()})")
+            else:
+                compared.append((member, integrity, head["LastModified"].timestamp()))
+        details["set"] = {"path": local_set.path, "members": rows}
+        return self._set_verdict(local_set, missing, differing, compared, now)
+
+    def _set_verdict(self, local_set: BackupSet, missing: list[Member], differing: list[str],
+                     compared: list[tuple[Member, Integrity, float]], now: float) -> CopyVerdict:
+        opts = self.options
+        total, name = len(local_set.members), local_set.name
+        if missing:
+            newest = max(m.mtime for m in missing)
+            if now - newest < opts.upload_grace and not differing:
+                return CopyVerdict(Status.OK, f"newest local set {name}: {len(missing)} of {total} members not "
+                                              f"uploaded yet (upload_grace {format_duration(opts.upload_grace)})",
+                                   present=False)
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} of {total} members missing from the bucket: "
+                            f"{', '.join(m.relpath for m in missing)}")
+        if differing:
+            count = len(differing)
+            problems.append(f"{count} member{' differs' if count == 1 else 's differ'}: {', '.join(differing)}")
+        if problems:
+            return CopyVerdict(Status.CRITICAL, f"newest local set {name}: " + "; ".join(problems),
+                               present=not missing)
+        verified = [i for _, i, _ in compared if i.match]
+        unproven = [(m, i) for m, i, _ in compared if i.match is None]
+        methods = Counter(i.algorithm_name() for i in verified)
+        by = ", ".join(f"{algorithm} ×{n}" if n > 1 else algorithm for algorithm, n in sorted(methods.items()))
+        phrase = f"newest local set {name}: {total} members present"
+        if not unproven:
+            phrase += f", verified ({by})"
+        else:
+            first, integrity = unproven[0]
+            if verified:
+                phrase += f"; {len(verified)} verified ({by})"
+            phrase += (f"; {len(unproven)} size only ({', '.join(m.relpath for m, _ in unproven)}): "
+                       f"{integrity.note}")
+        return CopyVerdict(Status.OK, phrase, present=True, verified=not unproven,
+                           modified=max(modified for _, _, modified in compared))
 
     def _head(self, api, key: str, **extra) -> dict[str, Any] | None:
         """HEAD with checksums; None when the key does not exist (a 403 stays an error: access denied)."""
@@ -649,6 +782,10 @@ class S3BackupCheck(Check):
             return Integrity("size-only", plan.remote, note=f"a multipart {ALGORITHM_NAMES[plan.algorithm]} "
                                                            f"checksum the store does not say is composite or "
                                                            f"full-object")
+        try:
+            hasher_for(plan.algorithm)
+        except ChecksumUnavailable as exc:
+            return Integrity("size-only", plan.remote, note=str(exc))
         if plan.algorithm == "MD5":
             digest = self._hash(local, "MD5", (), client).local
             return Integrity("md5-etag", plan.remote, digest, digest == plan.remote)
@@ -709,9 +846,9 @@ class S3BackupCheck(Check):
     def _hash(self, local: LocalFile, algorithm: str, part_sizes: tuple[int, ...], client: _Client) -> Hashed:
         """Digest of the local file (or S3's composite over part_sizes); kept while the file is unchanged."""
         key = (local.path, local.size, local.mtime_ns, algorithm, part_sizes)
-        if self._digest is not None and self._digest[0] == key:
-            return self._digest[1]
-        make = hashlib.md5 if algorithm == "MD5" else HASHERS[algorithm]
+        if key in self._digests:
+            return self._digests[key]
+        make = hasher_for(algorithm)
         bounds = part_sizes or (local.size,)
         digests = []
         with open(local.path, "rb") as fh:
@@ -733,8 +870,12 @@ class S3BackupCheck(Check):
             hashed = Hashed(b64(composite(digests, algorithm)), tuple(b64(d) for d in digests))
         else:
             hashed = Hashed(b64(digests[0]))
-        self._digest = (key, hashed)
+        self._digests[key] = hashed
         return hashed
+
+    def _forget_digests(self, paths: set[str]) -> None:
+        """Keep the digests of the files compared in this run only: memory stays bounded by one set."""
+        self._digests = {k: v for k, v in self._digests.items() if k[0] in paths}
 
     # --- helpers -----------------------------------------------------------------------------------------
 

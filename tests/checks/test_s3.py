@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -30,77 +31,16 @@ from agent.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.s3 import S3BackupCheck, local_root_of, plan_checksum, remote_key
 from tests.conftest import REPO, free_port, wait_for
+from tests.fixtures.s3 import PART, Bucket, aws_env, moto  # noqa: F401 (fixtures; aws_env is autouse)
 from tests.metrics_contract import assert_family_contract
 
 DAY = 86400.0
 MiB = 1024 * 1024
-PART = 5 * MiB                       # S3's smallest part size (all parts but the last)
 KEY_ID = "AKIAMAINTAGENTTEST0001"
 SECRET = "s3-secret-Zq9vX-never-log-me"
 
 
-# --- servers and buckets ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def moto():
-    """One moto S3 server for the module, on a free loopback port; each test makes its own bucket."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path):
-    """Dummy credentials, no ~/.aws, and no probing of the EC2 metadata address: nothing leaves loopback."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-
-
-class Bucket:
-    """A fresh bucket on the moto server and the uploads the tests need."""
-
-    def __init__(self, endpoint: str, checksums: str = "when_required"):
-        import boto3
-        from botocore.config import Config
-
-        self.endpoint = endpoint
-        self.name = f"backups-{uuid.uuid4().hex[:12]}"
-        # when_required: no checksum unless asked for, like uploaders before 2025; "when_supported" is boto3's default
-        self.api = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                config=Config(request_checksum_calculation=checksums))
-        self.api.create_bucket(Bucket=self.name)
-
-    def put(self, key: str, data: bytes, **extra) -> dict:
-        return self.api.put_object(Bucket=self.name, Key=key, Body=data, **extra)
-
-    def multipart(self, key: str, data: bytes, checksum: str | None = None) -> dict:
-        """Upload in 5 MiB parts (the last shorter), with a per-part checksum when `checksum` is given."""
-        extra = {"ChecksumAlgorithm": checksum} if checksum else {}
-        upload = self.api.create_multipart_upload(Bucket=self.name, Key=key, **extra)
-        parts = []
-        for number, start in enumerate(range(0, len(data), PART), 1):
-            answer = self.api.upload_part(Bucket=self.name, Key=key, UploadId=upload["UploadId"], PartNumber=number,
-                                          Body=data[start:start + PART], **extra)
-            part = {"PartNumber": number, "ETag": answer["ETag"]}
-            if checksum:
-                part[f"Checksum{checksum}"] = answer[f"Checksum{checksum}"]
-            parts.append(part)
-        return self.api.complete_multipart_upload(Bucket=self.name, Key=key, UploadId=upload["UploadId"],
-                                                  MultipartUpload={"Parts": parts})
-
-    def head(self, key: str) -> dict:
-        return self.api.head_object(Bucket=self.name, Key=key)
-
+# --- buckets -----------------------------------------------------------------------------------
 
 @pytest.fixture
 def bucket(moto) -> Bucket:
@@ -319,7 +259,7 @@ def test_s3_backup_single_part_sha256_compared_ok(bucket, backups):
     assert integrity["method"] == "sha256" and integrity["match"] is True
     assert integrity["remote"] == bucket.api.head_object(Bucket=bucket.name, Key=key_of("20260102_020000"),
                                                          ChecksumMode="ENABLED")["ChecksumSHA256"]
-    assert "SHA-256 matches" in result.summary
+    assert "local newest present, verified (SHA-256)" in result.summary
 
 
 def test_s3_backup_single_part_sha256_content_differs_critical(bucket, backups):
@@ -341,7 +281,7 @@ def test_s3_backup_single_part_without_checksum_etag_compared_as_md5(bucket, bac
     result = run(with_local(bucket, backups))
     assert result.status is Status.OK, result.summary
     assert result.details["integrity"]["method"] == "md5-etag"
-    assert "MD5 (single-part ETag) matches" in result.summary
+    assert "verified (MD5 of a single-part ETag)" in result.summary
 
 
 def test_s3_backup_boto3_default_crc32_upload_prefers_the_md5_etag(moto, backups):
@@ -366,7 +306,7 @@ def test_s3_backup_multipart_sha256_composite_rebuilt_and_verified(bucket, backu
     assert integrity["note"] == "3 parts"
     assert integrity["local"] != base64.b64encode(hashlib.sha256(data).digest()).decode(), \
         "a composite, not the whole file's SHA-256"
-    assert "SHA-256 composite of 3 parts matches" in result.summary
+    assert "verified (SHA-256 composite of 3 parts)" in result.summary
     assert value(result, "verified") == 1
 
 
@@ -390,6 +330,88 @@ def test_s3_backup_multipart_crc32_composite_verified(bucket, backups):
     assert result.details["integrity"]["match"] is True
 
 
+# Every algorithm S3 keeps, uploaded the way a client does it: the check names the algorithm it compared by,
+# and one changed byte (same size) is caught by each. NAMES: S3's algorithm → how the summary writes it.
+NAMES = {"CRC32": "CRC32", "CRC32C": "CRC32C", "CRC64NVME": "CRC64NVME", "SHA1": "SHA-1", "SHA256": "SHA-256"}
+
+
+def corrupt(path: Path, offset: int) -> None:
+    """Flip one byte in place: same size, new content, a later mtime (so a kept digest is not reused)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+    later = time.time_ns() + 10**9
+    os.utime(path, ns=(later, later))
+
+
+@pytest.mark.parametrize("algorithm", list(NAMES))
+def test_s3_backup_single_part_each_algorithm_verified_and_same_size_corruption_critical(bucket, backups,
+                                                                                        algorithm):
+    data = os.urandom(20_000)
+    path = write_backup(backups, "20260102_020000", data)
+    # an ETag that is not an MD5 (as with SSE-KMS), so the S3 checksum is what gets compared
+    answer = bucket.put(key_of("20260102_020000"), data, ChecksumAlgorithm=algorithm, ServerSideEncryption="aws:kms")
+    assert f"Checksum{algorithm}" in answer
+    check = with_local(bucket, backups)
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    assert f"local newest present, verified ({NAMES[algorithm]})" in result.summary
+    assert result.details["integrity"]["method"] == algorithm.lower() and result.details["integrity"]["match"]
+    assert value(result, "verified") == 1
+    corrupt(path, 12_345)
+    result = run(check)
+    assert result.status is Status.CRITICAL, result.summary
+    assert f"checksum differs for {key_of('20260102_020000')}: {NAMES[algorithm]} differs" in result.summary
+    assert value(result, "verified") == 0
+
+
+# What S3 itself accepts: COMPOSITE for the SHAs and CRC32/CRC32C, FULL_OBJECT for the CRCs (CRC64NVME only that)
+MULTIPART = [("CRC32", "COMPOSITE"), ("CRC32C", "COMPOSITE"), ("SHA1", "COMPOSITE"), ("SHA256", "COMPOSITE"),
+             ("CRC32", "FULL_OBJECT"), ("CRC32C", "FULL_OBJECT"), ("CRC64NVME", "FULL_OBJECT")]
+
+
+@pytest.mark.parametrize("algorithm, kind", MULTIPART)
+def test_s3_backup_multipart_each_algorithm_verified_and_same_size_corruption_critical(bucket, backups,
+                                                                                      algorithm, kind):
+    if algorithm == "CRC32C":
+        assert importlib.util.find_spec("crc32c"), "moto computes CRC32C as CRC32 without it: pip install -e '.[test]'"
+    data = os.urandom(PART + 3000)                      # two parts
+    path = write_backup(backups, "20260102_020000", data)
+    bucket.multipart(key_of("20260102_020000"), data, checksum=algorithm, kind=kind)
+    check = with_local(bucket, backups)
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    integrity = result.details["integrity"]
+    if kind == "COMPOSITE":
+        assert integrity["method"] == f"{algorithm.lower()}-composite"
+        assert f"verified ({NAMES[algorithm]} composite of 2 parts)" in result.summary
+    else:
+        assert integrity["method"] == algorithm.lower()
+        assert f"verified ({NAMES[algorithm]})" in result.summary
+    assert integrity["match"] is True and value(result, "verified") == 1
+    corrupt(path, PART + 100)                            # in the second part
+    result = run(check)
+    assert result.status is Status.CRITICAL, result.summary
+    assert f"{NAMES[algorithm]}" in result.summary and "differs" in result.summary
+    if kind == "COMPOSITE":
+        assert result.details["integrity"].get("first_mismatched_part") in (2, None)
+
+
+def test_s3_backup_crc64nvme_without_awscrt_size_only_and_says_why(bucket, backups, monkeypatch):
+    data = os.urandom(5000)
+    write_backup(backups, "20260102_020000", data)
+    bucket.put(key_of("20260102_020000"), data, ChecksumAlgorithm="CRC64NVME", ServerSideEncryption="aws:kms")
+    check = with_local(bucket, backups)
+    check._botocore_session()                             # botocore's own start-up looks for awscrt, harmlessly
+    monkeypatch.setitem(sys.modules, "awscrt", None)      # then awscrt is gone, as on a host without it
+    result = run(check)
+    assert result.status is Status.OK, result.summary
+    assert ("local newest present, size only: computing CRC64NVME needs the awscrt package, which is not "
+            "installed") in result.summary
+    assert "verified" not in result.summary
+    assert value(result, "verified") == 0 and result.details["integrity"]["match"] is None
+
+
 def test_s3_backup_multipart_without_checksum_size_only_never_md5(bucket, backups):
     data = os.urandom(PART + 4321)
     write_backup(backups, "20260102_020000", data)
@@ -400,8 +422,10 @@ def test_s3_backup_multipart_without_checksum_size_only_never_md5(bucket, backup
     assert result.status is Status.OK, result.summary
     integrity = result.details["integrity"]
     assert integrity["method"] == "size-only" and integrity["match"] is None and integrity["local"] is None
+    assert "local newest present, size only: multipart upload (2 parts) without an S3 checksum" in result.summary
     assert "its ETag is not an MD5 of the content" in result.summary
-    assert "multipart upload (2 parts) without an S3 checksum" in integrity["note"]
+    assert "verified" not in result.summary, "size only is never called verified"
+    assert value(result, "verified") == 0 and value(result, "local_copy_present") == 1
 
 
 def test_s3_backup_local_file_replaced_is_hashed_again(bucket, backups):
@@ -566,9 +590,9 @@ def test_s3_backup_checksum_plan_never_reads_a_multipart_etag_as_md5():
     assert plan_checksum(kms).algorithm is None and "SSE-KMS" in plan_checksum(kms).reason
     plain = {"ETag": '"398533d48111e9f664b1f64cb10c4b63"', "ServerSideEncryption": "AES256"}
     assert plan_checksum(plain).algorithm == "MD5"
-    nvme = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-2"', "ChecksumCRC64NVME": "AAAAAAAAAAA=",
-            "ChecksumType": "FULL_OBJECT"}
-    assert plan_checksum(nvme).algorithm is None and "cannot be computed here" in plan_checksum(nvme).reason
+    nvme = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-2"', "ChecksumCRC64NVME": "AAAAAAAAAAA="}
+    assert (plan_checksum(nvme).algorithm, plan_checksum(nvme).composite) == ("CRC64NVME", False), \
+        "S3 keeps CRC64NVME full-object only"
     s3_style = {"ETag": '"c443f3f37fcc9c37d82d0112f6c54628-3"', "ChecksumSHA256": "vorRs+7jhk/rq+KA8mJf=-3",
                 "ChecksumType": "COMPOSITE"}
     plan = plan_checksum(s3_style)
