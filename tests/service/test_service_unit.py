@@ -66,7 +66,7 @@ def test_unit_is_type_notify_with_watchdog_user_and_state_directory():
     text = UNIT.read_text()
     for line in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
                  "User=maint-agent", "StateDirectory=maint-agent", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "SystemCallFilter=@system-service",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "SystemCallFilter=@system-service",
                  "CapabilityBoundingSet=\n", "PrivateDevices=yes"):
         assert line in text, line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
