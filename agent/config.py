@@ -68,7 +68,9 @@ class AgentSection(_Section):
     workers: int = Field(4, ge=1, le=64, description="checks running at once")
     check_timeout: Duration = Field(30.0, description="default per-check timeout")
     default_interval: Duration = Field(60.0, description="interval of a check with neither every nor schedule")
-    shutdown_grace: Duration = Field(10.0, description="on SIGTERM, how long running checks may finish")
+    shutdown_grace: Duration = Field(10.0, description="on SIGTERM or Ctrl-C, how long running checks and "
+                                                       "actions may finish; their child processes still "
+                                                       "running then are killed")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dry_run: bool = Field(False, description="every action is evaluated, audited and notified as 'would run'; "
                                              "nothing executes (also `maint-agent run --dry-run`)")

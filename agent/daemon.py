@@ -3,6 +3,8 @@
 Threads: the main loop (due checks, timeouts, watchdog, signals), one thread
 per running check, the sink (evaluate → store → metrics; the store's only
 writer) and the HTTP server. Signals only set flags; the loop acts on them.
+At shutdown running checks get `agent.shutdown_grace`; the child processes
+still running after it are killed (agent.children), never left orphaned.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 import threading
 import time
 
-from agent import __version__, logs
+from agent import __version__, children, logs
 from agent.calendar import CalendarSpec, parse_calendar
 from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
@@ -146,12 +148,23 @@ class Daemon:
         self.remediator.drain(max(0.0, end - time.monotonic()))
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
+        self._stop_children()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
         self._log("agent stopped")
         self._safely("close", self.store.close)
         logs.event("agent.stopped")
+
+    def _stop_children(self) -> None:
+        """After the grace period: a plugin or command still running would outlive the agent in a session of
+        its own (no Ctrl-C or SIGTERM reaches it). End each group, one line per child. Results of the runs
+        this interrupts arrive after the sink stopped, so none is stored or acted upon."""
+        for stopped in children.stop_all():
+            child = stopped.child
+            owner = {child.owner[0]: child.owner[1]} if child.owner else {}
+            logs.event("child.killed", "warning", **owner, pid=child.pid, program=child.program,
+                       signal=stopped.signal)
 
     # -- config ----------------------------------------------------------------------------------------
 

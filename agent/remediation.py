@@ -13,7 +13,7 @@ from typing import Callable
 
 from actions import ACTION_TYPES
 from actions.base import ActionContext, ActionOptions, ActionResult, TriggerInfo
-from agent import logs
+from agent import children, logs
 from agent.policy import Decision, Policy
 from agent.redact import REDACT, redact_tree
 from agent.result import Evaluated
@@ -30,7 +30,8 @@ def execute_action(options: ActionOptions, trigger: TriggerInfo | None, *, dry_r
                         redact=redact, smtp=smtp)
     started, clock = time.time(), time.monotonic()
     try:
-        result = action.execute(ctx)
+        with children.owner("action", options.name):
+            result = action.execute(ctx)
         if not isinstance(result, ActionResult):
             result = ActionResult(False, f"action returned {type(result).__name__}, not an ActionResult")
     except Exception as exc:  # the one place an action's bug becomes a failed, audited result

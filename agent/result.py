@@ -82,6 +82,22 @@ class CheckResult:
     samples: tuple[Sample, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        """One value per series: a second sample with the same name and labels (a plugin printing a label
+        twice, a mount listed twice) would be a duplicate series in /metrics and a silent overwrite in the
+        store. The first is kept; the keys of the dropped ones go to details["duplicate_samples"]."""
+        seen, kept, dropped = set(), [], []
+        for s in self.samples:
+            series = (s.name, s.labels)
+            if series in seen:
+                dropped.append(s.key)
+            else:
+                seen.add(series)
+                kept.append(s)
+        if dropped:
+            object.__setattr__(self, "samples", tuple(kept))
+            object.__setattr__(self, "details", {**self.details, "duplicate_samples": sorted(set(dropped))})
+
     @classmethod
     def ok(cls, summary: str, samples=(), **details: Any) -> "CheckResult":
         return cls(Status.OK, summary, tuple(samples), details)

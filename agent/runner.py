@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent import logs
+from agent import children, logs
 from agent.job import Job
 from agent.result import CheckResult
 from agent.units import format_duration
@@ -106,7 +106,8 @@ class Runner:
         ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir,
                            keep_state=self.keep_state)
         try:
-            result = job.check.run(ctx)
+            with children.owner("check", job.name):
+                result = job.check.run(ctx)
             if not isinstance(result, CheckResult):
                 result = CheckResult.unknown(f"check returned {type(result).__name__}, not a CheckResult")
         except Exception as exc:  # the one place a check's failure is turned into a result

@@ -2,10 +2,11 @@
 
 A child runs from an argv list (never a shell) in its own process group, so at
 the deadline the child and everything it started (pg_restore -j workers) are
-killed together. Its stdin may be fed from an iterator of byte chunks (a dump
-decompressed on the fly, never held whole in memory); stdout and stderr are
-merged and capped, keeping the head and the tail, because the first error and
-the final summary are what an operator needs. `tick` is called every
+killed together; `agent.children` records the group while it runs, so the
+agent's shutdown ends it too. Its stdin may be fed from an iterator of byte
+chunks (a dump decompressed on the fly, never held whole in memory); stdout
+and stderr are merged and capped, keeping the head and the tail, because the
+first error and the final summary are what an operator needs. `tick` is called every
 `tick_every` seconds while the child runs, for progress lines in the journal.
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import os
 import selectors
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
+
+from agent import children
 
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")
@@ -81,21 +83,16 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
     and propagates, so a half-fed child never keeps running.
     """
     started = monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     output = _Capped()
-    fed = 0
-    finished = False
-    try:
-        fed = _pump(proc, iter(stdin) if stdin is not None else None, output, deadline, tick, tick_every,
-                    monotonic, started)
-        finished = fed is not None
-    finally:
-        if not finished:
-            _kill_group(proc)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
+    fed = None
+    with children.popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd) as proc:
+        try:
+            fed = _pump(proc, iter(stdin) if stdin is not None else None, output, deadline, tick, tick_every,
+                        monotonic, started)
+        finally:
+            if fed is None:     # the deadline or an error: the child and what it started go now
+                children.kill_group(proc)
     return Finished(proc.returncode if fed is not None else None, output.text(), monotonic() - started, fed or 0)
 
 
@@ -156,11 +153,3 @@ def _wait(proc: subprocess.Popen, deadline: float, monotonic) -> bool:
         return True
     except subprocess.TimeoutExpired:
         return False
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()

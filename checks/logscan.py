@@ -19,7 +19,8 @@ first, so the budget covers the most recent entries. The first run counts
 `initial_since` back (default: nothing). Its output is streamed line by line
 rather than through `checks.bounded_process.run_bounded`, whose output cap
 (head and tail) would drop lines from the count; the child gets the same
-treatment: argv, own process group, killed at the deadline.
+treatment: argv, own process group (recorded in `agent.children`), killed at
+the deadline.
 
 Under the hardened unit the agent's user reads the system journal only as a
 member of group systemd-journal (a drop-in `SupplementaryGroups=systemd-journal`;
@@ -40,7 +41,6 @@ import glob
 import os
 import re
 import selectors
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent import children
 from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Size
 from agent.redact import REDACT
 from agent.result import CheckResult, Status, sample
@@ -243,8 +244,11 @@ class LineStream:
 
     def __iter__(self) -> Iterator[bytes]:
         """Raise OSError when the program cannot start, OutOfTime at the deadline."""
-        proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=self.env, start_new_session=True)
+        with children.popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=self.env) as proc:
+            yield from self._lines(proc)
+
+    def _lines(self, proc: subprocess.Popen) -> Iterator[bytes]:
         stderr, pending, total = bytearray(), b"", 0
         try:
             with selectors.DefaultSelector() as sel:
@@ -279,13 +283,7 @@ class LineStream:
         finally:
             self.stderr = stderr.decode("utf-8", "replace")
             if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+                children.kill_group(proc)
 
 
 class LogScanCheck(Check):

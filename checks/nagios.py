@@ -67,12 +67,16 @@ class NagiosCheck(Check):
         first_line, _, rest = text.partition("\n")
         summary_part, _, perf_text = first_line.partition("|")
         perf_text += " " + rest.partition("|")[2]
-        samples = [sample("exit_code", code)] + parse_perfdata(perf_text)
+        perfdata, duplicates = parse_perfdata(perf_text)
+        samples = [sample("exit_code", code)] + perfdata
         status = Status(code) if code in (0, 1, 2, 3) else Status.UNKNOWN
         summary = summary_part.strip()[:SUMMARY_CAP_CHARS] or f"exit code {code}, no output"
         if code < 0:
             summary = f"plugin killed by signal {-code}"
-        return CheckResult(status, summary, tuple(samples), {"output": text[:4096]})
+        details = {"output": text[:4096]}
+        if duplicates:
+            details["perfdata_duplicates"] = duplicates
+        return CheckResult(status, summary, tuple(samples), details)
 
 
 def _unquote(label: str) -> str:
@@ -80,10 +84,17 @@ def _unquote(label: str) -> str:
     return label[1:-1].replace("''", "'") if label.startswith("'") else label
 
 
-def parse_perfdata(text: str) -> list:
-    """Given Nagios perfdata (`time=0.2s;1;2 size=10KB`), return samples in base units."""
-    samples = []
-    for label, value, uom in _PERF_RE.findall(text):
+def parse_perfdata(text: str) -> tuple[list, list[str]]:
+    """Given Nagios perfdata (`time=0.2s;1;2 size=10KB`), return samples in base units and the labels that
+    appeared more than once: a label is one series, so its first value counts and the repeats are named."""
+    samples, seen, duplicates = [], set(), []
+    for quoted, value, uom in _PERF_RE.findall(text):
+        label = _unquote(quoted)
+        if label in seen:
+            if label not in duplicates:
+                duplicates.append(label)
+            continue
+        seen.add(label)
         unit, factor = _UOM.get(uom, ("count", 1.0))
-        samples.append(sample("perfdata_value", float(value) * factor, label=_unquote(label), unit=unit))
-    return samples
+        samples.append(sample("perfdata_value", float(value) * factor, label=label, unit=unit))
+    return samples, duplicates

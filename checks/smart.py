@@ -14,31 +14,30 @@ power-on hours; NVMe drives the health log's critical_warning (any bit set is
 CRITICAL), percentage_used (wear) and media_errors.
 
 smartctl needs raw access to the disks, which the hardened unit forbids
-(PrivateDevices=yes, no capabilities). A host with `smart` checks installs the
-drop-in systemd/dropins/smart-devices.conf:
-
-    [Service]
-    PrivateDevices=no
-    DeviceAllow=block-sd r
-    DeviceAllow=block-blkext r
-    DeviceAllow=char-nvme r
-    SupplementaryGroups=disk
-    CapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN
-    AmbientCapabilities=CAP_SYS_RAWIO CAP_SYS_ADMIN
-
-(CAP_SYS_RAWIO for ATA/SCSI pass-through, CAP_SYS_ADMIN for NVMe admin
-commands.) Without it smartctl cannot open the devices and the check is
-UNKNOWN with smartctl's reason, never OK.
+(PrivateDevices=yes, no capabilities), and the agent should never hold
+CAP_SYS_RAWIO (ATA/SCSI pass-through) or CAP_SYS_ADMIN (NVMe admin commands)
+itself. With `privilege: sudo` the check runs `sudo -n SMARTCTL ARGS…`, and
+sudoers allows exactly those command lines, one per configured device
+(`sudoers_command` writes them; an UNKNOWN result quotes the missing one), so
+the only thing the agent can do as root is read SMART data of listed disks.
+The unit then needs systemd/dropins/relaxed-sudo.conf (sudo is set-uid) and
+systemd/dropins/smart-devices.conf (the disk device nodes; the capability
+bounding set smartctl may use under sudo). `privilege: none` runs smartctl
+directly, for an agent run as root outside the unit. Without either
+smartctl cannot open the devices and the check is UNKNOWN with the reason,
+never OK.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agent.fields import AbsolutePath, Ratio
 from agent.result import CheckResult, Sample, Status, sample, worst
@@ -62,6 +61,14 @@ _ATTR_REALLOCATED, _ATTR_POWER_ON_HOURS, _ATTR_PENDING = 5, 9, 197
 _ATTR_TEMPERATURES = (194, 190)
 _DATA_KEYS = ("smart_status", "ata_smart_attributes", "nvme_smart_health_information_log")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+_SUDOERS_SPECIAL = re.compile(r"([\\,:=])")        # escaped with a backslash in a sudoers argument
+_SUDOERS_PLAIN = re.compile(r"^/[A-Za-z0-9/._:+=,-]+$")  # device paths a sudoers rule can match exactly
+
+
+def sudoers_command(argv: list[str]) -> str:
+    """Given the argv sudo runs (smartctl and its arguments), return it as a sudoers Cmnd whose arguments
+    match exactly: `,` `:` `=` `\\` escaped; the options only let through arguments of plain characters."""
+    return " ".join(_SUDOERS_SPECIAL.sub(r"\\\1", arg) for arg in argv)
 
 
 def decode_exit(code: int) -> list[tuple[Status, str]]:
@@ -153,6 +160,11 @@ class SmartCheck(Check):
                                                                  "pending reallocation (ATA)")
         wear_warning: Ratio | None = Field(0.9, description="WARNING when an NVMe drive has used this share of "
                                                             "its rated endurance (percentage_used)")
+        privilege: Literal["none", "sudo"] = Field(
+            "none", description="none: run smartctl as the agent's user (root outside the unit); sudo: run "
+                                "`sudo -n SMARTCTL -H -A --json=c [-d TYPE] DEVICE`, allowed per device in "
+                                "sudoers, so the agent itself holds no capability (docs/deploy.md)")
+        sudo: AbsolutePath = Field("/usr/bin/sudo", description="the sudo program (with privilege: sudo)")
 
         @field_validator("temperature_critical", "reallocated_critical")
         @classmethod
@@ -162,6 +174,20 @@ class SmartCheck(Check):
             if value is not None and warning is not None and warning > value:
                 raise ValueError(f"must not be below {lower} (got {value} < {warning})")
             return value
+
+        @model_validator(mode="after")
+        def _sudo_lists_devices(self):
+            """sudoers allows exact command lines: the devices must be known in advance, not scanned."""
+            if self.privilege == "sudo":
+                if not self.devices:
+                    raise ValueError("privilege: sudo needs `devices` (sudoers allows each device's exact "
+                                     "smartctl command line; a scan cannot be allowed in advance)")
+                paths = [d.path if isinstance(d, SmartDevice) else d for d in self.devices]
+                for path in [self.smartctl, *paths]:
+                    if not _SUDOERS_PLAIN.match(path):
+                        raise ValueError(f"{path!r}: with privilege: sudo a path may hold letters, digits and "
+                                         f"/._:+=,- only (a sudoers rule must match it exactly)")
+            return self
 
     METRICS = (
         MetricSpec("healthy", "boolean", "1 when the device's SMART overall-health self-assessment passed.",
@@ -209,7 +235,8 @@ class SmartCheck(Check):
         """Run smartctl; return (exit status, parsed JSON, None) or (…, the reason it could not be read)."""
         if ctx.remaining(started) <= 0:
             return None, None, "out of time"
-        argv = [self.options.smartctl, *args]
+        command = [self.options.smartctl, *args]
+        argv = [self.options.sudo, "-n", *command] if self.options.privilege == "sudo" else command
         try:
             done = run_bounded(argv, deadline=started + ctx.timeout, env=_ENV, monotonic=ctx.monotonic)
         except OSError as exc:
@@ -219,10 +246,25 @@ class SmartCheck(Check):
         try:
             report = json.loads(done.output)
         except ValueError:
+            refused = self._sudo_refusal(done.output, command)
+            if refused:
+                return done.returncode, None, refused
             return done.returncode, None, f"smartctl exit status {done.returncode}, no JSON: {done.reason()}"
         if not isinstance(report, dict):
             return done.returncode, None, "smartctl printed JSON that is not an object"
         return done.returncode, report, None
+
+    def _sudo_refusal(self, output: str, command: list[str]) -> str | None:
+        """sudo's own complaint when it would not run smartctl, and what the operator must add."""
+        if self.options.privilege != "sudo":
+            return None
+        said = next((line.strip() for line in output.splitlines() if line.startswith("sudo:")), None)
+        if said is None:
+            return None
+        if "no new privileges" in said:
+            return f"{said} (the unit needs the drop-ins relaxed-sudo.conf and smart-devices.conf)"
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        return f"{said} (sudoers needs: {user} ALL=(root) NOPASSWD: {sudoers_command(command)})"
 
     def _scan(self, ctx: CheckContext, started: float) -> tuple[list[SmartDevice], str | None]:
         code, report, error = self._smartctl(["--scan-open", "--json"], ctx, started)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent import children
 from agent.fields import AbsolutePath
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration
@@ -150,18 +151,19 @@ class SystemdUnitCheck(Check):
         if timeout <= 0:
             raise SystemctlError(f"out of time before systemctl {args[0]}")
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                                  env={**os.environ, **_ENV})
+            with children.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, **_ENV}) as proc:
+                stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise SystemctlError(f"systemctl {args[0]} timed out after {format_duration(timeout)}") from None
         except OSError as exc:
             raise SystemctlError(f"cannot run {argv[0]}: {exc.strerror}") from None
         if proc.returncode != 0:
-            reason = " ".join(proc.stderr.split())[:200] or "no message"
+            reason = " ".join(stderr.split())[:200] or "no message"
             if "not been booted with systemd" in reason:
                 raise SystemctlError(f"systemd is not running on this host: {reason}")
             raise SystemctlError(f"systemctl {args[0]} exited with {proc.returncode}: {reason}")
-        return proc.stdout
+        return stdout
 
 
 def _as_expected(active: str, expected: str) -> bool:

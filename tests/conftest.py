@@ -67,9 +67,10 @@ class AgentProcess:
     proc: subprocess.Popen | None = None
     _log_fh: object = field(default=None, repr=False)
 
-    def start(self, timeout: float = 15.0, env: dict | None = None) -> "AgentProcess":
+    def start(self, timeout: float = 15.0, env: dict | None = None, wrapper: tuple[str, ...] = ()) -> "AgentProcess":
+        """`wrapper` is an argv prefix the agent runs under (a confinement that systemd would apply)."""
         self._log_fh = open(self.log, "ab")
-        self.proc = subprocess.Popen([*AGENT, "run", "--config", str(self.config)], cwd=REPO,
+        self.proc = subprocess.Popen([*wrapper, *AGENT, "run", "--config", str(self.config)], cwd=REPO,
                                      stdout=self._log_fh, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
         wait_for(self._ready, timeout, what="agent /healthz to answer")

@@ -16,6 +16,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v smartctl >/dev/null || need+=(smartmontools)
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
 command -v node >/dev/null || need+=(nodejs)
+command -v sudo >/dev/null || need+=(sudo)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

@@ -1,6 +1,7 @@
 """The real agent as a subprocess: /metrics through promtool, history, reload, SIGKILL, catch-up, SIGTERM."""
 
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -8,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import have, wait_for
@@ -349,3 +351,65 @@ def test_daemon_calendar_run_queued_at_shutdown_is_caught_up_next_start(agent_fa
     assert history(agent, "--check", "nightly") == []
     agent.start()
     wait_for(lambda: len(history(agent, "--check", "nightly")) == 1, 20, what="the catch-up after restart")
+
+
+HANGING = """#!/bin/sh
+# hangs like a stuck plugin, with a helper of its own in the background
+sleep 600 &
+echo $! > "$0.helper.tmp" && mv "$0.helper.tmp" "$0.helper"
+echo $$ > "$0.pid.tmp" && mv "$0.pid.tmp" "$0.pid"
+wait
+"""
+STUBBORN = HANGING.replace("wait\n", """(trap '' TERM; exec sleep 601) &
+echo $! > "$0.stubborn.tmp" && mv "$0.stubborn.tmp" "$0.stubborn"
+wait
+""")
+
+
+def _alive(pid: int) -> bool:
+    """A zombie is dead: it holds nothing but its pid until its new parent (init) reaps it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_daemon_stop_kills_children_still_running_after_grace(agent_factory, tmp_path, sig):
+    """A plugin and a journalctl still running at shutdown, each with a background helper (the plugin's
+    second one deaf to SIGTERM), are gone once the agent has exited and named in the log: none is left
+    orphaned in its own session, where neither Ctrl-C nor the agent's SIGTERM would reach it."""
+    scripts, parts = {}, {"plugin": ("pid", "helper", "stubborn"), "journalctl": ("pid", "helper")}
+    for name, text in (("plugin", STUBBORN), ("journalctl", HANGING)):
+        scripts[name] = tmp_path / f"hanging-{name}"
+        scripts[name].write_text(text)
+        scripts[name].chmod(0o755)
+    agent = agent_factory(BASE.replace("workers: 4", "workers: 4\n  shutdown_grace: 300ms") + f"""
+  - {{name: stuck-plugin, type: nagios, every: 1h, timeout: 10m, command: [{scripts["plugin"]}]}}
+  - {{name: stuck-journal, type: log_scan, source: journal, every: 1h, timeout: 10m,
+      journalctl: {scripts["journalctl"]}}}
+""")
+    pids: dict[str, int] = {}
+    try:
+        agent.start()
+        for name, script in scripts.items():
+            for part in parts[name]:
+                path = Path(f"{script}.{part}")
+                wait_for(path.exists, what=f"{path.name} to start")
+                pids[f"{name}.{part}"] = int(path.read_text())
+        assert all(_alive(pid) for pid in pids.values())
+        assert agent.stop(sig) == 0
+        wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 10,
+                 what=f"every child to be gone: {[n for n, p in pids.items() if _alive(p)]}")
+    finally:
+        for pid in pids.values():      # without the fix: do not leave them running on the test host
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    log = agent.log.read_text()
+    assert (f"event=child.killed check=stuck-plugin pid={pids['plugin.pid']} program={scripts['plugin']} "
+            f"signal=SIGKILL") in log, "the helper deaf to SIGTERM needed SIGKILL"
+    assert (f"event=child.killed check=stuck-journal pid={pids['journalctl.pid']} "
+            f"program={scripts['journalctl']} signal=SIGTERM") in log
+    assert log.index("event=child.killed") < log.index("event=agent.stopped")

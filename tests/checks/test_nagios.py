@@ -257,7 +257,9 @@ def test_nagios_empty_command_rejected_by_options():
 # --- perfdata parsing (pure) ------------------------------------------------------------------
 
 def parsed(text: str) -> list[tuple[str, float, str]]:
-    return [(s.label("label"), s.value, s.label("unit")) for s in parse_perfdata(text)]
+    samples, duplicates = parse_perfdata(text)
+    assert duplicates == []
+    return [(s.label("label"), s.value, s.label("unit")) for s in samples]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -289,8 +291,28 @@ def test_parse_perfdata_undetermined_value_skipped():
 
 
 def test_parse_perfdata_empty_text_has_no_samples():
-    assert parse_perfdata("") == []
-    assert parse_perfdata("   ") == []
+    assert parse_perfdata("") == ([], [])
+    assert parse_perfdata("   ") == ([], [])
+
+
+def test_parse_perfdata_repeated_label_keeps_first_value_and_names_the_label():
+    samples, duplicates = parse_perfdata("'rta'=1ms;200;500 pl=0% rta=2ms 'rta'=3ms;200;500 pl=5%")
+    assert [(s.label("label"), s.value) for s in samples] == [("rta", pytest.approx(0.001)), ("pl", 0.0)]
+    assert duplicates == ["rta", "pl"]
+
+
+def test_nagios_plugin_repeating_a_perfdata_label_gives_one_sample_and_names_the_repeat(tmp_path):
+    """A plugin that prints `'rta'` twice (two hosts' summaries concatenated): one series, the first value,
+    and details say which label was repeated instead of a second `perfdata_value{label="rta"}`."""
+    script = tmp_path / "check_twice"
+    script.write_text("#!/bin/sh\necho \"OK - 2 hosts | 'rta'=1.5ms;200;500 pl=0%;40;80\"\n"
+                      "echo \"second host | 'rta'=9.0ms;200;500 pl=0%;40;80\"\n")
+    script.chmod(0o755)
+    result = run(nagios(str(script)))
+    rta = [s for s in result.samples if s.name == "perfdata_value" and s.label("label") == "rta"]
+    assert [s.value for s in rta] == [pytest.approx(0.0015)]
+    assert result.details["perfdata_duplicates"] == ["rta", "pl"]
+    assert len({(s.name, s.labels) for s in result.samples}) == len(result.samples)
 
 
 def test_nagios_hand_written_plugin_every_perfdata_form_exit_3_unknown_with_samples(tmp_path):

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import re
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -291,6 +294,95 @@ def test_smart_config_critical_below_warning_refused():
         parse_config(text, "agent.yaml")
     assert [str(i) for i in err.value.issues] == [
         "agent.yaml:5: checks[0].temperature_critical: must not be below temperature_warning (got 50 < 60)"]
+
+
+# --- privilege: sudo (the agent holds no capability; sudo runs smartctl as root) -------------------------------
+
+FAKE_SUDO = """#!/bin/sh
+# sudo stand-in: records its argv, insists on -n (never a password prompt), runs the rest
+printf '%s\\n' "$*" >> "$(dirname "$0")/sudo-calls"
+[ "$1" = "-n" ] || { echo "sudo: a password is required" >&2; exit 1; }
+shift
+exec "$@"
+"""
+
+
+def fake_sudo(directory: Path, text: str = FAKE_SUDO) -> Path:
+    sudo = directory / "sudo"
+    sudo.write_text(text)
+    sudo.chmod(0o755)
+    return sudo
+
+
+def test_smart_privilege_sudo_runs_exact_argv_through_sudo_n(smartctl, tmp_path):
+    sudo = fake_sudo(tmp_path)
+    result = run(smartctl.check(devices=["/dev/sda", {"path": "/dev/bus/0", "type": "megaraid,0"}],
+                                privilege="sudo", sudo=str(sudo)))
+    assert (tmp_path / "sudo-calls").read_text().splitlines() == [
+        f"-n {smartctl.path} -H -A --json=c /dev/sda", f"-n {smartctl.path} -H -A --json=c -d megaraid,0 /dev/bus/0"]
+    assert value(result, "healthy", "/dev/sda") == 1
+
+
+def test_smart_privilege_sudo_refused_unknown_naming_the_sudoers_line(smartctl, tmp_path):
+    sudo = fake_sudo(tmp_path, "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n")
+    result = run(smartctl.check(devices=[{"path": "/dev/bus/0", "type": "megaraid,0"}], privilege="sudo",
+                                sudo=str(sudo)))
+    assert result.status is Status.UNKNOWN
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert result.summary == (f"/dev/bus/0: sudo: a password is required (sudoers needs: {user} ALL=(root) "
+                              f"NOPASSWD: {smartctl.path} -H -A --json\\=c -d megaraid\\,0 /dev/bus/0)")
+
+
+def test_smart_privilege_sudo_under_no_new_privileges_names_the_drop_ins(smartctl, tmp_path):
+    said = ('sudo: The "no new privileges" flag is set, which prevents sudo from running as root.\n'
+            'sudo: If sudo is running in a container, you may need to adjust the container configuration.')
+    sudo = fake_sudo(tmp_path, f"#!/bin/sh\ncat >&2 <<'EOF'\n{said}\nEOF\nexit 1\n")
+    result = run(smartctl.check(devices=["/dev/sda"], privilege="sudo", sudo=str(sudo)))
+    assert result.summary == ('/dev/sda: sudo: The "no new privileges" flag is set, which prevents sudo from running '
+                              'as root. (the unit needs the drop-ins relaxed-sudo.conf and smart-devices.conf)')
+
+
+@pytest.mark.parametrize("options, error", [
+    ({}, "privilege: sudo needs `devices`"),
+    ({"devices": ["/dev/sd a"]}, "'/dev/sd a': with privilege: sudo a path may hold letters, digits and /._:+=,- only"),
+    ({"devices": ["/dev/sd*"]}, "'/dev/sd*': with privilege: sudo a path may hold"),
+])
+def test_smart_privilege_sudo_options_refused(options, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        SmartCheck.Options.model_validate({"name": "disks", "type": "smart", "privilege": "sudo", **options})
+
+
+SUDO_AS_NOBODY = """#!/bin/sh
+# the agent's user calling the real sudo: `nobody`, with the test's sudoers file in a private mount namespace
+exec unshare -m sh -c 'mount --bind "$0" /etc/sudoers && exec setpriv --reuid nobody --regid nogroup \\
+    --clear-groups /usr/bin/sudo "$@"' "$(dirname "$0")/sudoers" "$@"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(os.access(p, os.X_OK) for p in
+                                                  ("/usr/bin/sudo", "/usr/bin/unshare", "/usr/bin/setpriv", SMARTCTL)),
+                    reason="needs root, sudo (Debian package sudo), unshare, setpriv and smartctl")
+def test_smart_privilege_sudo_real_sudo_runs_smartctl_only_for_the_line_it_names(tmp_path):
+    """The real sudo, as an unprivileged user, with a sudoers file holding the line the check asked for:
+    smartctl runs as root for that device (its own answer comes back), and is refused for any other."""
+    sudoers = tmp_path / "sudoers"
+    sudoers.write_text("Defaults !requiretty, !use_pty, !lecture\n")
+    sudoers.chmod(0o440)
+    sudo = fake_sudo(tmp_path, SUDO_AS_NOBODY)
+    check = SmartCheck(SmartCheck.Options.model_validate({
+        "name": "disks", "type": "smart", "privilege": "sudo", "sudo": str(sudo),
+        "devices": [{"path": "/dev/nonexistent", "type": "sat"}, "/dev/other"]}))
+    refused = run(check, timeout=30)
+    assert refused.summary.startswith("/dev/nonexistent: sudo: a password is required (sudoers needs: ")
+    asked = refused.summary.partition("NOPASSWD: ")[2].partition(")")[0]
+    assert asked == r"/usr/sbin/smartctl -H -A --json\=c -d sat /dev/nonexistent"
+    sudoers.chmod(0o640)
+    sudoers.write_text(sudoers.read_text() + f"nobody ALL=(root) NOPASSWD: {asked}\n")
+    sudoers.chmod(0o440)
+    assert subprocess.run(["visudo", "-cqf", str(sudoers)]).returncode == 0
+    result = run(check, timeout=30)
+    assert result.summary.startswith("/dev/nonexistent: Smartctl open device: /dev/nonexistent [SAT] failed: ")
+    assert "; /dev/other: sudo: a password is required (sudoers needs: " in result.summary
 
 
 # --- the real smartctl ----------------------------------------------------------------------------------------

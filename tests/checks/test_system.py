@@ -223,6 +223,14 @@ def test_disk_nonexistent_mount_is_critical_naming_it():
     assert verdict(check, result).status is Status.CRITICAL
 
 
+def test_disk_mount_listed_twice_gives_one_series_and_names_the_duplicate():
+    """The guard every check shares (CheckResult): a repeated series is kept once, never exported twice."""
+    result = run(make(DiskCheck, mounts=["/", "/"]))
+    assert only(result, "used_ratio", mount="/") >= 0
+    assert len({(s.name, s.labels) for s in result.samples}) == len(result.samples)
+    assert "used_ratio{mount=/}" in result.details["duplicate_samples"]
+
+
 def test_disk_relative_mount_rejected_by_options():
     with pytest.raises(ValidationError, match="must be an absolute path"):
         make(DiskCheck, mounts=["var/lib"])

@@ -66,7 +66,7 @@ def test_unit_is_type_notify_with_watchdog_user_and_state_directory():
     text = UNIT.read_text()
     for line in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
                  "User=maint-agent", "StateDirectory=maint-agent", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "SystemCallFilter=@system-service",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "SystemCallFilter=@system-service",
                  "CapabilityBoundingSet=\n", "PrivateDevices=yes"):
         assert line in text, line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
@@ -81,6 +81,28 @@ def test_unit_with_each_example_dropin_verifies(tmp_path, dropin):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     score, _ = exposure(path)
     print(f"with {dropin.name}: exposure {score}")
+
+
+def test_smart_dropin_gives_the_agent_itself_no_capability_and_no_disk_group():
+    """smartctl runs as root through sudo (privilege: sudo); the agent's own capability sets stay empty and it
+    cannot read raw disks. The bounding set is only the ceiling a set-uid child (sudo → smartctl) may reach."""
+    lines = [line for line in (REPO / "systemd" / "dropins" / "smart-devices.conf").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert not [line for line in lines if line.startswith(("AmbientCapabilities=", "SupplementaryGroups=", "User="))]
+    assert [line for line in lines if line.startswith("CapabilityBoundingSet=")] == [
+        "CapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN"]
+    assert "PrivateDevices=no" in lines and "DeviceAllow=block-sd r" in lines
+
+
+def test_unit_with_smart_and_sudo_dropins_together_verifies(tmp_path):
+    """The SMART set-up: smart-devices.conf needs relaxed-sudo.conf beside it (sudo is set-uid)."""
+    path = runnable_copy(tmp_path, REPO / "systemd" / "dropins" / "relaxed-sudo.conf")
+    smart = REPO / "systemd" / "dropins" / "smart-devices.conf"
+    (tmp_path / f"{UNIT.name}.d" / smart.name).write_text(smart.read_text())
+    proc = verify(path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    score, _ = exposure(path)
+    print(f"with relaxed-sudo.conf and smart-devices.conf: exposure {score}")
 
 
 @pytest.mark.skipif(not have("systemd-sysusers"), reason="systemd-sysusers missing")
