@@ -134,12 +134,12 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
     whole config (keeps `status` and `history` fast)."""
     import yaml
     from agent.paths import store_path
+    from agent.yamlsrc import read_text
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.load(fh, Loader=loader) or {}
-        except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
-            raise ValueError(f"invalid YAML: {exc}") from None
+    try:
+        data = yaml.load(read_text(path), Loader=loader) or {}
+    except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
+        raise ValueError(f"invalid YAML: {exc}") from None
     agent = data.get("agent") or {}
     store = data.get("store") or {}
     names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
@@ -149,10 +149,13 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
 def _open_store(args):
     """(read-only connection, configured check names); exits 2 with the reason when either is missing."""
     from agent.history import StoreMissing, open_readonly
+    from agent.yamlsrc import ConfigError
     path = _config_path(args)
     try:
         db, names = _read_fast(path)
-    except (OSError, ValueError, AttributeError) as exc:
+    except ConfigError as exc:   # unreadable or not UTF-8: file:line: reason
+        raise SystemExit(_fail(str(exc)))
+    except (ValueError, AttributeError) as exc:
         raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
     try:
         return open_readonly(db), names
