@@ -67,11 +67,12 @@ class AgentProcess:
     proc: subprocess.Popen | None = None
     _log_fh: object = field(default=None, repr=False)
 
-    def start(self, timeout: float = 15.0, env: dict | None = None) -> "AgentProcess":
+    def start(self, timeout: float = 15.0, env: dict | None = None, umask: int = -1) -> "AgentProcess":
+        """Start it (`umask`: the one it inherits, as a shell would pass it; -1 keeps the test's)."""
         self._log_fh = open(self.log, "ab")
         self.proc = subprocess.Popen([*AGENT, "run", "--config", str(self.config)], cwd=REPO,
                                      stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, umask=umask)
         wait_for(self._ready, timeout, what="agent /healthz to answer")
         return self
 
