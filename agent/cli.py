@@ -158,7 +158,7 @@ def _open_store(args):
         db, names = _read_fast(path)
     except ConfigError as exc:   # unreadable or not UTF-8: file:line: reason
         raise SystemExit(_fail(str(exc)))
-    except (ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError) as exc:
         raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
     try:
         return open_readonly(db), names
