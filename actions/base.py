@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.fields import Duration, Name
+from agent.fields import Duration, Name, PositiveDuration
 
 OUTPUT_CAP_CHARS = 4000
 Severity = Literal["P0", "P1", "P2", "P3"]
@@ -32,13 +32,13 @@ class ActionOptions(BaseModel):
     type: str
     description: str = ""
     dry_run: bool = Field(False, description="evaluate, audit and notify as 'would run'; change nothing")
-    timeout: Duration = Field(60.0, description="the action's own time limit")
+    timeout: PositiveDuration = Field(60.0, description="the action's own time limit")
     cooldown: Duration = Field(300.0, description="least time between two attempts for the same check")
     backoff: float = Field(2.0, ge=1.0, le=10.0,
                            description="each further attempt within `within` waits cooldown × backoff^(n-1)")
     max_attempts: int = Field(3, ge=1, le=100, description="attempts allowed within `within`; then remediation is "
                                                      "exhausted until the check settles or an operator resets it")
-    within: Duration = Field(3600.0, gt=0, description="the window max_attempts counts over")
+    within: PositiveDuration = Field(3600.0, description="the window max_attempts counts over")
     verify_after: Duration = Field(30.0, description="re-run the triggering check this long after acting")
     settle: Duration = Field(600.0, description="the check must stay OK this long before the problem counts "
                                                 "as resolved (seed 003: verify for a while before closing)")

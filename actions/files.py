@@ -34,7 +34,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
 from actions.mounts import mount_id
-from agent.fields import AbsolutePath, Duration, Size
+from agent.fields import AbsolutePath, LongDuration, Size
 from agent.units import format_duration, format_size
 
 _SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/opt", "/proc", "/root", "/run", "/sbin", "/srv",
@@ -126,7 +126,7 @@ class CleanupFilesAction(Action):
                                                 "mount points below a root are never entered")
         patterns: tuple[str, ...] = Field(min_length=1, description="globs matched against the file name, "
                                                                     "e.g. ['*.log.*', '*.dump']")
-        older_than: Duration = Field(description="only files last modified longer ago than this, e.g. 14d")
+        older_than: LongDuration = Field(description="only files last modified longer ago than this, e.g. 14d")
         mode: Literal["delete", "compress"] = Field("delete", description="compress: gzip to NAME.gz in place, "
                                                     "then remove the original (files already .gz are left)")
         max_files: int = Field(1000, ge=1, description="at most this many files per run (oldest first)")

@@ -23,10 +23,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
-from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, is_reference
+from agent.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, is_reference
 from agent.units import format_duration
 from checks.postgres import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
 
@@ -74,16 +74,9 @@ class PgMaintenanceAction(Action):
                         "TABLE CONCURRENTLY (only of listed tables)")
         tables: tuple[TableName, ...] = Field((), description="schema.table names (as stored: case matters); default: "
                                                         "the tables the triggering pg_tables check listed")
-        connect_timeout: Duration = Field(5.0, description="give up connecting after this long")
-        lock_timeout: Duration = Field(5.0, description="skip a table whose lock is not granted within this "
-                                                        "long, so the application is never blocked behind us")
-
-        @field_validator("connect_timeout", "lock_timeout")
-        @classmethod
-        def _positive(cls, value):
-            if value <= 0:
-                raise ValueError("must be above 0 (0 would mean no timeout)")
-            return value
+        connect_timeout: PositiveDuration = Field(5.0, description="give up connecting after this long")
+        lock_timeout: PositiveDuration = Field(5.0, description="skip a table whose lock is not granted within this "
+                                                                "long, so the application is never blocked behind us")
 
         @model_validator(mode="after")
         def _reindex_needs_tables(self):

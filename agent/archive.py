@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.calendar import CalendarSpecError, parse_calendar
-from agent.fields import Duration, Secret, SecretStr, check_http_url
+from agent.fields import PositiveDuration, Secret, SecretStr, check_http_url
 from agent.redact import REDACT
 
 OBJECTS = ("runs", "actions", "log")
@@ -68,9 +68,9 @@ class ArchiveSection(BaseModel):
     max_days_per_run: int = Field(
         14, ge=1, le=366, description="days uploaded per run at most, oldest first (the rest follow next run); "
                                       "also how far back the first run reaches")
-    connect_timeout: Duration = Field(5.0, gt=0, description="per request attempt")
-    read_timeout: Duration = Field(60.0, gt=0, description="per request attempt (a day's upload is one PUT per "
-                                                           "object)")
+    connect_timeout: PositiveDuration = Field(5.0, description="per request attempt")
+    read_timeout: PositiveDuration = Field(60.0, description="per request attempt (a day's upload is one PUT per "
+                                                             "object)")
 
     @field_validator("bucket")
     @classmethod

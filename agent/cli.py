@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.history import StoreUnusable
 from agent.output import FORMATS, emit
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except BrokenPipeError:
         return EXIT_OK
+    except StoreUnusable as exc:   # names the file and what to do
+        return _fail(str(exc))
     except sqlite3.Error as exc:
         return _fail(f"store: {exc}")
     except KeyboardInterrupt:
@@ -134,12 +137,12 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
     whole config (keeps `status` and `history` fast)."""
     import yaml
     from agent.paths import store_path
+    from agent.yamlsrc import read_text
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.load(fh, Loader=loader) or {}
-        except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
-            raise ValueError(f"invalid YAML: {exc}") from None
+    try:
+        data = yaml.load(read_text(path), Loader=loader) or {}
+    except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
+        raise ValueError(f"invalid YAML: {exc}") from None
     agent = data.get("agent") or {}
     store = data.get("store") or {}
     names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
@@ -149,9 +152,12 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
 def _open_store(args):
     """(read-only connection, configured check names); exits 2 with the reason when either is missing."""
     from agent.history import StoreMissing, open_readonly
+    from agent.yamlsrc import ConfigError
     path = _config_path(args)
     try:
         db, names = _read_fast(path)
+    except ConfigError as exc:   # unreadable or not UTF-8: file:line: reason
+        raise SystemExit(_fail(str(exc)))
     except (OSError, ValueError, AttributeError) as exc:
         raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
     try:
@@ -200,8 +206,10 @@ def _iso(value: float | None) -> str | None:
 
 
 def cmd_run(args) -> int:
+    import os
     import signal
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # a reload before the daemon is up must not kill it
+    os.umask(0o077)   # the store, state and anything a check leaves are the agent's alone, however it was started
     loaded = _load(_config_path(args))
     if loaded is None:
         return EXIT_USAGE
@@ -210,6 +218,9 @@ def cmd_run(args) -> int:
     logs.setup(loaded.config.agent.log_level)
     try:
         return Daemon(loaded, dry_run=args.dry_run).run()
+    except StoreUnusable as exc:   # not a database: starting again will not help, the operator must look
+        logs.event("agent.failed", "error", error=str(exc))
+        return EXIT_USAGE
     except (OSError, RuntimeError, sqlite3.Error) as exc:   # port taken, store unreadable or from a newer agent
         logs.event("agent.failed", "error", error=str(exc))
         return 1

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -113,20 +111,13 @@ def file_sd(hosts: list[tuple[str, dict[str, str]]], port: int, labels: dict[str
     return groups
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Prometheus re-reads file_sd files on change: it must never see a half-written one."""
+def write_targets(path: Path, text: str) -> None:
+    """Prometheus re-reads file_sd files on change: it must never see a half-written one. It runs as its
+    own user, so the file is 0644 (host names and labels only; nothing secret)."""
+    from agent.outfile import replace_file
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replace_file(path, mode=0o644) as out:
+        out.write(text)
 
 
 def cmd_fleet_targets(args) -> int:
@@ -145,7 +136,7 @@ def cmd_fleet_targets(args) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        write_atomically(args.output, text)
+        write_targets(args.output, text)
     except OSError as exc:
         return _fail(f"cannot write {args.output}: {exc.strerror or exc}", EXIT_PROBLEM)
     print(f"{args.output}: {len(groups)} target{'s' * (len(groups) != 1)}", file=sys.stderr)

@@ -374,19 +374,12 @@ def cmd_history_export(args) -> int:
 
 
 def _export_to_file(cursor, fmt: str, output: str) -> int:
-    """Write beside the target and rename: a reader never sees half an export."""
-    import os
+    """Write beside the target and rename: a reader never sees half an export, and the history (check
+    summaries, command output) lands in a file only its owner can read, never through a planted link."""
     from pathlib import Path
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "w", encoding="utf-8", newline="") as out:
-            count = _write_export(cursor, fmt, out)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return count
+    from agent.outfile import replace_file
+    with replace_file(Path(output), newline="") as out:
+        return _write_export(cursor, fmt, out)
 
 
 def _write_export(cursor, fmt: str, out) -> int:

@@ -21,9 +21,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
-from agent.fields import AbsolutePath, Duration, HostPort, Name, SecretStr, is_reference
+from agent.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr, is_reference
 from agent.units import format_duration, format_value
-from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml
+from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml, read_text
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
 from agent.archive import ArchiveSection
@@ -66,8 +66,8 @@ class AgentSection(_Section):
     state_dir: str = Field(DEFAULT_STATE_DIR, description="SQLite store and state; relative to the config file")
     timezone: str | None = Field(None, description="IANA zone for calendar schedules; default: the host's local zone")
     workers: int = Field(4, ge=1, le=64, description="checks running at once")
-    check_timeout: Duration = Field(30.0, description="default per-check timeout")
-    default_interval: Duration = Field(60.0, description="interval of a check with neither every nor schedule")
+    check_timeout: PositiveDuration = Field(30.0, description="default per-check timeout")
+    default_interval: PositiveDuration = Field(60.0, description="interval of a check with neither every nor schedule")
     shutdown_grace: Duration = Field(10.0, description="on SIGTERM or Ctrl-C, how long running checks and "
                                                        "actions may finish; their child processes still "
                                                        "running then are killed")
@@ -115,8 +115,8 @@ class HttpSection(_Section):
 
 
 class Retention(_Section):
-    raw: Duration = Field(90 * 86400.0, description="keep every check run this long")
-    rollups: Duration = Field(730 * 86400.0, description="keep daily per-check rollups this long")
+    raw: LongDuration = Field(90 * 86400.0, description="keep every check run this long")
+    rollups: LongDuration = Field(730 * 86400.0, description="keep daily per-check rollups this long")
 
 
 class StoreSection(_Section):
@@ -253,12 +253,7 @@ def local_zone() -> ZoneInfo:
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read config: {reason}")]) from None
-    return parse_config(text, str(path))
+    return parse_config(read_text(path), str(path))
 
 
 def parse_config(text: str, file: str) -> LoadedConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 
@@ -69,6 +70,7 @@ class Daemon:
         self._install_signals()
         self._apply(self.loaded, first=True)
         _warn_exposed_files(self.loaded)
+        _warn_loose_store(self.store)
         host, port = split_target(cfg.http.listen)
         auth = cfg.http.basic_auth
         self.server = MetricsServer((host, port), self.exposition, self._health,
@@ -419,6 +421,18 @@ def _warn_exposed_files(loaded: LoadedConfig) -> None:
     from agent.config import exposed_files
     for problem in exposed_files(loaded):
         logs.event("config.file_exposed", "warning", file=str(problem.path), problem=problem.reason)
+
+
+def _warn_loose_store(store: Store) -> None:
+    """Store files that others could read were narrowed to the owner at open: say so. The directory is
+    only reported, never changed (with `store.path` it may be a shared one such as /srv)."""
+    for file, mode in store.narrowed:
+        logs.event("store.mode_narrowed", "warning", file=str(file), was=f"{mode:04o}", now=f"{mode & 0o700:04o}")
+    directory = store.path.parent
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        logs.event("store.dir_exposed", "warning", dir=str(directory), mode=f"{mode:04o}",
+                   problem="others can list the state directory (chmod 0700)")
 
 
 def _maintenance_spec(loaded: LoadedConfig) -> CalendarSpec:

@@ -15,15 +15,55 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from agent.address import split_target
-from agent.units import parse_duration, parse_ratio, parse_size
+from agent.units import format_duration, parse_duration, parse_ratio, parse_size
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
-                              {"type": "number", "minimum": 0}],
-                    "description": "seconds, or a duration such as 250ms, 30s, 5m, 26h, 7d"}),
-]
+MAX_DURATION_SECONDS = 400 * 86400.0
+"""Any wait, period, timeout or threshold: longer is a typo (`every: 10**30`), and would overflow the clock."""
+MAX_LONG_DURATION_SECONDS = 100 * 365 * 86400.0
+"""Ages and retention periods, where years make sense; bounded only so date arithmetic cannot overflow."""
+
+_DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
+
+
+def _duration_schema(minimum: dict, limit: float) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": _DURATION_PATTERN},
+                                     {"type": "number", **minimum, "maximum": limit}],
+                           "description": "seconds, or a duration such as 250ms, 30s, 5m, 26h, 7d; "
+                                          f"at most {format_duration(limit)}"})
+
+
+def _at_most(seconds: float, limit: float) -> float:
+    if seconds > limit:
+        raise ValueError(f"must be at most {format_duration(limit)}")
+    return seconds
+
+
+def _duration(value: object) -> float:
+    """Checked before pydantic sees seconds, so an error quotes what the operator wrote (`'401d'`)."""
+    return _at_most(parse_duration(value), MAX_DURATION_SECONDS)
+
+
+def _positive_duration(value: object) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError("must be above 0")
+    return seconds
+
+
+def _long_duration(value: object) -> float:
+    return _at_most(parse_duration(value), MAX_LONG_DURATION_SECONDS)
+
+
+Duration = Annotated[float, BeforeValidator(_duration), _duration_schema({"minimum": 0}, MAX_DURATION_SECONDS)]
+"""0 … 400 days."""
+
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration),
+                             _duration_schema({"exclusiveMinimum": 0}, MAX_DURATION_SECONDS)]
+"""A timeout or an interval: 0 would mean every run times out, or a busy loop."""
+
+LongDuration = Annotated[float, BeforeValidator(_long_duration),
+                         _duration_schema({"minimum": 0}, MAX_LONG_DURATION_SECONDS)]
+"""An age or a retention period: 0 … 100 years."""
 
 Size = Annotated[
     int,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from agent.fields import AbsolutePath, Duration, SecretStr
+from agent.fields import AbsolutePath, PositiveDuration, SecretStr
 
 if TYPE_CHECKING:
     from email.headerregistry import Address
@@ -64,7 +64,7 @@ class SmtpSection(BaseModel):
     username: str | None = Field(None, description="log in with this user (with password)")
     password: SecretStr | None = Field(None, description="the user's password, by reference")
     sender: EmailAddress = Field(description="From: address, e.g. 'maint-agent <maint@example.com>'")
-    timeout: Duration = Field(30.0, description="per connect and per server reply")
+    timeout: PositiveDuration = Field(30.0, description="per connect and per server reply")
     ca_file: AbsolutePath | None = Field(None, description="trust this CA bundle (PEM) instead of the system's")
     verify: bool = Field(True, description="verify the server's certificate and host name (false only for tests)")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from agent.calendar import CalendarSpec, CalendarSpecError, parse_calendar
-from agent.fields import Duration, Name, SecretStr
+from agent.fields import Name, PositiveDuration, SecretStr
 from agent.mailer import EmailAddress
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class ReportUpload(BaseModel):
     endpoint_url: str | None = Field(None, description="an S3-compatible endpoint (MinIO, Ceph); default: AWS")
     access_key_id: SecretStr | None = Field(None, description="default: the SDK's credential chain")
     secret_access_key: SecretStr | None = Field(None, description="with access_key_id")
-    timeout: Duration = Field(30.0, description="connect and read timeout of the upload")
+    timeout: PositiveDuration = Field(30.0, description="connect and read timeout of the upload")
 
     @model_validator(mode="after")
     def _key_pair(self):

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import stat
 import threading
 from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
+from agent.history import store_unusable, unusable_or_same
 from agent.result import Evaluated
 
 BUSY_TIMEOUT_MS = 5000
+SQLITE_HEADER = b"SQLite format 3\x00"
 PRUNE_BATCH_ROWS = 20000
 
 
@@ -96,19 +100,60 @@ def _migrate_in_child(path: Path) -> None:
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    """A read-write connection in WAL mode; raise StoreUnusable when the file is not a database."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise unusable_or_same(path, exc) from None
     return conn
+
+
+def make_private(path: Path) -> list[tuple[Path, int]]:
+    """Given the store's path, create its directory (0700) and an empty store file (0600) when absent, and
+    narrow an existing store file, -wal and -shm to the owner; return the files narrowed, with their old mode.
+
+    Whatever the umask: SQLite creates a new database 0644 minus the umask, and its -wal and -shm
+    copy the database file's mode, so the file must be private before SQLite first opens it.
+    Raise StoreUnusable, without touching it, when the file is not a SQLite database.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        _check_header(path)
+    narrowed = []
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(file, mode & 0o700)
+                narrowed.append((file, mode))
+        except FileNotFoundError:
+            continue
+    return narrowed
+
+
+def _check_header(path: Path) -> None:
+    """An empty file is a new database to SQLite; anything else must start with its header."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except IsADirectoryError:
+        raise store_unusable(path, "a directory") from None
+    if head and head != SQLITE_HEADER:
+        raise store_unusable(path, "file is not a database")
 
 
 class Store:
     """The daemon's read-write handle. Every method is safe to call from any thread."""
 
     def __init__(self, path: Path, migrate_in_child: bool = False):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.narrowed = make_private(path)
         self.conn = connect(path)
         self._lock = threading.Lock()
         self._check_ids: dict[str, int] = {}

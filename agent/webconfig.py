@@ -28,7 +28,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.fields import Duration
-from agent.yamlsrc import ConfigError, ConfigIssue, load_yaml
+from agent.yamlsrc import ConfigError, ConfigIssue, load_yaml, read_text
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -195,12 +195,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Given the path of a web config, return it validated, with paths made absolute and the TLS
     material loaded once; raise ConfigError with every problem (file:line: key: message)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read web config: {reason}")]) from None
-    source = load_yaml(text, str(path))
+    source = load_yaml(read_text(path, "web config"), str(path))
     data = source.data if source.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError([source.issue((), "the web config must be a mapping (tls_server_config:, "

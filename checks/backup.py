@@ -33,7 +33,7 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent import logs
-from agent.fields import Duration, Ratio, Secret, Size
+from agent.fields import Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
@@ -465,8 +465,8 @@ class Keep(BaseModel):
 
 class RetentionPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-    max_age: Duration | None = Field(None, description="WARNING when a backup older than this is still there "
-                                                       "(the clean-up is not running)")
+    max_age: LongDuration | None = Field(None, description="WARNING when a backup older than this is still there "
+                                                           "(the clean-up is not running)")
     keep: Keep | None = Field(None, description="GFS counts, e.g. {daily: 7, weekly: 4, monthly: 12}")
 
     @model_validator(mode="after")
@@ -862,7 +862,7 @@ class SanityQuery(BaseModel):
     min: float | None = Field(None, description="the value must be at least this")
     max: float | None = Field(None, description="the value must be at most this")
     equals: float | str | None = Field(None, description="the value must equal this")
-    timeout: Duration | None = Field(None, description="statement_timeout of this query; default: the check's")
+    timeout: PositiveDuration | None = Field(None, description="statement_timeout of this query; default: the check's")
 
     @model_validator(mode="after")
     def _range(self):
@@ -995,14 +995,15 @@ class RestoreTestCheck(Check):
                                                                 "{query: SELECT count(*) FROM users, min: 1}")
         jobs: int = Field(1, ge=1, le=64, description="parallel pg_restore jobs (custom format)")
         verify_checksum: bool = Field(True, description="compare a <file>.sha256 sidecar when present")
-        progress_every: Duration = Field(60.0, description="log a progress line this often during the restore")
+        progress_every: PositiveDuration = Field(60.0, description="log a progress line this often during the restore")
         settle: Duration = Field(300.0, description="files modified more recently are taken as still being "
                                                     "written and ignored")
         pg_bin_dir: str | None = Field(None, description="where psql and pg_restore are; default: PATH, then the "
                                                          "newest /usr/lib/postgresql/*/bin")
-        timeout: Duration | None = Field(6 * 3600.0, description="the whole test; above the expected restore time")
-        statement_timeout: Duration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
-                                                              "without its own timeout")
+        timeout: PositiveDuration | None = Field(6 * 3600.0,
+                                             description="the whole test; above the expected restore time")
+        statement_timeout: PositiveDuration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
+                                                                      "without its own timeout")
 
         _path = field_validator("path")(_absolute_pattern)
 
@@ -1011,12 +1012,6 @@ class RestoreTestCheck(Check):
         def _type_defaults(cls, data):
             return _default_keys(_default_keys(data, warning=None, critical="4h"), every=None, schedule="monthly")
 
-        @field_validator("progress_every")
-        @classmethod
-        def _progress_positive(cls, value):
-            if value <= 0:
-                raise ValueError("must be above 0")
-            return value
 
     METRICS = (
         MetricSpec("restore_last_success_timestamp_seconds", "seconds",

@@ -10,7 +10,7 @@ from typing import Annotated, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent.fields import Count, Duration, Name, Ratio, Size
+from agent.fields import Count, Duration, Name, PositiveDuration, Ratio, Size
 from agent.result import CheckResult, Sample
 
 
@@ -48,10 +48,10 @@ class CheckOptions(BaseModel):
     type: str
     description: str = ""
     enabled: bool = True
-    every: Duration | None = Field(None, description="run at this interval, e.g. 15s")
+    every: PositiveDuration | None = Field(None, description="run at this interval, e.g. 15s")
     schedule: str | None = Field(
         None, description="a name from `schedules:` (daily, weekly, …) or a calendar spec such as 'sun 02:30'")
-    timeout: Duration | None = Field(None, description="default: agent.check_timeout")
+    timeout: PositiveDuration | None = Field(None, description="default: agent.check_timeout")
     jitter: Duration = Field(0.0, description="spread calendar runs by up to this much (stable per host)")
     sustained: Duration = Field(
         0.0, alias="for", description="a threshold breach turns WARNING/CRITICAL only after holding this long")

@@ -26,7 +26,6 @@ import json
 import os
 import pwd
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -34,6 +33,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from agent.fields import AbsoluteGlobs
+from agent.outfile import replace_file
 from agent.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
@@ -57,27 +57,16 @@ def _make_dirs(directory: Path) -> None:
         os.chown(directory, st.st_uid, st.st_gid)
 
 
-def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
-    """Write `data` as JSON to `path` through a temporary file and a rename, so a reader (or a crash)
-    never sees half a file. Parent directories are created; as root, the file gets the directory's owner."""
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path` (0600: it holds checksums) through a temporary file and a rename, so
+    a reader (or a crash) never sees half a file. Parent directories are created; as root, the file gets
+    the directory's owner."""
     _make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), mode)
-            if os.geteuid() == 0:
-                st = path.parent.stat()
-                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with replace_file(path) as fh:
+        if os.geteuid() == 0:
+            st = path.parent.stat()
+            os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+        json.dump(data, fh, indent=1, sort_keys=True)
 
 
 def read_json(path: Path) -> Any:

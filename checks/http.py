@@ -23,7 +23,8 @@ from pydantic import Field, field_validator, model_validator
 from agent import __version__
 from agent.address import split_target
 from agent.fields import (
-    AbsolutePath, Duration, HostPort, Secret, SecretStr, SecretUnavailable, Size, check_http_url, is_reference,
+    AbsolutePath, Duration, HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable, Size, check_http_url,
+    is_reference,
 )
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
@@ -121,7 +122,8 @@ class HttpCheck(Check):
             None, description="PEM bundle to trust instead of the system store (an internal CA, a self-signed cert)")
         username: str | None = Field(None, description="basic auth user")
         password: SecretStr | None = Field(None, description="basic auth password")
-        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the whole request")
+        connect_timeout: PositiveDuration = Field(5.0, description="capped by the run's timeout, which bounds the "
+                                                                   "whole request")
         max_body_size: Size = Field("1MiB", validate_default=True, description="read at most this much of the body")
         keep_body: bool | None = Field(
             None, description=f"keep the first {EXCERPT_CHARS} characters of a failing response's body in the "
@@ -431,7 +433,8 @@ class TlsCertCheck(Check):
         type: Literal["tls_cert"]
         target: HostPort = Field(..., description="host:port, e.g. api.example.com:443 or [::1]:8443")
         server_name: str | None = Field(None, description="SNI name to ask for; default: the target's host")
-        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout, which bounds the handshake")
+        connect_timeout: PositiveDuration = Field(5.0, description="capped by the run's timeout, which bounds the "
+                                                                   "handshake")
         warning: Duration | None = Field(14 * DAY, description="WARNING when the certificate expires sooner")
         critical: Duration | None = Field(3 * DAY, description="CRITICAL when the certificate expires sooner")
 
@@ -490,7 +493,7 @@ class TcpCheck(Check):
     class Options(CheckOptions, DurationThresholds):
         type: Literal["tcp"]
         target: HostPort = Field(..., description="host:port, e.g. 127.0.0.1:6379 or [::1]:25")
-        connect_timeout: Duration = Field(5.0, description="capped by the run's timeout")
+        connect_timeout: PositiveDuration = Field(5.0, description="capped by the run's timeout")
         send: str | None = Field(None, description='text sent after connecting (YAML "PING\\r\\n" for CR LF)')
         expect: str | None = Field(
             None, description=f"CRITICAL unless the reply contains this text within the timeout "

@@ -43,9 +43,9 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from agent.fields import Duration, Secret, SecretStr
+from agent.fields import Duration, PositiveDuration, Secret, SecretStr
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import (
@@ -73,17 +73,10 @@ class PgOptions(CheckOptions):
 
     dsn: SecretStr = Field(..., description="libpq connection string or URI, usually a reference such as "
                                             "${file:/etc/maint-agent/pg.dsn}; never logged or shown")
-    connect_timeout: Duration = Field(5.0, description="give up connecting after this long (libpq counts whole "
-                                                       "seconds, at least 2)")
-    statement_timeout: Duration = Field(5.0, description="server-side limit for each query of the probe (lowered "
-                                                         "to the time left in the run)")
-
-    @field_validator("connect_timeout", "statement_timeout")
-    @classmethod
-    def _positive(cls, value):
-        if value <= 0:
-            raise ValueError("must be above 0 (0 would mean no timeout)")
-        return value
+    connect_timeout: PositiveDuration = Field(5.0, description="give up connecting after this long (libpq counts whole "
+                                                               "seconds, at least 2)")
+    statement_timeout: PositiveDuration = Field(5.0, description="server-side limit for each query of the probe "
+                                                                 "(lowered to the time left in the run)")
 
 
 def _statement_ms(option_seconds: float, left_seconds: float) -> int:

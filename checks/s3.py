@@ -69,7 +69,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
-from agent.fields import Duration, Secret, SecretStr, check_http_url
+from agent.fields import Duration, LongDuration, PositiveDuration, Secret, SecretStr, check_http_url
 from agent.result import CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
 from checks.backup_sets import BackupSet, Member, read_set, set_directories
@@ -441,12 +441,13 @@ class S3BackupCheck(Check):
         access_key_id: SecretStr | None = Field(
             None, description="a secret reference; default: the standard AWS credential chain")
         secret_access_key: SecretStr | None = Field(None, description="a secret reference, with access_key_id")
-        connect_timeout: Duration = Field(5.0, description="per attempt; at most half the check's timeout")
-        read_timeout: Duration = Field(10.0, description="per attempt, cut to what is left of the check's timeout")
+        connect_timeout: PositiveDuration = Field(5.0, description="per attempt; at most half the check's timeout")
+        read_timeout: PositiveDuration = Field(10.0, description="per attempt, cut to what is left of the check's "
+                                                                "timeout")
         max_attempts: int = Field(3, ge=1, le=10, description="attempts per request (botocore standard retries), "
                                                                "as many as fit in the check's timeout")
-        retention_window: Duration = Field(30 * DAY, gt=0, description="count the objects modified within this "
-                                                                      "(seed 002: 30 days)")
+        retention_window: LongDuration = Field(30 * DAY, gt=0, description="count the objects modified within this "
+                                                                           "(seed 002: 30 days)")
         min_count: int | None = Field(None, ge=0, description="WARNING when fewer objects are in the window")
         max_objects: int = Field(100_000, ge=1, description="read at most this many keys per run (WARNING when cut)")
         local_path: str | None = Field(

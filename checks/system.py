@@ -15,7 +15,7 @@ from checks.base import (
     Check, CheckContext, CheckOptions, CountThresholds, DurationThresholds, MetricSpec,
     RatioThresholds, Threshold,
 )
-from agent.fields import Duration, HostPort, Size
+from agent.fields import HostPort, PositiveDuration, Size
 from agent.address import split_target
 from checks.net import connect_time
 from agent.units import format_duration, format_size
@@ -194,7 +194,7 @@ class NetworkLatencyCheck(Check):
         targets: tuple[HostPort, ...] = Field(..., min_length=1,
                                               description="host:port, e.g. 10.0.0.5:5432 or [::1]:22")
         attempts: int = Field(3, ge=1, le=20, description="connects per target; the average is reported")
-        connect_timeout: Duration = 2.0
+        connect_timeout: PositiveDuration = 2.0
 
     METRICS = (
         MetricSpec("latency_seconds", "seconds", "Average TCP connect time.", ("target",)),

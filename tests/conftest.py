@@ -67,12 +67,14 @@ class AgentProcess:
     proc: subprocess.Popen | None = None
     _log_fh: object = field(default=None, repr=False)
 
-    def start(self, timeout: float = 15.0, env: dict | None = None, wrapper: tuple[str, ...] = ()) -> "AgentProcess":
-        """`wrapper` is an argv prefix the agent runs under (a confinement that systemd would apply)."""
+    def start(self, timeout: float = 15.0, env: dict | None = None, wrapper: tuple[str, ...] = (),
+              umask: int = -1) -> "AgentProcess":
+        """`wrapper` is an argv prefix the agent runs under (a confinement that systemd would apply); `umask`
+        is the one it inherits, as a shell would pass it (-1 keeps the test's)."""
         self._log_fh = open(self.log, "ab")
         self.proc = subprocess.Popen([*wrapper, *AGENT, "run", "--config", str(self.config)], cwd=REPO,
                                      stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, umask=umask)
         wait_for(self._ready, timeout, what="agent /healthz to answer")
         return self
 

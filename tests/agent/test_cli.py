@@ -1,8 +1,10 @@
 """The command line: --help everywhere, formats, filters and exit codes (0 ok, 1 problem, 2 usage, 3 unknown)."""
 
 import csv
+import hashlib
 import io
 import json
+import os
 import time
 
 import pytest
@@ -79,6 +81,26 @@ def test_cli_status_without_store_exits_two_with_reason(write_config, tmp_path):
     config = write_config(f"agent: {{state_dir: {tmp_path}/nowhere}}\n")
     out = run_cli("status", config=config)
     assert out.returncode == 2 and "no store at" in out.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["history"], ["checks"], ["history", "export"], ["report"],
+                                     ["log", "list"]], ids=" ".join)
+def test_cli_store_not_a_database_exits_two_naming_it_never_touched(write_config, tmp_path, command):
+    config = write_config(f"""
+        agent: {{state_dir: {tmp_path}/var}}
+        checks:
+          - {{name: disk, type: disk}}
+    """)
+    store = tmp_path / "var" / "maint-agent.db"
+    store.parent.mkdir()
+    store.write_bytes(os.urandom(8192))
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    out = run_cli(*command, config=config)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (f"maint-agent: store {store} is not a usable SQLite database (file is not a database): "
+                          f"move it aside (mv {store} {store}.bad) and start again; the agent never overwrites it\n")
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in store.parent.iterdir()) == ["maint-agent.db"]
 
 
 def test_cli_status_problem_exits_one(populated):

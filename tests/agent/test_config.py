@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +114,77 @@ def test_config_check_installed_script_bad_file_exits_2():
     assert proc.stderr.splitlines() == [
         f"{path}:4: checks[0].type: unknown check type 'cpuu' (did you mean 'cpu'?); "
         f"known types: {', '.join(CHECK_TYPES)}"]
+
+
+# -- hostile or broken files answer fast, at the right line -----------------------------------------------
+
+
+def test_config_check_alias_bomb_answers_within_seconds_in_little_memory(tmp_path: Path):
+    """A 'billion laughs' of a few hundred bytes once took over 10 s and about 1 GiB before answering."""
+    from tests.conftest import AGENT
+    path = BAD_CONFIGS / "yaml_alias_bomb.yaml"
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        started = time.monotonic()
+        proc = subprocess.Popen([*AGENT, "config", "check", str(path)], cwd=REPO, stdout=stdout, stderr=stderr,
+                                env=cli_env())
+        guard = threading.Timer(30, proc.kill)   # a regression must fail the test, not hang or swap the host
+        guard.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)   # this child's own peak RSS, not the session's largest
+        finally:
+            guard.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 2, err.read_text()
+    assert err.read_text() == (f"{path}:8: too many YAML aliases: they would expand to more than 10,000 values "
+                               "(write the values out, or use fewer aliases)\n")
+    assert elapsed < 5, f"took {elapsed:.1f}s"
+    assert usage.ru_maxrss < 150 * 1024, f"peak RSS {usage.ru_maxrss // 1024} MiB"
+
+
+def test_load_config_deep_nesting_reports_its_line_not_a_traceback(write_config):
+    path = write_config("agent:\n  hostname: a\nchecks: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert [str(i) for i in issues_of(path)] == [f"{path}:3: nested more than 64 levels deep"]
+
+
+def test_load_config_not_utf8_reports_line_of_the_byte(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(b"# a config saved as Latin-1\n" + b"#\n" * 4 + b"agent:\n  hostname: caf\xe9-01\n")
+    assert [str(i) for i in issues_of(path)] == [
+        f"{path}:7: cannot read config: byte 0xe9 in column 16 is not UTF-8 (save the file as UTF-8)"]
+    proc = run_cli("config", "check", str(path))
+    assert (proc.returncode, proc.stderr) == (2, f"{path}:7: cannot read config: byte 0xe9 in column 16 is not "
+                                                 "UTF-8 (save the file as UTF-8)\n")
+
+
+def test_checks_command_every_astronomical_exits_2_at_its_line():
+    """`every: 10**30` once passed validation and crashed `maint-agent checks` with OverflowError."""
+    path = BAD_CONFIGS / "every_astronomical.yaml"
+    proc = run_cli("checks", config=path)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr == f"{path}:6: checks[0].every: must be at most 400d (got {10**30})\n"
+
+
+def test_durations_timeouts_above_zero_and_ages_up_to_a_century(write_config):
+    issues = issues_in("""
+        store:
+          retention:
+            rollups: 3650d
+            raw: 36501d
+        checks:
+          - name: cpu
+            type: cpu
+            timeout: 0.001s
+            for: 400d
+          - name: backups
+            type: backup_files
+            path: /srv/backup/*.dump
+            every: 0
+    """, write_config)
+    assert [(i.line, i.path, i.message) for i in issues] == [
+        (4, "store.retention.raw", "must be at most 36500d (got '36501d')"),
+        (13, "checks[1].every", "must be above 0")]
 
 
 # -- every error at once, both passes ---------------------------------------------------------------------

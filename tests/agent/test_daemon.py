@@ -1,5 +1,6 @@
 """The real agent as a subprocess: /metrics through promtool, history, reload, SIGKILL, catch-up, SIGTERM."""
 
+import hashlib
 import json
 import os
 import re
@@ -199,6 +200,32 @@ def test_daemon_invalid_config_refuses_to_start_exit_two(agent_factory):
     out = agent.cli("run")
     assert out.returncode == 2
     assert f"{agent.config}:7: checks[0].every: invalid duration '5x'" in out.stderr
+
+
+def test_daemon_started_with_umask_000_keeps_state_dir_and_store_private(agent_factory, tmp_path):
+    agent = agent_factory(BASE + "  - {name: load, type: load, every: 1s}\n").start(umask=0o000)
+    db = tmp_path / "var" / "maint-agent.db"
+    wait_for(lambda: history(agent, "--check", "load"), what="a run in the store")
+    files = (db.parent, db, Path(f"{db}-wal"), Path(f"{db}-shm"))
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {
+        "var": "0o700", "maint-agent.db": "0o600", "maint-agent.db-wal": "0o600", "maint-agent.db-shm": "0o600"}
+    agent.stop()
+    assert "store.mode_narrowed" not in agent.log.read_text()
+
+
+def test_daemon_store_not_a_database_refuses_to_start_naming_it_file_unchanged(agent_factory, tmp_path):
+    agent = agent_factory(BASE + "  - {name: load, type: load}\n")
+    db = tmp_path / "var" / "maint-agent.db"
+    db.parent.mkdir()
+    db.write_bytes(b"not a database, maybe the operator's notes\n" * 200)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    out = agent.cli("run")
+    assert out.returncode == 2, out.stderr
+    assert (f'event=agent.failed error="store {db} is not a usable SQLite database (file is not a database): move '
+            f'it aside (mv {db} {db}.bad) and start again; the agent never overwrites it"') in out.stderr
+    assert "Traceback" not in out.stderr
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["maint-agent.db"]   # no -wal or -shm beside it
 
 
 def test_daemon_port_in_use_exits_one_with_reason(agent_factory):

@@ -3,15 +3,17 @@
 import csv
 import io
 import json
+import subprocess
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from agent.cli_log import EXPORT_COLUMNS
 from agent.result import Evaluated, Status, sample
 from agent.store import Store
-from tests.conftest import run_cli
+from tests.conftest import AGENT, REPO, run_cli
 
 
 @pytest.fixture
@@ -197,6 +199,38 @@ def test_history_export_output_file_is_complete_or_absent(history, tmp_path):
     assert len(target.read_text().splitlines()) == 5 and [p.name for p in target.parent.iterdir()] == ["runs.csv"]
     missing_dir = run_cli("history", "export", "--output", str(tmp_path / "nope" / "x.jsonl"), config=history)
     assert missing_dir.returncode == 2 and "cannot write" in missing_dir.stderr
+
+
+def export_with_umask(config, output: Path, umask: int) -> subprocess.CompletedProcess:
+    return subprocess.run([*AGENT, "history", "export", "--config", str(config), "--output", str(output)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, umask=umask)
+
+
+def test_history_export_output_file_private_even_with_umask_022(history, tmp_path):
+    target = tmp_path / "runs.jsonl"
+    target.write_text("an older export\n")
+    target.chmod(0o644)
+    out = export_with_umask(history, target, 0o022)
+    assert out.returncode == 0, out.stderr
+    assert len(target.read_text().splitlines()) == 4
+    assert oct(target.stat().st_mode & 0o777) == "0o600"   # summaries and command output: the owner's alone
+
+
+def test_history_export_never_writes_through_a_planted_symlink(history, tmp_path):
+    """Someone who can write the output directory (/tmp) plants a link to a file root owns elsewhere."""
+    victim = tmp_path / "elsewhere" / "passwd"
+    victim.parent.mkdir()
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    drop = tmp_path / "shared"
+    drop.mkdir(mode=0o1777)
+    link = drop / "runs.jsonl"
+    link.symlink_to(victim)
+    out = export_with_umask(history, link, 0o022)
+    assert out.returncode == 2
+    assert out.stderr == (f"maint-agent: cannot write {link}: is a symbolic link (to {victim}); name the file "
+                          "itself (output never follows a link)\n")
+    assert victim.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    assert link.is_symlink() and sorted(p.name for p in drop.iterdir()) == ["runs.jsonl"]   # no temp file left
 
 
 def test_history_listing_still_works_beside_export(history):

@@ -1,15 +1,17 @@
 """The SQLite store: migrations, WAL reads beside the writer, rollups and retention."""
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.history import latest_runs, open_readonly, runs
+from agent.history import StoreUnusable, latest_runs, open_readonly, runs
 from agent.result import Evaluated, Status, sample
 from agent.store import SCHEMA_VERSION, Store
 
@@ -35,6 +37,60 @@ def test_store_newer_schema_refused(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this agent"):
         Store(tmp_path / "s.db")
+
+
+def _modes(*paths) -> dict[str, str]:
+    return {path.name: oct(path.stat().st_mode & 0o777) for path in paths}
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, as a careless start (a shell with umask 000) would."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def test_store_new_files_private_whatever_the_umask(tmp_path, umask):
+    umask(0o000)
+    path = tmp_path / "state" / "s.db"
+    store = Store(path)
+    store.record_runs([run()])
+    assert _modes(path.parent, path, Path(f"{path}-wal"), Path(f"{path}-shm")) == {
+        "state": "0o700", "s.db": "0o600", "s.db-wal": "0o600", "s.db-shm": "0o600"}
+    store.close()
+
+
+def test_store_existing_wide_files_narrowed_and_reported(tmp_path, umask):
+    umask(0o000)
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.record_runs([run()])
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        file.chmod(0o644)
+    reopened = Store(path)   # the first one still holds the -wal and -shm open
+    assert sorted((file.name, oct(mode)) for file, mode in reopened.narrowed) == [
+        ("s.db", "0o644"), ("s.db-shm", "0o644"), ("s.db-wal", "0o644")]
+    assert set(_modes(path, Path(f"{path}-wal"), Path(f"{path}-shm")).values()) == {"0o600"}
+    assert [r["summary"] for r in runs(open_readonly(path))] == ["disk 0.5"]   # narrowed, not rewritten
+    reopened.close()
+    store.close()
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"SQLite format 2\x00" + bytes(100), b"not a db\n"],
+                         ids=["random", "other-header", "text"])
+def test_store_not_a_database_refused_naming_the_file_never_touched(tmp_path, content):
+    path = tmp_path / "s.db"
+    path.write_bytes(content)
+    path.chmod(0o644)
+    with pytest.raises(StoreUnusable) as caught:
+        Store(path)
+    assert str(caught.value) == (f"store {path} is not a usable SQLite database (file is not a database): move it "
+                                 f"aside (mv {path} {path}.bad) and start again; the agent never overwrites it")
+    assert path.read_bytes() == content and oct(path.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
+    with pytest.raises(StoreUnusable, match=f"store {path} is not a usable SQLite database"):
+        open_readonly(path)
 
 
 def test_store_runs_round_trip_with_metrics_json(tmp_path):

@@ -61,6 +61,16 @@ def test_fleet_targets_output_replaces_the_file_atomically(tmp_path):
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
 
 
+def test_fleet_targets_output_at_a_symlink_refused_never_written_through(tmp_path):
+    victim = tmp_path / "prometheus.yml"
+    victim.write_text("scrape_configs: []\n")
+    link = tmp_path / "fleet.json"
+    link.symlink_to(victim)
+    result = run_cli("fleet", "targets", "--hosts", "db1", "--output", str(link))
+    assert result.returncode != 0 and f"cannot write {link}: is a symbolic link (to {victim})" in result.stderr
+    assert victim.read_text() == "scrape_configs: []\n" and link.is_symlink()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--hosts", "db1", "--label", "__address__=x"], "invalid label"),
     (["--hosts", "db1", "--label", "env"], "invalid label"),
