@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from agent.result import CheckResult
 
@@ -55,6 +57,19 @@ class OutOfResources(Exception):
     def __init__(self, fault: AgentFault):
         super().__init__(fault.reason)
         self.fault = fault
+
+
+@contextmanager
+def agent_resources() -> Iterator[None]:
+    """Around the agent's own allocations (socket(), getaddrinfo, starting a child): an OSError that means
+    the agent is short of something leaves as OutOfResources; any other passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        fault = agent_fault(exc)
+        if fault is None:
+            raise
+        raise OutOfResources(fault) from exc
 
 
 def agent_fault(exc: BaseException) -> AgentFault | None:
@@ -101,11 +116,9 @@ def strerror_fault(text: str) -> AgentFault | None:
     For libraries that report the errno only as words (libpq: 'could not create socket: Too
     many open files'); the caller decides that the words describe the agent's own call.
     """
-    text = text.strip()
-    for code in _ERRNO_RESOURCE:
-        if text.startswith(os.strerror(code)):
-            return errno_fault(code)
-    return None
+    text = text.strip().rstrip(".")
+    code = next((code for code in _ERRNO_RESOURCE if os.strerror(code) == text), None)
+    return errno_fault(code) if code is not None else None
 
 
 def fault_of(details: dict | None) -> str | None:

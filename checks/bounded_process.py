@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from agent.faults import agent_resources
+
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")
 
@@ -76,13 +78,16 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
                 tick_every: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> Finished:
     """Given an argv and a `monotonic()` deadline, run the child to its end or kill its group at the deadline.
 
-    Raise OSError when the program cannot be started. An exception raised by
+    Raise OSError when the program cannot be started (OutOfResources when the agent is out of
+    descriptors, memory or tasks to start it: not the program's fault). An exception raised by
     the `stdin` iterator (a corrupt stream, a refused script) kills the child
     and propagates, so a half-fed child never keeps running.
     """
     started = monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    with agent_resources():
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
     output = _Capped()
     fed = 0
     finished = False
