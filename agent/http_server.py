@@ -78,25 +78,32 @@ class Connection:
                 except OSError:
                     pass
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Close it; return False when it already was."""
         with self._lock:
             if self.closed:
-                return
+                return False
             self.closed = True
             try:
                 socket.socket.shutdown(self.sock, socket.SHUT_WR)   # FIN after the reply
             except OSError:
                 pass
             self.sock.close()
+            return True
 
 
 class Connections:
-    """The listener's open connections: the cap, who makes room for a newcomer, and the early-close counters."""
+    """The listener's open connections: the cap, who makes room for a newcomer, and the early-close counters.
+
+    An evicted connection leaves the count at once but holds its descriptor until its thread has closed
+    it; at most `limit` may be closing at a time, so the listener never holds more than 2 × limit.
+    """
 
     def __init__(self, limit: int, header_timeout: float, clock: Callable[[], float] = time.monotonic):
         self.limit, self.header_timeout, self.clock = limit, header_timeout, clock
         self.changes = 0                # moves with every early close: the daemon re-renders /metrics then
         self._open: set[Connection] = set()
+        self._closing = 0               # evicted, not yet closed by their threads
         self._rejected = dict.fromkeys(REJECT_REASONS, 0)
         self._lock = threading.Lock()
 
@@ -108,11 +115,12 @@ class Connections:
             victim = None
             if len(self._open) >= self.limit:
                 victim = min((c for c in self._open if c.waiting), key=lambda c: c.since, default=None)
-                if victim is None:
+                if victim is None or self._closing >= self.limit:
                     self._count("limit")
                     return None
                 self._open.discard(victim)
                 victim.evicted = True
+                self._closing += 1
                 self._count("evicted")
             conn = Connection(sock, now, now + self.header_timeout, self.clock)
             self._open.add(conn)
@@ -135,9 +143,11 @@ class Connections:
             self._count(reason)
 
     def close(self, conn: Connection) -> None:
+        closed_now = conn.close()
         with self._lock:
             self._open.discard(conn)
-        conn.close()
+            if closed_now and conn.evicted:
+                self._closing -= 1
 
     def snapshot(self) -> tuple[int, dict[str, int]]:
         """(open connections, early closes by reason), for the exposition."""
