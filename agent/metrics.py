@@ -152,11 +152,12 @@ class StateCollector:
         yield gauge("maint_store_pending_runs", st.store_pending)
         yield gauge("maint_runner_workers", st.workers)
         yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
-        yield from self._agent_resources(gauge, counter)
+        yield from self._limits(gauge, counter)
         yield from self._jobs(gauge, counter)
         yield from self._actions(gauge, counter)
 
-    def _agent_resources(self, gauge, counter) -> Iterable[Metric]:
+    def _limits(self, gauge, counter) -> Iterable[Metric]:
+        """The agent's own limits: runs lost to its shortages, and its listener's early closes."""
         st = self.state
         errors, rejected = counter("maint_agent_resource_errors_total"), counter("maint_http_connections_rejected_total")
         for resource, count in st.resource_errors.items():
