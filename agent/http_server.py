@@ -213,7 +213,7 @@ class MetricsServer(HTTPServer):
             self.shutdown_request(request)
             return
         try:
-            threading.Thread(target=self._serve, args=(conn, client_address), name="http", daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, client_address), name="http-conn", daemon=True).start()
         except RuntimeError as exc:   # out of threads: the connection is closed, the listener keeps going
             from agent import logs
             logs.event("http.connection_failed", "warning", client=client_address[0], error=str(exc))
