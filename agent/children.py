@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from agent.faults import agent_resources
+
 STOP_WAIT_SECONDS = 2.0   # between SIGTERM and SIGKILL at shutdown
 
 _OWNER: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("child_owner", default=None)
@@ -77,7 +79,8 @@ def popen(argv: list[str], **kwargs) -> Iterator[subprocess.Popen]:
     ECANCELED once the agent is shutting down (a check must not start children that nobody will end).
     """
     _refuse_when_closed()
-    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    with agent_resources():     # EMFILE/ENOMEM/EAGAIN here is the agent's shortage, not the program's
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
     child = Child(proc.pid, str(argv[0]), _OWNER.get())
     with _REGISTRY.lock:
         refused = _REGISTRY.closed

@@ -100,6 +100,12 @@ class HttpSection(_Section):
                           "re-read when it or a certificate changes")
     healthz_auth: bool = Field(False, description="require the basic auth of /metrics for /healthz too (a "
                                                   "required client certificate always applies)")
+    max_connections: int = Field(64, ge=1, le=1024, description=(
+        "connections open at once; at the limit the one waiting longest for its request is closed to make "
+        "room (every slot busy answering: the new one is closed). LimitNOFILE= in the unit allows for it"))
+    header_timeout: Duration = Field(5.0, gt=0, le=60, description=(
+        "a connection's TLS handshake, request line and headers must be in within this, in total (a kept-alive "
+        "connection gets as long after each reply); request line and headers may take 16 KiB (431 beyond)"))
 
     @field_validator("web_config")
     @classmethod

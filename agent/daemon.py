@@ -21,7 +21,9 @@ from agent.calendar import CalendarSpec, parse_calendar
 from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
-from agent.metrics import AgentState, Exposition, MetricsServer
+from agent.faults import fault_of
+from agent.http_server import MetricsServer
+from agent.metrics import AgentState, Exposition
 from agent.address import split_target
 from agent.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
@@ -59,6 +61,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = False
         self._heartbeat = time.monotonic()
+        self._listener_seen, self._listener_rendered = 0, 0.0
         self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
         self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
@@ -75,7 +78,9 @@ class Daemon:
         auth = cfg.http.basic_auth
         self.server = MetricsServer((host, port), self.exposition, self._health,
                                     (auth.username, auth.password.reveal()) if auth else None,
-                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth)
+                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth,
+                                    max_connections=cfg.http.max_connections, header_timeout=cfg.http.header_timeout)
+        self.state.listener = self.server.connections
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
@@ -122,6 +127,7 @@ class Daemon:
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
+            self._publish_listener()
             status = self._status_line()
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={status}")
@@ -136,6 +142,14 @@ class Daemon:
                        + ([tasks_in] if tasks_in is not None else []))
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _publish_listener(self) -> None:
+        """Early-closed connections are counted by the listener's threads; /metrics shows them within a second
+        (rendered at most once a second for them, however hard the listener is hit)."""
+        changes = self.server.connections.changes if self.server else 0
+        if changes != self._listener_seen and self._heartbeat - self._listener_rendered >= MAX_TICK_SECONDS:
+            self._listener_seen, self._listener_rendered = changes, self._heartbeat
+            self.exposition.refresh()
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")
@@ -333,6 +347,10 @@ class Daemon:
         run = Evaluated(job.name, job.check.TYPE, verdict.status, summary, result.samples, details,
                         started, duration, scheduled, verdict.pending)
         previous = job.latest.status if job.latest else None
+        resource = fault_of(result.details)
+        if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.faults)
+            self.state.resource_errors[resource] += 1
+            logs.event("agent.out_of_resources", "error", check=job.name, resource=resource, reason=result.summary)
         job.latest = run
         job.lag = max(0.0, started - scheduled)
         job.runs[verdict.status.label] += 1

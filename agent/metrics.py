@@ -1,4 +1,5 @@
-"""/metrics and /healthz: prometheus_client exposition of the agent's latest in-memory state.
+"""The /metrics exposition: prometheus_client rendering of the agent's latest in-memory state (served by
+`agent.http_server`).
 
 The body is rendered when the state changes (after a batch of results), not
 on scrape: a scrape never runs a check, reads SQLite or walks the jobs, so it
@@ -8,16 +9,15 @@ costs the same with 5 checks or 500 and concurrent scrapes do not contend.
 from __future__ import annotations
 
 import gzip
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.faults import RESOURCES
 from agent.job import Job
 from agent.result import Status
 from checks import CHECK_TYPES
@@ -68,6 +68,16 @@ AGENT_FAMILIES = (
            "exhausted, window (skipped).", ("action", "result")),
     Family("maint_action_last_run_timestamp_seconds", "gauge", "Unix time the action last ran (or would have, "
            "in dry-run).", ("action",)),
+    Family("maint_agent_resource_errors_total", "counter",
+           "Check runs the agent could not do for want of its own resources (open_files, memory, tasks): "
+           "reported UNKNOWN, never acted on.", ("resource",)),
+    Family("maint_http_connections_rejected_total", "counter",
+           "Connections to /metrics closed early: limit (every slot busy), evicted (the one waiting longest for "
+           "its request, to make room), header_timeout (TLS handshake and headers not in within "
+           "http.header_timeout), header_too_large (request line and headers over 16 KiB, answered 431).",
+           ("reason",)),
+    Family("maint_http_open_connections", "gauge",
+           "Connections to /metrics open when the exposition was rendered (at most http.max_connections).", ()),
 )
 
 
@@ -106,6 +116,8 @@ class AgentState:
         self.action_results: dict[tuple[str, str], int] = {}   # (action, result) → count
         self.action_last_run: dict[str, float] = {}
         self.exhausted: dict[str, bool] = {}                   # check → remediation exhausted
+        self.resource_errors = dict.fromkeys(RESOURCES, 0)     # resource → runs lost to the agent's own shortage
+        self.listener = None   # the HTTP server's Connections (`snapshot()`), set once it listens
 
 
 class StateCollector:
@@ -140,8 +152,20 @@ class StateCollector:
         yield gauge("maint_store_pending_runs", st.store_pending)
         yield gauge("maint_runner_workers", st.workers)
         yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
+        yield from self._limits(gauge, counter)
         yield from self._jobs(gauge, counter)
         yield from self._actions(gauge, counter)
+
+    def _limits(self, gauge, counter) -> Iterable[Metric]:
+        """The agent's own limits: runs lost to its shortages, and its listener's early closes."""
+        st = self.state
+        errors, rejected = counter("maint_agent_resource_errors_total"), counter("maint_http_connections_rejected_total")
+        for resource, count in st.resource_errors.items():
+            errors.add_metric([resource], count)
+        open_now, reasons = st.listener.snapshot() if st.listener is not None else (0, {})
+        for reason, count in reasons.items():
+            rejected.add_metric([reason], count)
+        yield from (errors, rejected, gauge("maint_http_open_connections", open_now))
 
     def _actions(self, gauge, counter) -> Iterable[Metric]:
         st = self.state
@@ -219,120 +243,3 @@ class Exposition:
             if self._gzipped is None:
                 self._gzipped = gzip.compress(self._body, compresslevel=5)
             return self._gzipped, True
-
-
-class MetricsServer(ThreadingHTTPServer):
-    """/metrics and /healthz over HTTP, or HTTPS with the TLS, client-certificate, basic-auth, header and
-    rate-limit settings of an exporter-toolkit web config (`agent.webconfig`); `credentials` is the plain
-    `http.basic_auth` pair, accepted beside the web config's users."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
-                 credentials: tuple[str, str] | None = None, *, web_config: str | None = None,
-                 healthz_auth: bool = False):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.exposition = exposition
-        self.healthy = healthy
-        self.healthz_auth = healthz_auth
-        self._security = None
-        if web_config or credentials:
-            from agent.webconfig import WebConfigFile, build_security   # only then: its models cost ~0.4 MiB
-            if web_config:
-                self._security = WebConfigFile(web_config, credentials).current
-            else:
-                static = build_security(None, credentials)
-                self._security = lambda: static
-        super().__init__(address, _Handler)
-
-    def security(self):
-        """The `agent.webconfig.WebSecurity` for the next connection or request; None when /metrics is open."""
-        return self._security() if self._security else None
-
-    def handle_error(self, request, client_address) -> None:
-        """A failed TLS handshake (a scanner, a client without the required certificate) or a dropped
-        connection is routine: one debug line, not a traceback on stderr."""
-        import sys
-        from agent import logs
-        exc = sys.exc_info()[1]
-        logs.event("http.connection_failed", "debug", client=client_address[0], error=f"{type(exc).__name__}: {exc}")
-
-    def serve_in_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5}, name="http",
-                                  daemon=True)
-        thread.start()
-        return thread
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 15   # an idle keep-alive connection (or a stalled TLS handshake) gives its thread back
-    wbufsize = -1  # buffer headers and body into one send: no Nagle / delayed-ACK stall on keep-alive
-    server: MetricsServer
-
-    def setup(self) -> None:
-        """TLS handshake here, in the connection's own thread, so a slow client never blocks accept()."""
-        security = self.server.security()
-        context = security.context if security else None
-        if context is not None:
-            self.request.settimeout(self.timeout)
-            self.request = context.wrap_socket(self.request, server_side=True)
-            self._check_client_san(security.allowed_sans)
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _check_client_san(self, allowed: tuple[str, ...]) -> None:
-        from agent.webconfig import allowed_san
-        if not allowed_san(self.request.getpeercert(), allowed):
-            self.request.close()
-            raise ConnectionRefusedError("client certificate has none of tls_server_config.client_allowed_sans")
-
-    def finish(self) -> None:
-        super().finish()
-        if hasattr(self.request, "getpeercert"):   # socketserver closes the plain socket, not our TLS wrapper
-            try:
-                self.request.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            self.request.close()
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        security = self.server.security()
-        path = self.path.split("?", 1)[0]
-        if security and security.limiter and not security.limiter.allow():
-            return self._send(429, b"too many requests\n", "text/plain; charset=utf-8")
-        if (path != "/healthz" or self.server.healthz_auth) and not self._authorised(security):
-            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
-                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
-        if path == "/healthz":
-            ok, text = self.server.healthy()
-            return self._send(200 if ok else 503, text.encode() + b"\n", "text/plain; charset=utf-8")
-        if path == "/metrics":
-            body, zipped = self.server.exposition.body("gzip" in self.headers.get("Accept-Encoding", ""))
-            return self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if zipped else None)
-        if path == "/":
-            return self._send(200, b'<html><body><a href="/metrics">/metrics</a> '
-                                   b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")
-        self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-    def _authorised(self, security) -> bool:
-        return security is None or security.auth is None or security.auth.check(self.headers.get("Authorization"))
-
-    def _send(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        security = self.server.security()
-        for key, value in {**(security.headers if security else {}), **(headers or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.wfile.flush()
-
-    do_HEAD = do_GET
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - scrapes are not events
-        pass

@@ -108,9 +108,15 @@ class Policy:
     # -- results ---------------------------------------------------------------------------------------
 
     def observe(self, check: CheckOptions, status: Status, started: float,
-                pending: Status = Status.OK) -> list[Decision]:
+                pending: Status = Status.OK, agent_fault: bool = False) -> list[Decision]:
         """Decisions for one evaluated result of `check` that started at `started`; `pending` is the status
-        a `for:` window is holding back (a result "OK, pending CRITICAL" is not good news)."""
+        a `for:` window is holding back (a result "OK, pending CRITICAL" is not good news).
+
+        A result the agent's own shortage caused (`agent_fault`: out of file descriptors, memory,
+        threads) says nothing about the target: no decision, and no streak, verification or settling
+        moves on it — the next real result carries on where the last one left off."""
+        if agent_fault:
+            return []
         decisions: list[Decision] = []
         for binding in check.actions:
             options = self.actions.get(binding.action)

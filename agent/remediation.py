@@ -14,6 +14,7 @@ from typing import Callable
 from actions import ACTION_TYPES
 from actions.base import ActionContext, ActionOptions, ActionResult, TriggerInfo
 from agent import children, logs
+from agent.faults import fault_of
 from agent.policy import Decision, Policy
 from agent.redact import REDACT, redact_tree
 from agent.result import Evaluated
@@ -116,7 +117,8 @@ class Remediator:
         if check is None or not check.actions:
             return
         with self._lock:
-            decisions = self.policy.observe(check, run.status, run.started, run.pending)
+            decisions = self.policy.observe(check, run.status, run.started, run.pending,
+                                            agent_fault=fault_of(run.details) is not None)
             dirty = self.policy.take_dirty()
         if dirty:
             self.safely("policy_state", self.store.save_policy_states, dirty)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import children, logs
+from agent.faults import agent_fault
 from agent.job import Job
 from agent.result import CheckResult
 from agent.units import format_duration
@@ -111,7 +112,9 @@ class Runner:
             if not isinstance(result, CheckResult):
                 result = CheckResult.unknown(f"check returned {type(result).__name__}, not a CheckResult")
         except Exception as exc:  # the one place a check's failure is turned into a result
-            result = CheckResult.unknown(f"check failed: {type(exc).__name__}: {exc}"[:500])
+            fault = agent_fault(exc)   # the agent's own shortage (EMFILE…): UNKNOWN, marked, never the target's
+            result = fault.result() if fault else CheckResult.unknown(
+                f"check failed: {type(exc).__name__}: {exc}"[:500])
         duration = self._monotonic() - run.started_mono
         with self._lock:
             job.in_flight = job.skipping = False

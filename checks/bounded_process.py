@@ -78,7 +78,8 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
                 tick_every: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> Finished:
     """Given an argv and a `monotonic()` deadline, run the child to its end or kill its group at the deadline.
 
-    Raise OSError when the program cannot be started. An exception raised by
+    Raise OSError when the program cannot be started (OutOfResources when the agent is out of
+    descriptors, memory or tasks to start it: not the program's fault). An exception raised by
     the `stdin` iterator (a corrupt stream, a refused script) kills the child
     and propagates, so a half-fed child never keeps running.
     """

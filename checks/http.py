@@ -26,6 +26,7 @@ from agent.fields import (
     AbsolutePath, Duration, HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable, Size, check_http_url,
     is_reference,
 )
+from agent.faults import agent_fault
 from agent.result import CheckResult, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
@@ -204,6 +205,8 @@ class HttpCheck(Check):
         try:
             client = self._current_client()
         except (OSError, ssl.SSLError) as exc:
+            if fault := agent_fault(exc):
+                return fault.result()
             return CheckResult.unknown(f"cannot load ca_file {opts.ca_file}: {exc.strerror or exc}")
         import httpx
 
@@ -226,6 +229,8 @@ class HttpCheck(Check):
                     response.close()
                 elapsed = time.perf_counter() - t0
             except httpx.HTTPError as exc:
+                if fault := agent_fault(exc):   # httpx wraps the OSError of the agent's own socket()
+                    return fault.result()
                 phase = "reading the body" if response is not None else "waiting for the response"
                 return CheckResult.critical(self._failure(httpx, exc, deadline.fired, connect, ctx.timeout, phase))
         return self._verdict(response, bytes(body), truncated, elapsed)

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Callable
 
+from agent.faults import agent_resources
 from agent.units import format_duration
 
 
@@ -56,15 +57,19 @@ def open_connection(host: str, port: int, timeout: float) -> tuple[socket.socket
 
     Resolves host and tries each address in turn within one timeout in all (socket.create_connection
     would spend the full timeout on each address, after a lookup without any); raise ResolveTimeout
-    or socket.gaierror when the name does not resolve, the last OSError when no address connects.
+    or socket.gaierror when the name does not resolve, the last OSError when no address connects,
+    OutOfResources when the agent cannot make a socket (out of descriptors: not the target's fault).
     """
     deadline = time.monotonic() + timeout
     error: OSError = TimeoutError("timed out")
-    for family, kind, proto, _, address in resolve(host, port, timeout):
+    with agent_resources():   # the lookup's and socket()'s EMFILE is the agent's, which probes must not catch
+        addresses = resolve(host, port, timeout)
+    for family, kind, proto, _, address in addresses:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        sock = socket.socket(family, kind, proto)
+        with agent_resources():
+            sock = socket.socket(family, kind, proto)
         sock.settimeout(left)
         started = time.perf_counter()
         try:

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field
 
+from agent.faults import AgentFault, agent_fault, strerror_fault
 from agent.fields import Duration, PositiveDuration, Secret, SecretStr
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
@@ -61,6 +62,7 @@ _DOWN_MARKERS = (
     "the database system is in recovery mode", "not yet accepting connections", "too many clients",
     "connection slots are reserved", "terminating connection due to administrator command",
 )
+_SERVER_SAID = re.compile(r"\b(?:FATAL|ERROR|PANIC):")
 _DOWN_SQLSTATE_CLASSES = ("08", "57P")   # connection exception, operator intervention (shutdown, crash)
 
 WATCHDOG_GRACE_SECONDS = 0.25   # past the run's end: a server-side cancel at the deadline arrives first
@@ -219,6 +221,18 @@ def _is_down(exc: Exception) -> bool:
     return not state and any(marker in text for marker in _DOWN_MARKERS)
 
 
+def _agent_fault(exc: Exception) -> AgentFault | None:
+    """libpq reports its own calls failing in words only ('could not create socket: Too many open files',
+    'could not look up local user ID 0: Too many open files'): the agent's shortage — unless the server
+    said it (FATAL:/ERROR:, or a SQLSTATE), which is the server's own trouble and stays the target's."""
+    fault = agent_fault(exc)
+    text = str(exc)
+    if fault is not None or getattr(exc, "sqlstate", None) or _SERVER_SAID.search(text):
+        return fault
+    lines = text.strip().splitlines()
+    return strerror_fault(lines[0].rsplit(": ", 1)[-1]) if lines else None
+
+
 class PgCheck(Check):
     """Connect, hand the session to `probe` under the run's watchdog, turn every failure into CRITICAL or UNKNOWN."""
 
@@ -240,6 +254,8 @@ class PgCheck(Check):
         except ProbeFailed as exc:
             return CheckResult(exc.status, exc.reason)
         except psycopg.Error as exc:
+            if fault := _agent_fault(exc):
+                return fault.result()
             reason = describe_error(exc, dsn)
             if _is_down(exc):
                 return self.unreachable(f"cannot connect: {reason}")

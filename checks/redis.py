@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
+from agent.faults import OutOfResources, agent_fault
 from agent.fields import Secret, SecretStr, SecretUnavailable, Size
 from agent.result import CheckResult, Sample, Status, sample
 from agent.units import format_duration, format_size
@@ -75,7 +76,8 @@ def query(opts: RedisConnection, timeout: float, section: str = "default") -> tu
     """Given connection options, connect, PING and INFO `section` within `timeout` in all;
     return (PING seconds, INFO fields).
 
-    Raise RedisProblem (never a client exception) with a reason free of the password.
+    Raise RedisProblem (never a client exception) with a reason free of the password, OutOfResources
+    when the agent itself could not connect for want of descriptors or memory.
     """
     try:
         password = Secret(opts.password).reveal() if opts.password else None
@@ -110,6 +112,8 @@ def query(opts: RedisConnection, timeout: float, section: str = "default") -> tu
             rtt = time.perf_counter() - started
             return rtt, client.info(section)
         except (redis.RedisError, OSError) as exc:
+            if fault := agent_fault(exc):   # redis-py wraps the OSError of the agent's own socket()
+                raise OutOfResources(fault) from None
             if deadline.fired or isinstance(exc, redis.TimeoutError):
                 raise RedisProblem(f"timed out after {format_duration(timeout)}", down=True) from None
             if isinstance(exc, redis.AuthenticationError):

@@ -764,3 +764,36 @@ def test_policy_failed_notification_is_sent_again_after_the_cooldown():
     assert shorts(story.at(61, CRITICAL)) == ["run page trigger"]
     story.policy.finished("web", "page", None, True, T0 + 62, verify=False, event="trigger")
     assert story.at(120, CRITICAL) == []          # delivered: once per episode
+
+
+# --- the agent's own shortage ---------------------------------------------------------------------------
+
+def agent_fault_at(story: Story, offset: float) -> list[Decision]:
+    """An UNKNOWN the agent caused itself (out of file descriptors): what agent.faults marks."""
+    return story.policy.observe(story.check, UNKNOWN, T0 + offset, agent_fault=True)
+
+
+def test_policy_agent_fault_never_acts_even_when_unknown_is_listed():
+    story = restart_story({"when": ["critical", "unknown"]})
+    notify = notify_story({"when": ["unknown"]})
+    for offset in range(0, 600, 10):
+        assert agent_fault_at(story, offset) == []
+        assert agent_fault_at(notify, offset) == []
+    assert story.state().attempts == [] and notify.state().notified is False
+
+
+def test_policy_agent_fault_neither_breaks_nor_extends_a_streak():
+    story = restart_story({"after": 3})
+    assert story.at(0, CRITICAL) == []
+    assert agent_fault_at(story, 30) == []
+    assert story.at(60, CRITICAL) == []
+    assert shorts(story.at(90, CRITICAL)) == ["run restart trigger"]
+
+
+def test_policy_agent_fault_at_verification_waits_for_a_real_result_without_escalating():
+    story = restart_story(verify_after="30s")
+    story.at(0, CRITICAL)
+    story.finish(5, attempt_id=7)
+    assert agent_fault_at(story, 35) == []            # neither "not fixed" nor an escalation
+    assert story.policy.verify_due() == [("web", T0 + 35)]
+    assert story.at(40, OK) == [Decision("verified", "web", "restart", attempt_id=7, fixed=True)]

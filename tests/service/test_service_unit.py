@@ -74,6 +74,24 @@ def test_unit_is_type_notify_with_watchdog_user_and_state_directory():
     assert not re.search(r"^ReadWritePaths=", text, re.M), "writable paths come only from documented drop-ins"
 
 
+def _limit(text: str, key: str) -> int:
+    match = re.search(rf"^{key}=(\d+)([KMG]?)$", text, re.M)
+    assert match, f"{key}= missing"
+    return int(match.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
+
+
+def test_unit_resource_limits_leave_room_for_the_listener_cap_and_the_checks():
+    from agent.config import AgentSection, HttpSection
+    text = UNIT.read_text()
+    connections = next(m.le for m in HttpSection.model_fields["max_connections"].metadata if hasattr(m, "le"))
+    workers = next(m.le for m in AgentSection.model_fields["workers"].metadata if hasattr(m, "le"))
+    # listener (open + evicted still closing) + running checks + 4 actions + the agent itself, at the maxima
+    assert _limit(text, "LimitNOFILE") >= 2 * connections + workers * 8 + 4 * 8 + 30 + 1024
+    assert _limit(text, "MemoryMax") >= 4 * 110 * (1 << 20)          # 110 MiB peak measured (docs/security.md)
+    default_connections = HttpSection.model_fields["max_connections"].default
+    assert _limit(text, "TasksMax") >= 2 * 2 * default_connections + 64   # 73 tasks peak measured
+
+
 @pytest.mark.parametrize("dropin", DROPINS, ids=[d.stem for d in DROPINS])
 def test_unit_with_each_example_dropin_verifies(tmp_path, dropin):
     path = runnable_copy(tmp_path, dropin)
