@@ -133,7 +133,7 @@ def test_dry_run_audits_would_run_and_changes_nothing(agent_factory, service, tm
     assert rows[0]["dry_run"] == 1 and rows[0]["outcome"] == "dry_run"
     assert json.loads(rows[0]["details"])["summary"].startswith("would run")
     assert pidfile.read_text() == first_pid         # the restart script never ran
-    assert 'check="svc",severity="P1",type="http"} 2.0' in agent.metrics()
+    wait_for(lambda: 'check="svc",severity="P1",type="http"} 2.0' in agent.metrics(), what="critical exposed")
 
 
 @pytest.fixture
