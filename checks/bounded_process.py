@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")
@@ -164,3 +164,63 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+class StreamedOutput:
+    """A child whose stdout is consumed as a stream of chunks (`pg_restore -f -` turning an archive into SQL).
+
+    Same treatment as `run_bounded`: argv, own process group, the group killed
+    at the deadline or when the consumer stops early (use it as a context
+    manager). stderr is kept capped for the reason; iterating raises
+    TimeoutError at the deadline. After the stream ends, `returncode` is the
+    exit code (None when the child was killed) and `errors` its stderr.
+    """
+
+    def __init__(self, argv: list[str], *, deadline: float, env: dict[str, str],
+                 monotonic: Callable[[], float] = time.monotonic, chunk_bytes: int = 1024 * 1024):
+        self.argv = argv
+        self.deadline = deadline
+        self.env = env
+        self.monotonic = monotonic
+        self.chunk_bytes = chunk_bytes
+        self.returncode: int | None = None
+        self._stderr = _Capped()
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def errors(self) -> str:
+        return self._stderr.text()
+
+    def __enter__(self) -> "StreamedOutput":
+        """Start the child; raise OSError when it cannot be started."""
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=self.env, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        proc = self._proc
+        if proc.returncode is None:
+            _kill_group(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        proc = self._proc
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, "out")
+            sel.register(proc.stderr, selectors.EVENT_READ, "err")
+            while sel.get_map():
+                wait = self.deadline - self.monotonic()
+                if wait <= 0:
+                    raise TimeoutError()
+                for key, _ in sel.select(wait):
+                    chunk = os.read(key.fd, self.chunk_bytes if key.data == "out" else 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                    elif key.data == "err":
+                        self._stderr.add(chunk)
+                    else:
+                        yield chunk
+        if not _wait(proc, self.deadline, self.monotonic):
+            raise TimeoutError()
+        self.returncode = proc.returncode
