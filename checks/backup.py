@@ -40,7 +40,7 @@ from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample,
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
 from checks.bounded_process import Finished, StreamedOutput, run_bounded
-from checks.child_env import child_env
+from agent.child_env import child_env
 from checks.dump_policy import judge
 from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments

@@ -7,6 +7,8 @@ decompressed on the fly, never held whole in memory); stdout and stderr are
 merged and capped, keeping the head and the tail, because the first error and
 the final summary are what an operator needs. `tick` is called every
 `tick_every` seconds while the child runs, for progress lines in the journal.
+A child never inherits the agent's environment: without `env` it gets
+`agent.child_env.child_env()` (PATH and the C locale).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
+
+from agent.child_env import child_env
 
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")
@@ -82,7 +86,8 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
     """
     started = monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env() if env is None else env,
+                            cwd=cwd, start_new_session=True)
     output = _Capped()
     fed = 0
     finished = False

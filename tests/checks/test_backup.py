@@ -674,6 +674,29 @@ def test_restore_test_privileged_role_refused_before_anything_is_created(app, du
     assert result.details["scratch_dropped"] == "never created"
 
 
+def test_restore_test_pg_restore_gets_no_password_connection_or_agent_environment(app, tmp_path, monkeypatch,
+                                                                                     untouched):
+    """pg_restore only turns the archive into SQL: no connection string, no password, none of the agent's env."""
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/maint-agent.service")
+    monkeypatch.setenv("MAINT_TEST_AGENT_SECRET", "agent-secret-value")
+    seen = tmp_path / "seen"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stand_in = bindir / "pg_restore"
+    stand_in.write_text(f"#!/bin/sh\n/usr/bin/env > {seen}.env\nprintf '%s\\n' \"$@\" > {seen}.argv\n"
+                        "printf -- '--\\n-- PostgreSQL database dump\\n--\\nSET statement_timeout = 0;\\n"
+                        "CREATE TABLE public.t (a int);\\n--\\n-- PostgreSQL database dump complete\\n--\\n'\n")
+    stand_in.chmod(0o755)
+    place(tmp_path, "appdb.dump", b"PGDMP" + b"\0" * 200, HOUR)
+    result = run(restore_check(app, str(tmp_path / "*.dump"), pg_bin_dir=str(bindir)))
+    assert result.status is Status.OK, result.summary
+    env = dict(line.split("=", 1) for line in (tmp_path / "seen.env").read_text().splitlines() if "=" in line)
+    assert set(env) <= {"PATH", "LANG", "LC_ALL", "PWD", "SHLVL", "_"}, env
+    assert (tmp_path / "seen.argv").read_text().splitlines() == [
+        "--file=-", "--no-owner", "--no-privileges", str(tmp_path / "appdb.dump")]
+    assert app.password not in (tmp_path / "seen.env").read_text() + (tmp_path / "seen.argv").read_text()
+
+
 # --- restore_test: real dumps of a schema with every kind of object ------------------------------------------
 
 RICH_SCHEMA = r"""
