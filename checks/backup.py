@@ -898,7 +898,7 @@ class _LoadRun:
             self.text = _Recorder(_ChunkReader(chunks))
             try:
                 self._script()
-            except (StatementFailed, Corrupt, ScriptRefused):
+            except (StatementFailed, Corrupt):
                 self._drain(child, chunks)
                 raise
             finally:

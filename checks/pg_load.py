@@ -13,6 +13,7 @@ reports progress while a long statement runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -59,7 +60,7 @@ class ScriptLoader:
         self.pending: list[Statement] = []
         self.pending_bytes = 0
         self.statements = 0
-        self.copied_rows_bytes = 0
+        self.copy_bytes = 0
 
     def load(self, segments: Iterable[Segment]) -> None:
         it = iter(segments)
@@ -94,12 +95,14 @@ class ScriptLoader:
         if not batch:
             return
         cursors = []
+        pipelined = psycopg.Pipeline.is_supported()
         try:
-            with self.conn.pipeline():
+            with self.conn.pipeline() if pipelined else contextlib.nullcontext():
                 for statement in batch:
                     cursor = self.conn.cursor()
                     cursors.append(cursor)
-                    cursor.execute(statement.text)
+                    # without a pipeline (libpq < 14), binary results force the extended protocol all the same
+                    cursor.execute(statement.text, binary=not pipelined)
         except psycopg.Error as exc:
             failed = next((s for s, c in zip(batch, cursors) if c.pgresult is None), batch[len(cursors) - 1])
             raise StatementFailed(failed.line, failed.excerpt(), exc) from None
@@ -120,7 +123,7 @@ class ScriptLoader:
                     if not isinstance(segment, CopyData):
                         raise ScriptRefused(statement.line, "COPY data without its end marker")
                     copy.write(segment.data)
-                    self.copied_rows_bytes += len(segment.data)
+                    self.copy_bytes += len(segment.data)
         except psycopg.Error as exc:
             raise StatementFailed(statement.line, statement.excerpt(), exc) from None
         self.statements += 1

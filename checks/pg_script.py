@@ -127,7 +127,17 @@ class Statement:
     copy_in: bool = False
 
     def excerpt(self) -> str:
-        return excerpt(self.text)
+        """The statement's start, printable, with the literal after any PASSWORD masked."""
+        window = _EXCERPT_CHARS * 4
+        text = self.text[:window]
+        t = self.tokens
+        for i in range(len(t) - 1):
+            if t.starts[i] >= window:
+                break
+            if t.word(i) == "PASSWORD" and t.kind(i + 1) == STRING:
+                text = text[:t.starts[i + 1]] + b"'***'" + (b" \xe2\x80\xa6" if t.ends[i + 1] < len(self.text) else b"")
+                break
+        return excerpt(text)
 
 
 @dataclass(frozen=True)
