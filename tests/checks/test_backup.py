@@ -22,9 +22,10 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import subprocess
-import shutil
 import tarfile
 import tempfile
 import time
@@ -598,6 +599,7 @@ ATTACKS = {
     "shell after an escape string": (b"SET application_name = E'it\\'s \\\\! no'; \\! touch {mark}", 0,
                                      "psql meta-command after other text on its line"),
     "connect to the real database": (b"\\c otherdb", 0, "\\connect to database 'otherdb'"),
+    "lift psql's restricted mode, then shell": (b"\\unrestrict KEY\n\\! touch {mark}", 1, "psql meta-command"),
     "connect after leading spaces": (b"   \\connect otherdb", 0, "\\connect to database 'otherdb'"),
     "output to a file": (b"\\o {mark}", 0, "psql meta-command"),
     "client-side copy to a file": (b"\\copy (SELECT 1) TO '{mark}'", 0, "psql meta-command"),
@@ -614,7 +616,12 @@ ATTACKS = {
 
 
 def _inject(script: bytes, attack: bytes) -> tuple[bytes, int]:
-    """The script with `attack` on the line after `SET statement_timeout = 0;`, and that line's number."""
+    """The script with `attack` on the line after `SET statement_timeout = 0;`, and that line's number.
+
+    The \\restrict lines of pg_dump ≥ 15.14 go: psql would refuse most backslash commands between them, but
+    dumps of older versions have none, and whoever writes a hostile file leaves them out (or unrestricts).
+    """
+    script = re.sub(rb"(?m)^\\(un)?restrict [A-Za-z0-9]+\n", b"", script)
     marker = b"SET statement_timeout = 0;\n"
     line = script[:script.index(marker)].count(b"\n") + 2
     return script.replace(marker, marker + attack + b"\nCREATE TABLE public.escaped (id int);\n", 1), line
@@ -638,17 +645,20 @@ def test_restore_test_hostile_plain_dump_refused_nothing_runs(app, dumps, tmp_pa
 SUPERUSER_ATTACKS = {
     "shell": b"SET application_name = 'x'; \\! touch {mark}",
     "copy to a program": b"COPY (SELECT 1) TO PROGRAM 'touch {mark}';",
-    "native code": b"CREATE FUNCTION public.sh(cstring) RETURNS int AS 'libc.so.6', 'system' LANGUAGE c;\n"
+    "native code": b"CREATE FUNCTION public.sh(cstring) RETURNS int AS '{libc}', 'system' LANGUAGE c;\n"
                    b"SELECT public.sh('touch {mark}');",
-    "connect": b"\\connect otherdb",
+    "connect after leading spaces": b"   \\connect otherdb",
 }
+LIBC = next((p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6")
+             if os.path.exists(p)), "/lib/libc.so.6")
 
 
 @pytest.mark.parametrize("attack", list(SUPERUSER_ATTACKS), ids=list(SUPERUSER_ATTACKS))
 def test_restore_test_hostile_dump_refused_even_as_allowed_superuser(app, dumps, tmp_path, marks, untouched, attack):
     """allow_superuser trusts the dump's code, never its psql commands or its reach outside the scratch database."""
     mark = marks / "ran"
-    script, line = _inject(dumps["plain"], SUPERUSER_ATTACKS[attack].replace(b"{mark}", str(mark).encode()))
+    payload = SUPERUSER_ATTACKS[attack].replace(b"{mark}", str(mark).encode()).replace(b"{libc}", LIBC.encode())
+    script, line = _inject(dumps["plain"], payload)
     place(tmp_path, "appdb.sql.gz", gzip.compress(script), HOUR)
     check = RestoreTestCheck(RestoreTestCheck.Options.model_validate(
         {"name": "drill", "type": "restore_test", "dsn": app.server.dsn(), "path": str(tmp_path / "*.sql.gz"),
