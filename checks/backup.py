@@ -1362,7 +1362,8 @@ class RestoreTestCheck(Check):
         o = self.options
         tool = "pg_restore" if program else "psycopg"
         name = _short(source.path, o.path)
-        left = deadline - ctx.monotonic()
+        load_began = ctx.monotonic()
+        left = deadline - load_began
         if left <= 0:
             raise _Stop(Status.UNKNOWN, "timed out before the load began")
         try:
@@ -1405,7 +1406,7 @@ class RestoreTestCheck(Check):
                     _Stop(Status.UNKNOWN, f"connection to the scratch database lost: {describe_error(exc, dsn)}")
             if watch.expired and stop is None:
                 stop = self._timed_out(program, ctx)
-        attempt.details.update(tool=tool, load_seconds=round(ctx.monotonic() - attempt.began, 3),
+        attempt.details.update(tool=tool, load_seconds=round(ctx.monotonic() - load_began, 3),
                                sql_bytes=run.sql_bytes(), statements=run.loader.statements,
                                output=run.errors[-2000:] or None)
         if stop is not None:

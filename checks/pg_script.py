@@ -53,6 +53,17 @@ _META_LINE = re.compile(rb"\\(restrict|unrestrict)[ \t]+[A-Za-z0-9]+[ \t]*\r?")
 _CONNECT = re.compile(rb"\\(?:c|connect)(?=[ \t])(.*?)[ \t]*\r?")
 _CONNECT_ARG = re.compile(rb'[ \t]+(?:"((?:[^"]|"")*)"|([^ \t"\']+))')
 _CONNINFO_DBNAME = re.compile(r"dbname\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))")
+# the common tokens in one match (possessive, so a word is never cut short to dodge a lookahead); a word followed
+# by ' or & (E'…', U&'…') and anything that may continue in the next chunk take the slow path below
+_FAST = re.compile(rb"""
+    ([ \t\n\r\f\v]++)
+  | ([A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*+)(?!['&])
+  | ([0-9][0-9_]*+(?:\.[0-9_]*+)?(?:[eE][+-]?[0-9]++)?)(?![A-Za-z_$\x80-\xff])
+  | ((?:[~!@#^&|`?+*%<>=]|-(?!-)|/(?!\*))++)
+  | ('(?:[^']++|'')*+'(?!'))
+  | ([(),.:\[\]])
+""", re.VERBOSE)
+_FAST_KINDS = (None, None, WORD, NUMBER, OPERATOR, STRING, PUNCT)
 _FUNCTION_WORDS = {b"create": b"c", b"function": b"f", b"procedure": b"p", b"or": b"o", b"replace": b"r"}
 _COPY_TERMINATORS = (b"\\.\n", b"\\.\r\n")
 
@@ -231,6 +242,7 @@ class ScriptReader:
         self.begin_depth = 0
         self.identifier_count = 0
         self.function_words = [b"", b"", b"", b""]
+        self.in_function = False
 
     def _line_at(self, pos: int) -> int:
         """The 1-based line of buf[pos]; positions asked for never go backwards past line_pos."""
@@ -295,6 +307,37 @@ class ScriptReader:
         return end >= len(self.buf) and not self.eof
 
     def _code(self):
+        """Whitespace and the common tokens in a loop; everything else through `_code_special`."""
+        buf, pos, n = self.buf, self.pos, len(self.buf)
+        match = _FAST.match
+        while pos < n:
+            m = match(buf, pos)
+            if m is None:
+                break
+            group, end = m.lastindex, m.end()
+            if group == 1:
+                if buf.find(b"\n", pos, end) >= 0:
+                    self.clean_line = True
+                pos = end
+                continue
+            if end >= n and not self.eof:
+                break                                                   # it may go on in the next chunk
+            self._token(_FAST_KINDS[group], pos, end)
+            if group == 2:
+                if self.identifier_count < 4 or self.in_function:
+                    self._track_begin(bytes(buf[pos:end]).lower())
+                else:
+                    self.identifier_count += 1
+            elif group == 6:
+                if buf[pos] == 0x28:                                    # (
+                    self.paren_depth += 1
+                elif buf[pos] == 0x29 and self.paren_depth:             # )
+                    self.paren_depth -= 1
+            pos = end
+        self.pos = pos
+        return () if pos >= n else self._code_special()
+
+    def _code_special(self):
         buf, pos = self.buf, self.pos
         c = buf[pos]
         if c in b" \t\n\r\f\v":
@@ -385,13 +428,15 @@ class ScriptReader:
 
     def _track_begin(self, word: bytes) -> None:
         """psql's rule for CREATE [OR REPLACE] FUNCTION|PROCEDURE … BEGIN ATOMIC … END: `;` inside is not an end."""
-        if self.identifier_count < 4 and word in _FUNCTION_WORDS:
-            self.function_words[self.identifier_count] = _FUNCTION_WORDS[word]
-        self.identifier_count += 1
-        w = self.function_words
-        in_function = w[0] == b"c" and (w[1] in (b"f", b"p") or (w[1] == b"o" and w[2] == b"r"
-                                                                and w[3] in (b"f", b"p")))
-        if not in_function or self.paren_depth:
+        count = self.identifier_count
+        self.identifier_count = count + 1
+        if count < 4:
+            if word in _FUNCTION_WORDS:
+                self.function_words[count] = _FUNCTION_WORDS[word]
+            w = self.function_words
+            self.in_function = w[0] == b"c" and (w[1] in (b"f", b"p") or (w[1] == b"o" and w[2] == b"r"
+                                                                         and w[3] in (b"f", b"p")))
+        if not self.in_function or self.paren_depth:
             return
         if word == b"begin":
             self.begin_depth += 1

@@ -865,6 +865,20 @@ def test_restore_test_owned_dump_with_superuser_objects_restores_as_allowed_supe
     assert result.details["privileged_role"] == ["it is a superuser"]
 
 
+@pytest.mark.parametrize("fmt, data, reason", [
+    ("pg_tar", gzip.compress(b"x" * 1024), "is not a tar archive (a compressed one: pg_restore reads uncompressed "
+                                           "tar archives only)"),
+    ("pg_custom", b"-- PostgreSQL database dump\n", "is not a custom-format dump (no PGDMP header)"),
+    ("pg_directory", b"PGDMP", "is not a pg_dump directory (no toc.dat)"),
+])
+def test_restore_test_dump_not_of_its_configured_format_critical_nothing_created(app, tmp_path, untouched, fmt, data,
+                                                                                 reason):
+    place(tmp_path, "appdb.backup", data, HOUR)
+    result = run(restore_check(app, str(tmp_path / "appdb.backup"), format=fmt))
+    assert result.status is Status.CRITICAL and result.summary.startswith(f"appdb.backup {reason}"), result.summary
+    assert result.details["scratch_dropped"] == "never created"
+
+
 def test_restore_test_owned_plain_dump_as_createdb_role_fails_with_hint(app, dumps, tmp_path, untouched):
     place(tmp_path, "appdb.sql.gz", dumps["owned.gz"], HOUR)
     result = run(restore_check(app, str(tmp_path / "*.sql.gz")))
