@@ -134,8 +134,9 @@ class Watchdog:
     connection's running statement; if that does not end it within a few seconds, cut the socket."""
 
     def __init__(self, conn, deadline: float, *, tick: Callable[[float], None] | None = None, every: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, cut_after: float = _CUT_AFTER_CANCEL_SECONDS):
         self.conn = conn
+        self.cut_after = cut_after
         self.deadline = deadline
         self.tick = tick
         self.every = every
@@ -169,10 +170,13 @@ class Watchdog:
     def _expire(self) -> None:
         self.expired = True
         try:
-            self.conn.cancel_safe(timeout=_CUT_AFTER_CANCEL_SECONDS)
+            if hasattr(self.conn, "cancel_safe"):               # psycopg ≥ 3.2: bounded, non-blocking cancel
+                self.conn.cancel_safe(timeout=self.cut_after)
+            else:
+                self.conn.cancel()
         except Exception:  # noqa: BLE001 - the socket cut below is the fallback whatever went wrong
             pass
-        if self._stop.wait(_CUT_AFTER_CANCEL_SECONDS):
+        if self._stop.wait(self.cut_after):
             return
         try:
             fd = os.dup(self.conn.pgconn.socket)

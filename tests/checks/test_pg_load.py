@@ -7,10 +7,14 @@ are pinned to the statement that failed; a refusal stops the batch it was in.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from checks.dump_policy import judge
-from checks.pg_load import ScriptLoader, StatementFailed
+from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import ScriptRefused, Statement, Tokens, read_segments
 from tests.fixtures.postgres import pg_single  # noqa: F401 (session fixture)
 
@@ -74,3 +78,26 @@ def test_loader_copy_data_and_batches_load_in_order(scratch):
     assert scratch.execute("SELECT count(*), count(*) FILTER (WHERE name LIKE '%\\! x') FROM public.t").fetchone() \
         == (6200, 5000)
     assert loader.statements == 1202
+
+
+def test_watchdog_cancels_at_the_deadline_and_reports_progress(scratch):
+    ticks = []
+    began = time.monotonic()
+    with Watchdog(scratch, began + 1.0, tick=ticks.append, every=0.2) as watch:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            scratch.execute("SELECT pg_sleep(30)")
+    assert watch.expired and time.monotonic() - began < 3 and len(ticks) >= 3
+
+
+def test_watchdog_cuts_the_socket_when_the_server_ignores_the_cancel(scratch):
+    """A backend that does not answer (stopped here with SIGSTOP) cannot hold the run past the deadline."""
+    pid = scratch.info.backend_pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with Watchdog(scratch, began + 0.5, cut_after=0.5) as watch:
+            with pytest.raises(psycopg.OperationalError):
+                scratch.execute("SELECT 1")
+        assert watch.expired and time.monotonic() - began < 3
+    finally:
+        os.kill(pid, signal.SIGCONT)
