@@ -1,22 +1,22 @@
 """`command`: run a configured argv (a service's own restart script, `supervisorctl restart workers`).
 
 The argv comes from the config as a list and runs without a shell, in its own process group (killed as a
-whole at the timeout), with an environment built from an allowlist: PATH and LANG=C, the names in
-`pass_env` copied from the agent's environment, and `env` values (which may be secret references).
+whole at the timeout), with an environment built from nothing: PATH, LANG=C and LC_ALL=C, the names in
+`pass_env` copied from the agent's environment (never the agent's own: CREDENTIALS_DIRECTORY, NOTIFY_SOCKET …),
+and `env` values (which may be secret references).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
+from agent.child_env import AGENT_ONLY, child_env
 from agent.fields import Secret, SecretStr, SecretUnavailable
 from checks.bounded_process import run_bounded
 
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class CommandAction(Action):
@@ -33,6 +33,14 @@ class CommandAction(Action):
                                                           "secrets: give those in `env` as references, "
                                                           "which are redacted from the output)")
         ok_codes: tuple[int, ...] = Field((0,), description="exit codes that count as success")
+
+        @field_validator("pass_env")
+        @classmethod
+        def _not_the_agents(cls, names):
+            refused = sorted(set(names) & AGENT_ONLY)
+            if refused:
+                raise ValueError(f"{', '.join(refused)}: the agent's own, never passed to a command")
+            return names
 
         @field_validator("argv")
         @classmethod
@@ -55,8 +63,7 @@ class CommandAction(Action):
             extra = {key: Secret(value).reveal() for key, value in self.options.env.items()}
         except SecretUnavailable as exc:
             return ActionResult(False, f"cannot read a secret for the environment: {exc.reason}")
-        passed = {name: os.environ[name] for name in self.options.pass_env if name in os.environ}
-        env = {"PATH": SAFE_PATH, "LANG": "C", **passed, **extra}
+        env = child_env(extra, passed=self.options.pass_env)
         scrub = [v for v in extra.values() if len(v) >= 4]   # pass_env is for non-secrets (HOME, TZ …)
         redact = ctx.redact
 

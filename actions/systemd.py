@@ -19,13 +19,13 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
-from actions.command import SAFE_PATH
+from agent.child_env import child_env
 from agent.fields import AbsolutePath
 from checks.bounded_process import Finished, run_bounded
 
 _UNIT_TYPES = ("service", "socket", "target", "timer", "mount", "automount", "path", "swap", "slice")
 _UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*\.(" + "|".join(_UNIT_TYPES) + r")$")
-_ENV = {"PATH": SAFE_PATH, "LANG": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
+_ENV = child_env({"SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
 ACTIVE_POLL_SECONDS = 0.5
 
 

@@ -93,8 +93,10 @@ def _migrate_in_child(path: Path) -> None:
     memory for the rest of its life (sqlite-utils and click stay resident once imported)."""
     import subprocess
     import sys
+
+    from agent.child_env import child_env
     done = subprocess.run([sys.executable, "-m", "agent.store", "migrate", str(path)], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=child_env(passed=("PYTHONPATH",)))
     if done.returncode != 0:
         raise RuntimeError(f"migrating store {path} failed: {done.stderr.strip().splitlines()[-1:]}")
 

@@ -9,8 +9,10 @@ measured restore time (the RTO figure).
 
 Every read of a backup is streamed in chunks (bounded memory whatever the file
 size) and checks the run's deadline between chunks, so a huge file ends in
-UNKNOWN "timed out" instead of a hung worker. PostgreSQL's client tools run
-through `checks.bounded_process` (own process group, killed at the deadline).
+UNKNOWN "timed out" instead of a hung worker. pg_restore runs through
+`checks.bounded_process` (own process group, killed at the deadline, an
+environment built from nothing). A restore never runs psql: the dump's SQL is
+read by `checks.pg_script` and sent through psycopg (`checks.pg_load`).
 Metric labels are the check name only: file names go to the details (the
 evidence the store keeps), never to labels.
 """
@@ -37,7 +39,11 @@ from agent.fields import Duration, LongDuration, PositiveDuration, Ratio, Secret
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
-from checks.bounded_process import Finished, run_bounded
+from checks.bounded_process import Finished, StreamedOutput, run_bounded
+from agent.child_env import child_env
+from checks.dump_policy import judge
+from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
+from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments
 from checks.postgres import PgOptions, ProbeFailed, _is_down, describe_error, open_session, redact
 
 CHUNK_BYTES = 1024 * 1024          # one read of a backup; memory stays at a few of these whatever the file size
@@ -90,13 +96,16 @@ class BackupFile:
                 "age_seconds": round(max(0.0, now - self.mtime), 3)}
 
 
-def find_backups(pattern: str, now: float, settle: float) -> tuple[list[BackupFile], list[BackupFile]]:
+def find_backups(pattern: str, now: float, settle: float,
+                 dump_dirs: bool = False) -> tuple[list[BackupFile], list[BackupFile]]:
     """Given a glob, return (backups newest first, files still being written).
 
-    Regular files only; `.sha256` sidecars are not backups. A file modified
-    less than `settle` seconds ago is taken as still being written (a running
-    pg_dump keeps its mtime fresh) and left out, so the backup window never
-    looks like a truncated dump.
+    Regular files only, and with `dump_dirs` also `pg_dump -Fd` directories
+    (holding a toc.dat; their size and mtime are those of their files);
+    `.sha256` sidecars are not backups. A backup modified less than `settle`
+    seconds ago is taken as still being written (a running pg_dump keeps its
+    mtime fresh) and left out, so the backup window never looks like a
+    truncated dump.
     """
     found, writing = [], []
     for path in glob.glob(pattern, recursive=True):
@@ -104,14 +113,29 @@ def find_backups(pattern: str, now: float, settle: float) -> tuple[list[BackupFi
             continue
         try:
             st = os.stat(path)
+            if os.path.isfile(path):
+                entry = BackupFile(path, st.st_size, st.st_mtime, (st.st_ino, st.st_size, st.st_mtime_ns))
+            elif dump_dirs and os.path.isfile(os.path.join(path, "toc.dat")):
+                entry = _dump_dir(path, st)
+            else:
+                continue
         except FileNotFoundError:      # removed between the listing and the stat (clean-up running)
             continue
-        if not os.path.isfile(path):
-            continue
-        entry = BackupFile(path, st.st_size, st.st_mtime, (st.st_ino, st.st_size, st.st_mtime_ns))
-        (writing if now - st.st_mtime < settle else found).append(entry)
+        (writing if now - entry.mtime < settle else found).append(entry)
     found.sort(key=lambda f: (f.mtime, f.path), reverse=True)
     return found, writing
+
+
+def _dump_dir(path: str, st: os.stat_result) -> BackupFile:
+    """A pg_dump directory as one backup: the total size and newest mtime of its files."""
+    size, newest = 0, st.st_mtime_ns
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                size += info.st_size
+                newest = max(newest, info.st_mtime_ns)
+    return BackupFile(path, size, newest / 1e9, (st.st_ino, size, newest))
 
 
 def _bytes(count: int) -> str:
@@ -141,12 +165,6 @@ def find_program(name: str, bin_dir: str | None) -> str | None:
                       key=lambda p: [int(x) if x.isdigit() else 0 for x in p.split("/")[4].split(".")],
                       reverse=True)
     return next((p for p in versions if os.access(p, os.X_OK)), None)
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """The agent's environment (libpq reads the same PG* variables as the agent's own connections) with
-    English messages, so reasons quoted from the tools read the same everywhere."""
-    return {**os.environ, "LC_ALL": "C", "LANG": "C", **extra}
 
 
 # --- reading a backup to its end -----------------------------------------------------------------------------
@@ -437,7 +455,7 @@ def _pg_restore_reads(v: Verification, deadline: float, monotonic, bin_dir: str 
     for argv, what in (([program, "--list", v.file.path], "pg_restore --list"),
                        ([program, "--file=/dev/null", v.file.path], "pg_restore (reading every data block)")):
         try:
-            done = run_bounded(argv, deadline=deadline, env=_child_env(), monotonic=monotonic)
+            done = run_bounded(argv, deadline=deadline, env=child_env(), monotonic=monotonic)
         except OSError as exc:
             raise CannotVerify(f"cannot run {program}: {exc.strerror}") from None
         if done.timed_out:
@@ -764,81 +782,170 @@ def _scratch_created(name: str) -> float | None:
     return datetime.strptime(found.group(1) + "+0000", "%Y%m%dt%H%M%S%z").timestamp()
 
 
-class ScriptRefused(Exception):
-    """The SQL script would do something a restore test must not (leave the scratch database, run a shell)."""
+# --- restore_test: loading a dump ----------------------------------------------------------------------------
+
+_DRAIN_SECONDS = 30.0        # after the server rejects a statement, how long pg_restore may take to show its own error
+_PRIVILEGED_SQL = """
+    SELECT r.rolname, r.rolsuper, r.rolcreaterole AND current_setting('server_version_num')::int < 160000
+    FROM pg_roles r
+    WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+      AND (r.rolsuper OR (r.rolcreaterole AND current_setting('server_version_num')::int < 160000)
+           OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files'))
+    ORDER BY r.rolname"""
 
 
-_META_ALLOWED = (b"\\restrict", b"\\unrestrict")   # pg_dump ≥ 15.14 brackets its scripts with these
-_LONG_LINE = 1024 * 1024
-_SCRIPT_LINE_RE = re.compile(rb"^(?:\\|COPY )", re.MULTILINE)
+def role_privileges(conn) -> tuple[str, list[str]]:
+    """Given a session, return its role and what lets that role reach the database host (empty: nothing).
 
-
-class ScriptGuard:
-    """Watch a pg_dump script on its way into psql; raise ScriptRefused at a psql meta-command.
-
-    Outside COPY data, a line starting with a backslash is a psql command:
-    `\\connect` would move the restore out of the scratch database into a real
-    one, `\\!` would run a shell. Only `\\restrict`/`\\unrestrict` (which pg_dump
-    writes) pass. Inside `COPY … FROM stdin;` data, backslashes are data until
-    the `\\.` line. Works on whole lines across chunk boundaries with bounded
-    memory: a line longer than 1 MiB is judged by its start.
+    A superuser, membership in pg_execute_server_program, pg_read_server_files
+    or pg_write_server_files (the role itself or one it can SET ROLE to), and
+    CREATEROLE before PostgreSQL 16 (it can grant itself those roles).
     """
+    me, superuser = conn.execute("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if superuser:
+        return me, ["it is a superuser"]        # a superuser is a member of every role: the rest says nothing more
+    reasons = []
+    for role, superuser, createrole in conn.execute(_PRIVILEGED_SQL).fetchall():
+        if superuser:
+            reasons.append(f"it can act as superuser {role}")
+        elif createrole:
+            reasons.append(f"{'it' if role == me else role} has CREATEROLE, which before PostgreSQL 16 can grant "
+                           f"pg_execute_server_program")
+        else:
+            reasons.append(f"it can act as {role}")
+    return me, reasons
 
-    def __init__(self):
-        self.carry = b""
-        self.in_copy = False
-        self.skipping_line = False
-        self.lines_seen = 0
 
-    def feed(self, chunk: bytes) -> None:
-        if self.skipping_line:
-            newline = chunk.find(b"\n")
-            if newline < 0:
-                return
-            self.skipping_line = False
-            chunk = chunk[newline + 1:]
-        data = self.carry + chunk
-        cut = data.rfind(b"\n") + 1
-        self._lines(data, cut)
-        self.carry = data[cut:]
-        if len(self.carry) > _LONG_LINE:
-            self._judge(self.carry[:256])
-            self.carry, self.skipping_line = b"", True
+def restore_format(path: str) -> str:
+    """Given a dump's path, return pg_directory, pg_custom, pg_tar or plain from what it holds."""
+    if os.path.isdir(path):
+        return "pg_directory"
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PGDMP"):
+        return "pg_custom"
+    if head[257:262] == b"ustar":
+        return "pg_tar"
+    return "plain"
 
-    def finish(self) -> None:
-        if self.carry:
-            self._lines(self.carry + b"\n", len(self.carry) + 1)
-            self.carry = b""
 
-    def _lines(self, data: bytes, end: int) -> None:
-        pos = 0
-        while pos < end:
-            if self.in_copy:
-                if data.startswith(b"\\.\n", pos):
-                    self.in_copy = False
-                    pos += 3
-                    continue
-                found = data.find(b"\n\\.\n", pos, end)
-                if found < 0:
-                    return
-                pos = found + 1
-                continue
-            match = _SCRIPT_LINE_RE.search(data, pos, end)
-            if match is None:
-                return
-            line_end = data.index(b"\n", match.start())
-            self._judge(data[match.start():line_end])
-            pos = line_end + 1
+def _format_problem(path: str, fmt: str) -> str | None:
+    """Why the dump at `path` is not of format `fmt` (given in the options), or None."""
+    if fmt == "pg_directory":
+        return None if os.path.isfile(os.path.join(path, "toc.dat")) else "is not a pg_dump directory (no toc.dat)"
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if fmt == "pg_custom" and not head.startswith(b"PGDMP"):
+        return "is not a custom-format dump (no PGDMP header)"
+    if fmt == "pg_tar" and head[257:262] != b"ustar":
+        compressed = " (a compressed one: pg_restore reads uncompressed tar archives only)" \
+            if head.startswith(b"\x1f\x8b") else ""
+        return f"is not a tar archive{compressed}"
+    return None
 
-    def _judge(self, line: bytes) -> None:
-        if line.startswith(b"COPY "):
-            self.in_copy = line.rstrip(b"\r").endswith(b"FROM stdin;")
+
+class _ToolFailed(Exception):
+    """pg_restore could not turn the archive into SQL; the message is its first error."""
+
+
+class _ChunkReader:
+    """`read()` over an iterator of chunks (pg_restore's output), for _Recorder."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks = chunks
+
+    def read(self, n: int = -1) -> bytes:
+        return next(self.chunks, b"")
+
+
+class _LoadRun:
+    """One load: the SQL text (from the file or from pg_restore) through the reader into the loader."""
+
+    def __init__(self, program: str | None, source: BackupFile, loader: ScriptLoader, deadline: float, monotonic):
+        self.program = program
+        self.source = source
+        self.loader = loader
+        self.deadline = deadline
+        self.monotonic = monotonic
+        self.text: _Recorder | None = None
+        self.raw: _RawReader | None = None
+        self.errors = ""
+
+    def sql_bytes(self) -> int:
+        return self.text.total if self.text is not None else 0
+
+    def go(self) -> None:
+        if self.program is None:
+            self._plain()
+        else:
+            self._archive()
+
+    def _plain(self) -> None:
+        with open(self.source.path, "rb") as fh:
+            self.raw = _RawReader(fh, self.deadline, self.monotonic)
+            gzipped = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            self.text = _Recorder(_GunzipReader(self.raw) if gzipped else self.raw)
+            self._script()
+
+    def _archive(self) -> None:
+        """`pg_restore -f -` writes the archive as SQL without a connection; its failure is the reason to give."""
+        argv = [self.program, "--file=-", "--no-owner", "--no-privileges", self.source.path]
+        with StreamedOutput(argv, deadline=self.deadline, env=child_env(), monotonic=self.monotonic) as child:
+            chunks = iter(child)
+            self.text = _Recorder(_ChunkReader(chunks))
+            try:
+                self._script()
+            except (StatementFailed, Corrupt):
+                self._drain(child, chunks)
+                raise
+            finally:
+                self.errors = child.errors
+            if child.returncode != 0:
+                raise _ToolFailed(self._reason(child))
+
+    def _drain(self, child: StreamedOutput, chunks: Iterator[bytes]) -> None:
+        """When the load failed first, let pg_restore finish briefly: a corrupt archive is the real cause."""
+        until = min(self.deadline, self.monotonic() + _DRAIN_SECONDS)
+        child.deadline = until
+        try:
+            for _ in chunks:
+                pass
+        except TimeoutError:
             return
-        word = line.split(None, 1)[0] if line.strip() else line
-        if word not in _META_ALLOWED:
-            shown = line[:60].decode("utf-8", "replace")
-            raise ScriptRefused(f"the script contains the psql command '{shown}'; restore_test only feeds "
-                                f"single-database pg_dump scripts, which never leave their database")
+        finally:
+            self.errors = child.errors
+        if child.returncode not in (0, None):
+            raise _ToolFailed(self._reason(child)) from None
+
+    @staticmethod
+    def _reason(child: StreamedOutput) -> str:
+        return Finished(child.returncode, child.errors, 0.0, 0).reason()
+
+    def _script(self) -> None:
+        text = self.text
+        try:
+            self.loader.load(read_segments(iter(lambda: text.read(CHUNK_BYTES), b"")))
+        except ScriptIncomplete as exc:
+            raise Corrupt(_dump_script_problem(text.head, text.tail) or f"the script ends early ({exc})") from None
+        problem = _dump_script_problem(text.head, text.tail)
+        if problem:
+            raise Corrupt(problem)
+
+
+def _refuse_connect(segment: Connect):
+    raise ScriptRefused(segment.line, f"\\connect to database {segment.dbname!r}: restore_test restores one "
+                                      f"database into its scratch database and never follows \\connect",
+                        segment.text)
+
+
+def _owner_hint(message: str, program: str | None) -> str:
+    if program is None and re.search(r"must be (owner|member|able to SET ROLE)|permission denied", message):
+        return (" (plain dumps restore with their owners and grants: dump with --no-owner --no-privileges, or "
+                "restore as a role allowed what the dump does)")
+    return ""
 
 
 def _peek_script(path: str) -> bytes:
@@ -949,35 +1056,47 @@ class _Attempt:
 class RestoreTestCheck(Check):
     """The DR drill: restore the newest backup into a scratch database, query it, drop it (monthly, timeout 6h).
 
-    The newest file matching `path` (a glob, or one file) is restored on the
-    server of `dsn` — a maintenance connection whose role has CREATEDB, to an
+    The newest dump matching `path` (a glob, or one file; a `pg_dump -Fd`
+    directory counts as one dump) is restored on the server of `dsn` — a
+    maintenance connection whose role has CREATEDB and nothing more, to an
     existing database such as `postgres` — into a new database named
-    `maint_restore_<UTC time>_<random>`, created from template0. Plain SQL
-    (`.sql`, `.sql.gz`, gzip decompressed by the agent) goes through
-    `psql -v ON_ERROR_STOP=1`; custom-format dumps through `pg_restore
-    --no-owner --no-privileges --exit-on-error` (`jobs` → `-j`). The scratch
+    `maint_restore_<UTC time>_<random>`, created from template0. The scratch
     database is dropped (`DROP DATABASE … WITH (FORCE)`) at the end of every
     run — success, failure, timeout or error — and only a name matching that
     pattern is ever dropped; a DSN naming a scratch database is refused.
     Scratch databases older than the timeout left by a killed agent are
     reported (WARNING), not dropped.
 
-    Plain scripts must be single-database pg_dump output: pg_dumpall files
-    (roles, other databases) and any psql meta-command besides pg_dump's
-    `\\restrict` are refused. They restore with their owners and grants, so
-    the role must be allowed what the script does (a superuser, or dumps taken
-    with --no-owner --no-privileges); custom-format dumps need CREATEDB only.
+    A dump is data written by another job, so restoring it never runs psql.
+    Plain SQL (`.sql`, `.sql.gz`, gzip decompressed by the agent) is read by a
+    tokenizer and sent through psycopg on a session pinned to the scratch
+    database; custom, directory and tar archives are first turned into SQL by
+    `pg_restore -f - --no-owner --no-privileges` (no database connection) and
+    take the same path. Every statement is judged before it is sent: only what
+    a single-database pg_dump writes runs (UNKNOWN "refused at line N"
+    otherwise) — no psql meta-command, no `\\connect`, nothing that reaches
+    outside the scratch database (databases, roles, tablespaces,
+    subscriptions, ALTER SYSTEM, COPY to or from files or programs, functions
+    in untrusted languages). pg_dumpall files are refused as a whole. Plain
+    dumps restore with their owners and grants, so the role must be allowed
+    what the script does, or the dump be taken with --no-owner
+    --no-privileges. A role that is a superuser, or can act as
+    pg_execute_server_program, pg_read_server_files or pg_write_server_files
+    (or holds CREATEROLE, which can grant those before PostgreSQL 16), is
+    refused unless `allow_superuser` is set: code carried by the dump runs
+    with the role's rights (docs/security.md).
 
     `restore_duration_seconds` (create + load, the measured RTO) is what
     `warning`/`critical` judge; by default (neither given) critical 4h, the
     seed's RTO. The run is bounded by the check's `timeout`, which defaults to
     6h for this type: set it above the expected restore time (e.g. `timeout:
-    4h`). At the deadline the client tool's process group is killed, the
-    scratch database dropped and the result is UNKNOWN. Without `every` or
-    `schedule` the test runs on the `monthly` schedule. Sanity queries run
-    read-only in the scratch database, each under its own statement_timeout.
-    `restore_last_success_timestamp_seconds` lives in the agent's memory: it
-    is 0 after a restart until a test passes again (the store has the history).
+    4h`). At the deadline the running statement is cancelled (pg_restore
+    killed), the scratch database dropped and the result is UNKNOWN. Without
+    `every` or `schedule` the test runs on the `monthly` schedule. Sanity
+    queries run read-only in the scratch database, each under its own
+    statement_timeout. `restore_last_success_timestamp_seconds` lives in the
+    agent's memory: it is 0 after a restart until a test passes again (the
+    store has the history).
     """
 
     TYPE = "restore_test"
@@ -988,20 +1107,27 @@ class RestoreTestCheck(Check):
         warning: Duration | None = Field(None, description="restore duration (create + load)")
         critical: Duration | None = Field(None, description="restore duration; 4h (the seed's RTO) when neither "
                                                             "warning nor critical is given")
-        path: str = Field(..., description="absolute path or glob of the dumps; the newest file is restored")
-        format: Literal["auto", "plain", "pg_custom"] = Field(
-            "auto", description="plain: SQL script, optionally gzip-compressed; auto: by the first bytes")
+        path: str = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
+                                           "directories); the newest is restored")
+        format: Literal["auto", "plain", "pg_custom", "pg_directory", "pg_tar"] = Field(
+            "auto", description="plain: SQL script, optionally gzip-compressed; pg_custom, pg_directory, pg_tar: "
+                                "pg_dump -Fc, -Fd, -Ft; auto: by the first bytes (a directory holding toc.dat)")
         sanity: tuple[SanityQuery, ...] = Field((), description="queries with expectations, e.g. "
                                                                 "{query: SELECT count(*) FROM users, min: 1}")
-        jobs: int = Field(1, ge=1, le=64, description="parallel pg_restore jobs (custom format)")
+        jobs: int = Field(1, ge=1, le=64, description="kept for existing configurations; no effect: archives are "
+                                                     "converted to SQL by one pg_restore and loaded in one session")
+        allow_superuser: bool = Field(False, description="restore even when the DSN's role is a superuser or can "
+                                                         "run programs or read/write files on the database host "
+                                                         "(the dump's code then runs with those rights; see "
+                                                         "docs/security.md)")
         verify_checksum: bool = Field(True, description="compare a <file>.sha256 sidecar when present")
         progress_every: PositiveDuration = Field(60.0, description="log a progress line this often during the restore")
         settle: Duration = Field(300.0, description="files modified more recently are taken as still being "
                                                     "written and ignored")
-        pg_bin_dir: str | None = Field(None, description="where psql and pg_restore are; default: PATH, then the "
-                                                         "newest /usr/lib/postgresql/*/bin")
+        pg_bin_dir: str | None = Field(None, description="where pg_restore is (archive formats); default: PATH, "
+                                                         "then the newest /usr/lib/postgresql/*/bin")
         timeout: PositiveDuration | None = Field(6 * 3600.0,
-                                             description="the whole test; above the expected restore time")
+                                                 description="the whole test; above the expected restore time")
         statement_timeout: PositiveDuration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
                                                                       "without its own timeout")
 
@@ -1051,7 +1177,7 @@ class RestoreTestCheck(Check):
                                                 "prefix; point it at a maintenance database such as postgres",
                                 None, {})
         try:
-            files, writing = find_backups(o.path, ctx.wall(), o.settle)
+            files, writing = find_backups(o.path, ctx.wall(), o.settle, dump_dirs=True)
         except OSError as exc:
             return self._result(Status.UNKNOWN, f"cannot list {o.path}: {exc.strerror} ({exc.filename})", None, {})
         if not files:
@@ -1078,22 +1204,24 @@ class RestoreTestCheck(Check):
               deadline: float) -> None:
         fmt, program = self._plan(source)
         attempt.details["format"] = fmt
-        if fmt == "pg_custom":
+        if fmt in ("pg_custom", "pg_tar"):
             self._check_sidecar_first(source, attempt, deadline, ctx)
+        elif fmt == "pg_directory":
+            attempt.details["checksum"] = "not applicable (directory)"
         self._create(params, dsn, attempt, ctx, deadline)
-        loaded = self._load(fmt, program, source, params, attempt, ctx, deadline)
+        loaded = self._load(program, source, dsn, params, attempt, ctx, deadline)
         attempt.samples.append(sample("restore_duration_seconds", loaded))
         self._probe(dsn, attempt, ctx, deadline)
 
-    def _plan(self, source: BackupFile) -> tuple[str, str]:
+    def _plan(self, source: BackupFile) -> tuple[str, str | None]:
+        """Return the dump's format and the pg_restore that turns it into SQL (None for plain SQL)."""
         o = self.options
         name = _short(source.path, o.path)
         try:
-            with open(source.path, "rb") as fh:
-                magic = fh.read(5)
-            fmt = o.format if o.format != "auto" else ("pg_custom" if magic == b"PGDMP" else "plain")
-            if fmt == "pg_custom" and magic != b"PGDMP":
-                raise _Stop(Status.CRITICAL, f"{name} is not a custom-format dump (no PGDMP header)")
+            fmt = o.format if o.format != "auto" else restore_format(source.path)
+            problem = _format_problem(source.path, fmt)
+            if problem:
+                raise _Stop(Status.CRITICAL, f"{name} {problem}")
             text = _peek_script(source.path) if fmt == "plain" else b""
         except OSError as exc:
             raise _Stop(Status.UNKNOWN, f"cannot read {source.path}: {exc.strerror}") from None
@@ -1107,14 +1235,14 @@ class RestoreTestCheck(Check):
             if b"-- PostgreSQL database dump" not in text:
                 raise _Stop(Status.UNKNOWN, f"{name} does not start like pg_dump output; restore_test "
                                             f"restores pg_dump files only")
-        program = find_program("psql" if fmt == "plain" else "pg_restore", o.pg_bin_dir)
+            return fmt, None
+        program = find_program("pg_restore", o.pg_bin_dir)
         if program is None:
-            raise _Stop(Status.UNKNOWN, f"{'psql' if fmt == 'plain' else 'pg_restore'} not found (install "
-                                        f"postgresql-client or set pg_bin_dir)")
+            raise _Stop(Status.UNKNOWN, "pg_restore not found (install postgresql-client or set pg_bin_dir)")
         return fmt, program
 
     def _check_sidecar_first(self, source: BackupFile, attempt: _Attempt, deadline: float, ctx) -> None:
-        """Custom format: compare the sidecar before restoring (pg_restore reads the file itself)."""
+        """Custom and tar archives: compare the sidecar before restoring (pg_restore reads the file itself)."""
         if not self.options.verify_checksum or not os.path.exists(source.path + _SIDECAR):
             return
         try:
@@ -1170,6 +1298,7 @@ class RestoreTestCheck(Check):
             if current.startswith(SCRATCH_PREFIX):
                 raise _Stop(Status.UNKNOWN, f"refusing to run: connected to {current}, a scratch-database name; "
                                             f"point the DSN at a maintenance database such as postgres")
+            self._check_role(conn, attempt)
             rows = conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'maint\_restore\_%'").fetchall()
             wall = ctx.wall()
             leftovers = [r[0] for r in rows if (_scratch_created(r[0]) or wall) < wall - ctx.timeout]
@@ -1189,79 +1318,104 @@ class RestoreTestCheck(Check):
         attempt.details["create_seconds"] = round(ctx.monotonic() - before, 3)
         attempt.began = before
 
-    def _load(self, fmt: str, program: str, source: BackupFile, params: dict, attempt: _Attempt,
+    def _check_role(self, conn, attempt: _Attempt) -> None:
+        """Refuse a role that lets the dump's SQL reach the database host, unless allow_superuser says so."""
+        role, reasons = role_privileges(conn)
+        attempt.details["restore_role"] = role
+        if not reasons:
+            return
+        if not self.options.allow_superuser:
+            raise _Stop(Status.UNKNOWN, f"refusing to restore as {role}: {'; '.join(reasons)}, so SQL carried by "
+                                        f"the dump (COPY … PROGRAM, untrusted languages, code in its functions) "
+                                        f"could run programs and read or write files on the database host; use a "
+                                        f"role with CREATEDB only, or set allow_superuser: true for dumps trusted "
+                                        f"like the database's owner")
+        attempt.details["privileged_role"] = reasons
+
+    def _session(self, params: dict, name: str, connect_timeout: float):
+        """The load's session, pinned to the scratch database: autocommit, nothing prepared, standard strings."""
+        import psycopg
+
+        p = dict(params)
+        ours = "-c standard_conforming_strings=on"
+        p["options"] = f"{p['options']} {ours}" if p.get("options") else ours
+        p.update(dbname=ensure_scratch(name), application_name="maint-agent restore_test",
+                 connect_timeout=str(max(2, round(connect_timeout))),
+                 keepalives="1", keepalives_idle="5", keepalives_interval="5", keepalives_count="3")
+        return psycopg.connect(**p, autocommit=True, prepare_threshold=None)
+
+    def _load(self, program: str | None, source: BackupFile, dsn: str, params: dict, attempt: _Attempt,
               ctx: CheckContext, deadline: float) -> float:
-        """Run psql or pg_restore into the scratch database; return create + load seconds (the RTO figure)."""
-        from psycopg.conninfo import make_conninfo
+        """Load the dump into the scratch database through psycopg; return create + load seconds (the RTO figure).
+
+        Plain SQL is read from the file; archives from `pg_restore -f -` (when
+        `program` is given). Raise _Stop with the outcome when it is not a
+        success.
+        """
+        import psycopg
 
         o = self.options
-        target = {k: v for k, v in params.items() if k not in ("password", "sslpassword") and v is not None}
-        target.update(dbname=ensure_scratch(attempt.name), application_name="maint-agent restore_test",
-                      connect_timeout=str(max(2, round(o.connect_timeout))))
-        conninfo = make_conninfo("", **target)
-        env = _child_env(**({"PGPASSWORD": params["password"]} if params.get("password") else {}))
-        reader: dict[str, Any] = {}
-        if fmt == "plain":
-            argv = [program, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-f", "-", "-d", conninfo]
-            stdin = self._script(source.path, deadline, ctx, reader)
-        else:
-            argv = [program, "--no-owner", "--no-privileges", "--exit-on-error", "-d", conninfo,
-                    *(["-j", str(o.jobs)] if o.jobs > 1 else []), source.path]
-            stdin = None
-        tool = os.path.basename(program)
+        tool = "pg_restore" if program else "psycopg"
+        name = _short(source.path, o.path)
+        load_began = ctx.monotonic()
+        left = deadline - load_began
+        if left <= 0:
+            raise _Stop(Status.UNKNOWN, "timed out before the load began")
+        try:
+            conn = self._session(params, attempt.name, min(o.connect_timeout, left))
+        except psycopg.Error as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot connect to the scratch database: {describe_error(exc, dsn)}") \
+                from None
         logs.event("restore_test.start", check=o.name, file=source.path, size=source.size, database=attempt.name,
                    tool=tool)
+        run = _LoadRun(program, source, ScriptLoader(conn, judge, _refuse_connect), deadline, ctx.monotonic)
 
-        def progress(elapsed: float, fed: int) -> None:
+        def progress(elapsed: float) -> None:
             logs.event("restore_test.progress", check=o.name, database=attempt.name, elapsed=format_duration(elapsed),
-                       sql_bytes=fed if stdin is not None else None, file_bytes=source.size)
+                       sql_bytes=run.sql_bytes(), file_bytes=source.size)
 
-        try:
-            done = run_bounded(argv, deadline=deadline, env=env, stdin=stdin, tick=progress,
-                               tick_every=o.progress_every, monotonic=ctx.monotonic)
-        except OSError as exc:
-            raise _Stop(Status.UNKNOWN, f"cannot run {program}: {exc.strerror}") from None
-        except VerifyTimeout:
-            done = Finished(None, "", ctx.monotonic() - attempt.began, 0)
-        except (Corrupt, ScriptRefused) as exc:
-            status = Status.UNKNOWN if isinstance(exc, ScriptRefused) else Status.CRITICAL
-            raise _Stop(status, f"{_short(source.path, o.path)}: {exc} ({tool} stopped)") from None
-        finally:
-            if stdin is not None:
-                stdin.close()       # closes the dump file even when the child was killed mid-stream
-        attempt.details.update(tool=tool, load_seconds=round(done.seconds, 3), output=done.output[-2000:] or None)
-        if fmt == "plain":
-            attempt.details["sql_bytes"] = done.fed_bytes
-        if done.timed_out:
-            raise _Stop(Status.UNKNOWN, f"restore timed out after {format_duration(ctx.timeout)} (the check's "
-                                        f"timeout; set it above the expected restore time); {tool} killed")
-        if done.returncode != 0:
-            hint = ""
-            owners = re.search(r"must be (owner|member|able to SET ROLE)|permission denied", done.output)
-            if fmt == "plain" and owners:
-                hint = (" (plain dumps restore with their owners and grants: use a superuser DSN or dump with "
-                        "--no-owner --no-privileges)")
-            raise _Stop(Status.CRITICAL, f"restore of {_short(source.path, o.path)} failed: {done.reason()}{hint}")
-        if "raw" in reader and o.verify_checksum:
-            self._compare_sidecar(source, reader["raw"].sha.hexdigest(), attempt, "the restore used a file that "
-                                                                             "is not the one backed up")
+        stop: _Stop | None = None
+        of_sql = " of the SQL pg_restore wrote" if program else ""
+        with conn, Watchdog(conn, deadline, tick=progress, every=o.progress_every, monotonic=ctx.monotonic) as watch:
+            try:
+                run.go()
+            except OSError as exc:
+                what = f"run {program}" if program and exc.filename == program else f"read {source.path}"
+                stop = _Stop(Status.UNKNOWN, f"cannot {what}: {exc.strerror or exc}")
+            except (VerifyTimeout, TimeoutError):
+                stop = self._timed_out(program, ctx)
+            except ScriptRefused as exc:
+                stop = _Stop(Status.UNKNOWN, f"{name} refused at line {exc.line}{of_sql}: {exc.reason}"
+                                             + (f": {exc.excerpt}" if exc.excerpt else ""))
+            except Corrupt as exc:
+                stop = _Stop(Status.CRITICAL, f"{name}: {exc}")
+            except _ToolFailed as exc:
+                stop = _Stop(Status.CRITICAL, f"restore of {name} failed: {exc}")
+            except StatementFailed as exc:
+                attempt.details["failed_statement"] = exc.excerpt
+                stop = self._timed_out(program, ctx) if watch.expired else \
+                    _Stop(Status.CRITICAL, f"restore of {name} failed at line {exc.line}{of_sql}: {exc.message}"
+                                           f"{_owner_hint(exc.message, program)}")
+            except psycopg.Error as exc:
+                stop = self._timed_out(program, ctx) if watch.expired else \
+                    _Stop(Status.UNKNOWN, f"connection to the scratch database lost: {describe_error(exc, dsn)}")
+            if watch.expired and stop is None:
+                stop = self._timed_out(program, ctx)
+        attempt.details.update(tool=tool, load_seconds=round(ctx.monotonic() - load_began, 3),
+                               sql_bytes=run.sql_bytes(), statements=run.loader.statements,
+                               output=run.errors[-2000:] or None)
+        if stop is not None:
+            raise stop
+        if run.raw is not None and o.verify_checksum:
+            self._compare_sidecar(source, run.raw.sha.hexdigest(), attempt, "the restore used a file that "
+                                                                           "is not the one backed up")
         return ctx.monotonic() - attempt.began
 
-    def _script(self, path: str, deadline: float, ctx: CheckContext, reader: dict) -> Iterator[bytes]:
-        """The SQL text of a plain dump, decompressed when gzip, guarded, checked for its trailer at the end."""
-        with open(path, "rb") as fh:
-            raw = reader["raw"] = _RawReader(fh, deadline, ctx.monotonic)
-            gzipped = fh.read(2) == b"\x1f\x8b"
-            fh.seek(0)
-            text = _Recorder(_GunzipReader(raw) if gzipped else raw)
-            guard = ScriptGuard()
-            while chunk := text.read(CHUNK_BYTES):
-                guard.feed(chunk)
-                yield chunk
-            guard.finish()
-            problem = _dump_script_problem(text.head, text.tail)
-            if problem:
-                raise Corrupt(problem)
+    @staticmethod
+    def _timed_out(program: str | None, ctx: CheckContext) -> _Stop:
+        return _Stop(Status.UNKNOWN, f"restore timed out after {format_duration(ctx.timeout)} (the check's "
+                                     f"timeout; set it above the expected restore time); load cancelled"
+                                     + ("; pg_restore killed" if program else ""))
 
     def _probe(self, dsn: str, attempt: _Attempt, ctx: CheckContext, deadline: float) -> None:
         """Read the restored database's size and tables, then run the sanity queries read-only."""

@@ -8,6 +8,8 @@ chunks (a dump decompressed on the fly, never held whole in memory); stdout
 and stderr are merged and capped, keeping the head and the tail, because the
 first error and the final summary are what an operator needs. `tick` is called every
 `tick_every` seconds while the child runs, for progress lines in the journal.
+A child never inherits the agent's environment: without `env` it gets
+`agent.child_env.child_env()` (PATH and the C locale).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import selectors
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from agent import children
+from agent.child_env import child_env
 
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")
@@ -87,7 +90,8 @@ def run_bounded(argv: list[str], *, deadline: float, env: dict[str, str] | None 
     output = _Capped()
     fed = None
     with children.popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd) as proc:
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env() if env is None else env,
+                        cwd=cwd) as proc:
         try:
             fed = _pump(proc, iter(stdin) if stdin is not None else None, output, deadline, tick, tick_every,
                         monotonic, started)
@@ -154,3 +158,62 @@ def _wait(proc: subprocess.Popen, deadline: float, monotonic) -> bool:
         return True
     except subprocess.TimeoutExpired:
         return False
+
+
+class StreamedOutput:
+    """A child whose stdout is consumed as a stream of chunks (`pg_restore -f -` turning an archive into SQL).
+
+    Same treatment as `run_bounded`: argv, own process group (recorded with the
+    agent's children, so shutdown ends it), the group killed at the deadline or
+    when the consumer stops early (use it as a context manager). stderr is kept
+    capped for the reason; iterating raises TimeoutError at the deadline. After
+    the stream ends, `returncode` is the exit code (None when the child was
+    killed) and `errors` its stderr.
+    """
+
+    def __init__(self, argv: list[str], *, deadline: float, env: dict[str, str],
+                 monotonic: Callable[[], float] = time.monotonic, chunk_bytes: int = 1024 * 1024):
+        self.argv = argv
+        self.deadline = deadline
+        self.env = env
+        self.monotonic = monotonic
+        self.chunk_bytes = chunk_bytes
+        self.returncode: int | None = None
+        self._stderr = _Capped()
+        self._started = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def errors(self) -> str:
+        return self._stderr.text()
+
+    def __enter__(self) -> "StreamedOutput":
+        """Start the child; raise OSError when it cannot be started."""
+        self._started = children.popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=self.env)
+        self._proc = self._started.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._started.__exit__(*exc)     # kills the group when it still runs, closes the pipes
+
+    def __iter__(self) -> Iterator[bytes]:
+        proc = self._proc
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, "out")
+            sel.register(proc.stderr, selectors.EVENT_READ, "err")
+            while sel.get_map():
+                wait = self.deadline - self.monotonic()
+                if wait <= 0:
+                    raise TimeoutError()
+                for key, _ in sel.select(wait):
+                    chunk = os.read(key.fd, self.chunk_bytes if key.data == "out" else 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                    elif key.data == "err":
+                        self._stderr.add(chunk)
+                    else:
+                        yield chunk
+        if not _wait(proc, self.deadline, self.monotonic):
+            raise TimeoutError()
+        self.returncode = proc.returncode

@@ -49,6 +49,7 @@ from typing import Callable, Iterator, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent import children
+from agent.child_env import child_env
 from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Size
 from agent.redact import REDACT
 from agent.result import CheckResult, Status, sample
@@ -420,7 +421,7 @@ class LogScanCheck(Check):
             since = now - opts.initial_since
         since = min(since, now)     # the clock was set back: nothing is new, rather than a journalctl error
         stream = LineStream(self._journal_argv(since, now), started + ctx.timeout, opts.max_bytes,
-                            {**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+                            child_env({"SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}),
                             ctx.monotonic)
         try:
             for line in stream:

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from agent.child_env import child_env
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
 from agent.fields import Secret, SecretStr
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
@@ -34,7 +35,8 @@ class NagiosCheck(Check):
         command: tuple[str, ...] = Field(..., min_length=1,
                                          description="argv list, e.g. [/usr/lib/nagios/plugins/check_load, -w, '5,4,3']")
         env: dict[str, SecretStr] = Field(
-            default_factory=dict, description="extra environment (PATH and LANG=C are set); values may be "
+            default_factory=dict, description="extra environment (PATH, LANG=C and LC_ALL=C are set; nothing "
+                                              "else of the agent's); values may be "
                                               "secret references such as ${file:/etc/maint-agent/pgpass}")
 
         @field_validator("command")
@@ -55,7 +57,7 @@ class NagiosCheck(Check):
             extra = {key: Secret(value).reveal() for key, value in self.options.env.items()}
         except (OSError, LookupError) as exc:
             return CheckResult.unknown(f"cannot read a secret for the plugin's environment: {exc}")
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **extra}
+        env = child_env(extra)
         try:
             done = run_bounded(list(self.options.command), deadline=ctx.monotonic() + ctx.timeout, env=env,
                                monotonic=ctx.monotonic)

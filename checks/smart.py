@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from agent.child_env import child_env
 from agent.fields import AbsolutePath, Ratio
 from agent.result import CheckResult, Sample, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
@@ -60,7 +61,7 @@ _NVME_WARNINGS = ((0x01, "available spare below threshold"), (0x02, "temperature
 _ATTR_REALLOCATED, _ATTR_POWER_ON_HOURS, _ATTR_PENDING = 5, 9, 197
 _ATTR_TEMPERATURES = (194, 190)
 _DATA_KEYS = ("smart_status", "ata_smart_attributes", "nvme_smart_health_information_log")
-_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+_ENV = child_env()
 _SUDOERS_SPECIAL = re.compile(r"([\\,:=])")        # escaped with a backslash in a sudoers argument
 _SUDOERS_PLAIN = re.compile(r"^/[A-Za-z0-9/._:+=,-]+$")  # device paths a sudoers rule can match exactly
 

@@ -11,7 +11,6 @@ JSON from systemd 250 on and from the plain table before.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent import children
+from agent.child_env import child_env
 from agent.fields import AbsolutePath
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration
@@ -30,7 +30,7 @@ JSON_SINCE = 250                          # systemctl tables as --output=json
 PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts")
 _UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
 _ACCEPTED = {"active": {"active", "reloading"}, "inactive": {"inactive"}}
-_ENV = {"LC_ALL": "C", "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LESS": ""}
+_ENV = child_env({"SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LESS": ""})
 
 
 class SystemctlError(Exception):
@@ -152,7 +152,7 @@ class SystemdUnitCheck(Check):
             raise SystemctlError(f"out of time before systemctl {args[0]}")
         try:
             with children.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env={**os.environ, **_ENV}) as proc:
+                                text=True, env=_ENV) as proc:
                 stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise SystemctlError(f"systemctl {args[0]} timed out after {format_duration(timeout)}") from None

@@ -17,8 +17,10 @@ A reboot is required when `/var/run/reboot-required` exists (written by the
 packages' postinst via update-notifier-common / needrestart); its `.pkgs`
 companion names the packages that asked for it.
 
-The environment of the agent is passed on (LC_ALL=C added), so `APT_CONFIG`
-set in the unit points apt at another configuration.
+apt-get gets an environment built from nothing (PATH, the C locale,
+DEBIAN_FRONTEND=noninteractive) plus `APT_CONFIG` when the agent has it, so
+`APT_CONFIG` set in the unit points apt at another configuration; a proxy
+goes in that configuration (`Acquire::http::Proxy`), not in the environment.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from agent.child_env import child_env
 from agent.fields import AbsolutePath
 from agent.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
@@ -38,7 +41,7 @@ from checks.bounded_process import Finished, run_bounded
 _INST_RE = re.compile(r"^Inst\s+(?P<name>\S+)\s+(?:\[(?P<installed>[^\]]*)\]\s+)?"
                       r"\((?P<candidate>\S+)\s+(?P<origins>[^\[)]*?)\s*\[[^\]]*\]\)")
 _SIMULATE = ("-s", "-o", "Debug::NoLocking=1", "dist-upgrade")
-_ENV = {"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class OsUpdatesCheck(Check):
             return None, "out of time"
         argv = [self.options.apt_get, *args]
         try:
-            done = run_bounded(argv, deadline=started + ctx.timeout, env={**os.environ, **_ENV},
+            done = run_bounded(argv, deadline=started + ctx.timeout, env=child_env(_ENV, passed=("APT_CONFIG",)),
                                monotonic=ctx.monotonic)
         except OSError as exc:
             return None, f"cannot run {argv[0]}: {exc.strerror}"

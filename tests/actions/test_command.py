@@ -2,7 +2,7 @@
 
 The operator story (seed 004: restart the worker pool when fewer than 2
 workers run): the service's own restart script runs exactly as listed — no
-shell expands what is in it — sees only PATH, LANG and what the config passes
+shell expands what is in it — sees only PATH, the C locale and what the config passes
 on, is killed with everything it started when it overruns, and leaves a capped,
 redacted excerpt of its output in the audit.
 """
@@ -40,12 +40,13 @@ def test_command_environment_is_the_allowlist_only(monkeypatch):
     monkeypatch.setenv("MAINT_TEST_LEAK", "agent-only")
     monkeypatch.setenv("MAINT_TEST_PASSED", "passed-on")
     monkeypatch.setenv("MAINT_TEST_SECRET", "s3cret-value-for-env")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/maint-agent.service")
     result = make(argv=["/usr/bin/env"], pass_env=["MAINT_TEST_PASSED", "MAINT_TEST_ABSENT"],
                   env={"WORKER_TOKEN": "${env:MAINT_TEST_SECRET}"}).execute(
         ActionContext(10, redact=Redactor(["s3cret-value-for-env"])))
     assert result.ok
     env = dict(line.split("=", 1) for line in result.output.splitlines())
-    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C",
+    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C",
                    "MAINT_TEST_PASSED": "passed-on", "WORKER_TOKEN": "***"}   # the secret reached it, redacted here
 
 
