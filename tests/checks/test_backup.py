@@ -866,7 +866,7 @@ def test_restore_test_owned_dump_with_superuser_objects_restores_as_allowed_supe
 
 
 @pytest.mark.parametrize("fmt, data, reason", [
-    ("pg_tar", gzip.compress(b"x" * 1024), "is not a tar archive (a compressed one: pg_restore reads uncompressed "
+    ("pg_tar", gzip.compress(b"x" * 1024, mtime=0), "is not a tar archive (a compressed one: pg_restore reads uncompressed "
                                            "tar archives only)"),
     ("pg_custom", b"-- PostgreSQL database dump\n", "is not a custom-format dump (no PGDMP header)"),
     ("pg_directory", b"PGDMP", "is not a pg_dump directory (no toc.dat)"),
