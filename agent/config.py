@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from agent.address import is_loopback, split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import AbsolutePath, Duration, HostPort, Name, SecretStr, is_reference
@@ -98,6 +99,18 @@ class HttpSection(_Section):
                           "re-read when it or a certificate changes")
     healthz_auth: bool = Field(False, description="require the basic auth of /metrics for /healthz too (a "
                                                   "required client certificate always applies)")
+    ui: bool | None = Field(None, description="the read-only status page on / (checks, history charts, actions, "
+                                              "maintenance log, checklists), behind the same TLS and auth as "
+                                              "/metrics; default: on when `listen` is a loopback address or "
+                                              "basic_auth or web_config is set. It shows check summaries and log "
+                                              "entries: on a fleet host serve it only behind authentication")
+
+    @property
+    def status_page(self) -> bool:
+        """Whether / serves the status page: as configured, else only where nobody unauthenticated can reach it."""
+        if self.ui is not None:
+            return self.ui
+        return self.basic_auth is not None or self.web_config is not None or is_loopback(split_target(self.listen)[0])
 
     @field_validator("web_config")
     @classmethod

@@ -71,7 +71,11 @@ class Daemon:
         auth = cfg.http.basic_auth
         self.server = MetricsServer((host, port), self.exposition, self._health,
                                     (auth.username, auth.password.reveal()) if auth else None,
-                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth)
+                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth,
+                                    status_page=self._status_page_source if cfg.http.status_page else None)
+        if cfg.http.ui is None and not cfg.http.status_page:
+            logs.event("http.status_page_off", listen=cfg.http.listen,
+                       reason="not a loopback address and no basic_auth or web_config; http.ui: true serves it")
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
@@ -373,6 +377,10 @@ class Daemon:
             tasks.append(Task("_archive", Calendar(parse_calendar(getattr(cfg.archive, "at", "00:45")), "archive"),
                               archive))
         return tasks
+
+    def _status_page_source(self) -> tuple[LoadedConfig, AgentState]:
+        """What the status page reads besides the store: the current config (it follows reloads) and the state."""
+        return self.loaded, self.state
 
     # -- health ----------------------------------------------------------------------------------------
 
