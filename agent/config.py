@@ -91,7 +91,8 @@ class BasicAuth(_Section):
 
 
 class HttpSection(_Section):
-    listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
+    listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics, /healthz and the status "
+                                                           "page ([::1]:9469 for IPv6)")
     basic_auth: BasicAuth | None = None
     web_config: AbsolutePath | None = Field(
         None, description="a Prometheus exporter-toolkit web config file (the one node_exporter's "

@@ -59,7 +59,8 @@ checks:
       critical: 200ms}}
   - {{name: apt-updates, type: nagios, every: 5m, severity: P3,
       command: [/bin/sh, -c, "echo 'APT WARNING: 3 packages can be upgraded (1 security) | packages=3;1;10'; exit 1"]}}
-  - {{name: backup-fresh, type: file, schedule: "02:30", path: /var/backups/app/nightly.dump, warning: 26h, critical: 50h}}
+  - {{name: backup-fresh, type: file, schedule: "02:30", path: /var/backups/app/nightly.dump, warning: 26h,
+      critical: 50h}}
   - {{name: tls-expiry, type: tls_cert, schedule: weekly, target: "127.0.0.1:{port}"}}
   - {{name: swap, type: swap, every: 1m, enabled: false}}
 """
@@ -150,7 +151,8 @@ def run_times(loaded: LoadedConfig, name: str, start: float, end: float) -> list
         times.append(moment.timestamp())
 
 
-def seed(loaded: LoadedConfig, now: float, days: float = DAYS, *, leave_unrun: tuple[str, ...] = ("tls-expiry",)) -> None:
+def seed(loaded: LoadedConfig, now: float, days: float = DAYS, *,
+         leave_unrun: tuple[str, ...] = ("tls-expiry",)) -> None:
     """Write `days` of demo history ending just before `now` into the config's store (an agent started right
     after shows it until each check is next due), roll up the completed days as the agent's nightly task
     would, and add audit rows, log entries and a checklist tick."""

@@ -19,6 +19,7 @@ AUDIT_LISTED = 20         # a check's latest action audit rows
 PAGE_ROWS = 200           # /actions and /log
 INCIDENT_ROWS = 5000      # non-OK runs read to find a range's incidents (newest first)
 SERIES_ROWS = 20000       # (bucket, metric) rows of one chart range
+_ROLLED = ("min", "avg", "max")   # a rollup's figures of one metric, as Point takes them
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def rollup_series(conn: sqlite3.Connection, check_id: int, first_day: date, tz: 
         except ValueError:   # a damaged row: its counts still show
             stats = {}
         for key, figures in stats.items():
-            if isinstance(figures, dict) and all(isinstance(figures.get(k), (int, float)) for k in ("min", "avg", "max")):
-                series.setdefault(key, []).append(Point(start, last_end, figures["min"], figures["avg"], figures["max"]))
+            if isinstance(figures, dict) and all(isinstance(figures.get(k), (int, float)) for k in _ROLLED):
+                series.setdefault(key, []).append(Point(start, last_end, *(figures[k] for k in _ROLLED)))
     return series, statuses, last_end
 
 
