@@ -111,8 +111,8 @@ def in_process(cfg: Path, repeat: int) -> dict:
     for _ in range(repeat):
         now = time.time()
         t0 = time.perf_counter()
-        with page._lock:
-            context = pages.overview(page._connection(loaded), loaded, state, page._recent, now)
+        with page._locks["overview"]:
+            context = pages.overview(page._connection(loaded, "overview"), loaded, state, page._recent, now)
             context["agent"] = pages.agent_header(loaded, state, now)
         t1 = time.perf_counter()
         html = render("overview.html.j2", **context, tz=loaded.tz, now=now, refresh=None, path="/", nav=page.NAV,

@@ -6,7 +6,9 @@ script and nothing fetched from elsewhere, so the Content-Security-Policy can fo
 
 The HTTP handler imports this package on the first page request, after its TLS and auth checks, never at
 start: its code, Jinja2 and the compiled templates cost memory an agent nobody looks at should not carry.
-Pages read the store through one read-only connection, one request at a time, with bounded queries.
+Pages read the store through read-only connections with bounded queries: the overview through its own,
+one request at a time; every other page through a second one, also one at a time, so a year's chart of
+one check never holds the overview up.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ REFRESH_BOUNDS = (5, 3600)
 NAV = (("/", "Overview"), ("/actions", "Actions"), ("/log", "Log"), ("/checklists", "Checklists"),
        ("/maintenance", "Maintenance"))
 
-_lock = threading.Lock()               # one page at a time on the shared connection (and the store)
-_store: dict[str, sqlite3.Connection] = {}
+_locks = {"overview": threading.Lock(), "pages": threading.Lock()}
+_connections: dict[str, tuple[str, sqlite3.Connection]] = {}   # lock name → (store path, read-only connection)
 _recent = Recent()
 
 
@@ -53,7 +55,7 @@ def respond(path: str, query: str, loaded: LoadedConfig, state: AgentState,
     params = {key: values[-1] for key, values in parse_qs(query, max_num_fields=20).items()}
     refresh = _refresh(params.get("refresh"))
     try:
-        with _lock:
+        with _locks[_lane(path)]:
             code, template, context = _page(path, params, loaded, state, now)
             context["agent"] = pages.agent_header(loaded, state, now)
         body = render(template, **context, tz=loaded.tz, now=now, refresh=refresh, path=path, nav=NAV,
@@ -70,7 +72,7 @@ def _page(path: str, params: dict[str, str], loaded: LoadedConfig, state: AgentS
     if path == "/maintenance":
         return 200, "maintenance.html.j2", pages.maintenance(loaded, state, now)
     try:
-        conn = _connection(loaded)
+        conn = _connection(loaded, _lane(path))
     except (StoreMissing, sqlite3.Error) as exc:
         return 503, "error.html.j2", {"title": "Store unavailable", "error": f"the store cannot be read: {exc}"}
     try:
@@ -90,20 +92,26 @@ def _page(path: str, params: dict[str, str], loaded: LoadedConfig, state: AgentS
         if path == "/checklists":
             return 200, "checklists.html.j2", pages.checklists(conn, loaded, now)
     except sqlite3.Error as exc:   # locked beyond the busy timeout, damaged: say so, and reopen next time
-        _store.pop(str(loaded.db_path), None)
+        _connections.pop(_lane(path), None)
         return 503, "error.html.j2", {"title": "Store unavailable", "error": f"reading the store failed: {exc}"}
     return 404, "not_found.html.j2", {"title": "Not found", "message": f"There is no page at {path}."}
 
 
-def _connection(loaded: LoadedConfig) -> sqlite3.Connection:
-    """The read-only connection to the configured store, opened once (again when the path changes)."""
-    key = str(loaded.db_path)
-    conn = _store.get(key)
-    if conn is None:
-        for old in _store.values():
-            old.close()
-        _store.clear()
-        conn = _store[key] = open_readonly(loaded.db_path, shared=True)
+def _lane(path: str) -> str:
+    return "overview" if path == "/" else "pages"
+
+
+def _connection(loaded: LoadedConfig, lane: str) -> sqlite3.Connection:
+    """The lane's read-only connection to the configured store, opened once (again when the path changes).
+    Called with the lane's lock held."""
+    path = str(loaded.db_path)
+    current = _connections.get(lane)
+    if current is not None and current[0] == path:
+        return current[1]
+    if current is not None:
+        current[1].close()
+    conn = open_readonly(loaded.db_path, shared=True)
+    _connections[lane] = (path, conn)
     return conn
 
 

@@ -106,7 +106,8 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
             started, summary = (stored["started"], stored["summary"]) if stored else (None, None)
             pending = Status(stored["pending"]) if stored else Status.OK
         main, unit = main_value(cls)
-        day = recent.day(conn, store, check_id, main, now) if check_id is not None else None
+        day = (recent.day(conn, store, check_id, main, now, lambda d, main=main, unit=unit: _day_view(d, main, unit))
+               if check_id is not None else _day_view(None, main, unit))
         shown = ("disabled" if not options.enabled else status or "never")
         rows.append({
             "name": options.name, "type": options.type, "description": options.description,
@@ -116,7 +117,7 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
             "running": bool(job is not None and job.in_flight),
             "pending": pending.label if pending is not Status.OK else None,
             "maintenance": None,   # no maintenance mode yet: the column reads "none"
-            **_day_view(day, main, unit)})
+            **day})
     if ids:
         recent.forget({(store, ids[o.name]) for o in loaded.checks if o.name in ids})
     rows.sort(key=lambda r: (r["order"], r["name"]))
@@ -161,14 +162,15 @@ def check(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, nam
     statuses: list[StatusBucket] = []
     source = "raw"
     if check_id is not None:
-        if span.seconds <= loaded.config.store.retention.raw:
+        if _reads_raw(loaded, name, span):
             series, statuses = _raw(conn, check_id, start, now, span.bucket)
         else:
             series, statuses = _rolled_up(conn, check_id, start, now, tz)
             source = "rollups"
     chart_list = _charts(cls, options, series, statuses, start, now, tz, span)
     transitions, truncated = queries.transitions(conn, check_id, start, now) if check_id is not None else ([], False)
-    oldest = queries.oldest_raw(conn, check_id) if check_id is not None else None
+    read_from = [t for t in (queries.oldest_raw(conn, check_id), queries.scan_floor(conn, check_id, start, now))
+                 if t is not None] if check_id is not None else []
     actions = loaded.actions
     runs = [dict(r, status_label=STATUS_LABELS[r["status"]],
                  pending_label=STATUS_LABELS[r["pending"]] if r["pending"] else None)
@@ -189,11 +191,20 @@ def check(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, nam
         "span": span, "ranges": list(RANGES.values()), "source": source, "charts": chart_list,
         "uncharted": max(0, len(_chart_keys(cls, series)) - MAX_CHARTS),
         "incidents": incidents(transitions, now), "incidents_truncated": truncated,
-        "incidents_from": oldest if oldest is not None and oldest > start else None,
+        "incidents_from": max(read_from) if read_from and max(read_from) > start else None,
         "runs": runs,
         "bindings": [{"binding": b, "action": actions.get(b.action)} for b in options.actions],
         "audit": queries.audit(conn, check=name),
     }
+
+
+def _reads_raw(loaded: LoadedConfig, name: str, span: Range) -> bool:
+    """Raw runs where retention keeps them for the whole range and the range's runs fit one chart's read
+    (a check every 15 s has 40 320 runs a week); daily rollups otherwise."""
+    if span.seconds > loaded.config.store.retention.raw:
+        return False
+    every = getattr(loaded.triggers[name], "seconds", None)
+    return every is None or span.seconds / every <= queries.RAW_SCAN_ROWS
 
 
 def _raw(conn, check_id: int, start: float, end: float, bucket: float):

@@ -1,7 +1,9 @@
 """The status page's reads: plain SQL on the store's read-only connection, every one bounded.
 
-Row counts are capped by LIMITs; series are aggregated by SQLite into at most a few hundred buckets
-per metric, so a page costs about the same on a store of ten thousand runs or ten million.
+Rows returned are capped by LIMITs, and so are the rows a chart reads: its series, status strip and
+incidents come from at most the newest RAW_SCAN_ROWS runs of the range, aggregated by SQLite into a
+few hundred buckets per metric. A page costs about the same on a store of ten thousand runs or ten
+million; longer ranges come from the daily rollups.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ AUDIT_LISTED = 20         # a check's latest action audit rows
 PAGE_ROWS = 200           # /actions and /log
 INCIDENT_ROWS = 5000      # non-OK runs read to find a range's incidents (newest first)
 SERIES_ROWS = 20000       # (bucket, metric) rows of one chart range
+RAW_SCAN_ROWS = 60000     # runs one chart range reads at most (six weeks of a check running every minute)
 _ROLLED = ("min", "avg", "max")   # a rollup's figures of one metric, as Point takes them
 
 
@@ -70,9 +73,9 @@ def raw_series(conn: sqlite3.Connection, check_id: int, start: float, end: float
     series: dict[str, list[Point]] = {}
     for bucket, key, low, mean, high in conn.execute(
             "SELECT CAST(r.started / ? AS INTEGER) AS b, j.key, min(j.value), avg(j.value), max(j.value) "
-            "FROM check_runs r, json_each(r.metrics) j WHERE r.check_id = ? AND r.started >= ? AND r.started < ? "
-            "AND j.type IN ('integer', 'real') GROUP BY b, j.key ORDER BY b LIMIT ?",
-            (bucket_seconds, check_id, start, end, SERIES_ROWS)):
+            f"FROM {_scan('started, metrics')} r, json_each(r.metrics) j WHERE j.type IN ('integer', 'real') "
+            "GROUP BY b, j.key ORDER BY b LIMIT ?",
+            (bucket_seconds, check_id, start, end, RAW_SCAN_ROWS, SERIES_ROWS)):
         series.setdefault(key, []).append(Point(bucket * bucket_seconds, (bucket + 1) * bucket_seconds,
                                                 low, mean, high))
     return series
@@ -83,8 +86,22 @@ def raw_statuses(conn: sqlite3.Connection, check_id: int, start: float, end: flo
     """Status counts of one check's runs over [start, end) per epoch-aligned bucket number."""
     return {bucket: (ok, warning, critical, unknown) for bucket, ok, warning, critical, unknown in conn.execute(
         "SELECT CAST(started / ? AS INTEGER) AS b, sum(status = 0), sum(status = 1), sum(status = 2), "
-        "sum(status = 3) FROM check_runs WHERE check_id = ? AND started >= ? AND started < ? GROUP BY b",
-        (bucket_seconds, check_id, start, end))}
+        f"sum(status = 3) FROM {_scan('started, status')} GROUP BY b",
+        (bucket_seconds, check_id, start, end, RAW_SCAN_ROWS))}
+
+
+def _scan(columns: str) -> str:
+    """The newest RAW_SCAN_ROWS runs of one check in [start, end), as a subquery (check_id, start, end, limit)."""
+    return (f"(SELECT {columns} FROM check_runs WHERE check_id = ? AND started >= ? AND started < ? "
+            "ORDER BY started DESC LIMIT ?)")
+
+
+def scan_floor(conn: sqlite3.Connection, check_id: int, start: float, end: float) -> float | None:
+    """Where a chart's reading stops: the oldest run it reads when [start, end) holds more than
+    RAW_SCAN_ROWS runs, else None (it reads them all)."""
+    rows = conn.execute("SELECT started FROM check_runs WHERE check_id = ? AND started >= ? AND started < ? "
+                        "ORDER BY started DESC LIMIT 1 OFFSET ?", (check_id, start, end, RAW_SCAN_ROWS)).fetchall()
+    return rows[0][0] if rows else None
 
 
 def rollup_series(conn: sqlite3.Connection, check_id: int, first_day: date, tz: ZoneInfo
@@ -119,13 +136,13 @@ def oldest_raw(conn: sqlite3.Connection, check_id: int) -> float | None:
 
 
 def transitions(conn: sqlite3.Connection, check_id: int, start: float, end: float) -> tuple[list[tuple], bool]:
-    """The runs that matter for incidents in [start, end): every non-OK run and each OK run right after one,
-    oldest first, as (started, status); and whether INCIDENT_ROWS cut older ones off."""
+    """The runs that matter for incidents in [start, end) (of its newest RAW_SCAN_ROWS runs): every non-OK
+    run and each OK run right after one, oldest first, as (started, status); and whether INCIDENT_ROWS cut
+    older ones off."""
     rows = conn.execute(
         "SELECT started, status FROM (SELECT started, status, lag(status) OVER (ORDER BY started) AS prev "
-        "FROM check_runs WHERE check_id = ? AND started >= ? AND started < ?) "
-        "WHERE status != 0 OR prev != 0 ORDER BY started DESC LIMIT ?",
-        (check_id, start, end, INCIDENT_ROWS + 1)).fetchall()
+        f"FROM {_scan('started, status')}) WHERE status != 0 OR prev != 0 ORDER BY started DESC LIMIT ?",
+        (check_id, start, end, RAW_SCAN_ROWS, INCIDENT_ROWS + 1)).fetchall()
     return rows[:INCIDENT_ROWS][::-1], len(rows) > INCIDENT_ROWS
 
 

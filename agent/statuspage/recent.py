@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from agent.statuspage.queries import MainValue, day_buckets
 
@@ -31,6 +32,7 @@ class _Check:
     main: MainValue | None
     seen: float = float("-inf")   # newest run added
     buckets: dict[int, _Bucket] = field(default_factory=dict)
+    drawn: tuple[int, Any] | None = None   # (first bucket, what `draw` made of the day) while nothing changed
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,10 @@ class Recent:
         self._lock = threading.Lock()
         self._checks: dict[tuple[str, int], _Check] = {}
 
-    def day(self, conn: sqlite3.Connection, store: str, check_id: int, main: MainValue | None, now: float) -> Day:
-        """Given the store's read-only connection, the check's id and main value and the time, return its day."""
+    def day(self, conn: sqlite3.Connection, store: str, check_id: int, main: MainValue | None, now: float,
+            draw: Callable[[Day], Any] = lambda day: day) -> Any:
+        """Given the store's read-only connection, the check's id and main value and the time, return
+        `draw(day)` of its last 24 h; drawn again only when a run arrived or the window moved on."""
         current = int(now // BUCKET_SECONDS)
         first = current - BUCKETS + 1
         with self._lock:
@@ -67,10 +71,15 @@ class Recent:
                 if value is not None:
                     slot.value = value if slot.value is None else _worse(main, slot.value, value)
                 state.seen = max(state.seen, newest)
+                state.drawn = None
             for old in [b for b in state.buckets if b < first]:
                 del state.buckets[old]
-            slots = [state.buckets.get(bucket) for bucket in range(first, current + 1)]
-            return Day(first, [tuple(s.counts) if s else _NONE for s in slots], [s.value if s else None for s in slots])
+            if state.drawn is None or state.drawn[0] != first:
+                slots = [state.buckets.get(bucket) for bucket in range(first, current + 1)]
+                day = Day(first, [tuple(s.counts) if s else _NONE for s in slots],
+                          [s.value if s else None for s in slots])
+                state.drawn = (first, draw(day))
+            return state.drawn[1]
 
     def forget(self, keep: set[tuple[str, int]]) -> None:
         """Drop checks no longer configured (a reload removed them)."""
