@@ -52,7 +52,10 @@ def respond(path: str, query: str, loaded: LoadedConfig, state: AgentState,
     (HTTP status, body, content type, headers) of the page. Never raises: a store that cannot be read is
     a 503 page, a bug a 500 with one log line."""
     now = time.time() if now is None else now
-    params = {key: values[-1] for key, values in parse_qs(query, max_num_fields=20).items()}
+    try:
+        params = {key: values[-1] for key, values in parse_qs(query, max_num_fields=20).items()}
+    except ValueError:   # more fields than any page takes: none of them is ours
+        params = {}
     refresh = _refresh(params.get("refresh"))
     try:
         with _locks[_lane(path)]:
@@ -63,7 +66,6 @@ def respond(path: str, query: str, loaded: LoadedConfig, state: AgentState,
     except Exception as exc:  # the page is a convenience: a bug in it must not cost a thread or a traceback
         logs.event("statuspage.failed", "error", path=path, error=f"{type(exc).__name__}: {exc}")
         code, body = 500, "<!DOCTYPE html><title>error</title><p>The status page failed; the agent's log has why."
-        return code, body.encode(), CONTENT_TYPE, dict(SECURITY_HEADERS)
     return code, body.encode(), CONTENT_TYPE, dict(SECURITY_HEADERS)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.calendar import parse_window
 from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
 from agent.config import Calendar
 from agent.result import Status
@@ -92,32 +93,8 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
     ids = queries.check_ids(conn)
     jobs = {job.name: job for job in state.jobs}
     store = str(loaded.db_path)
-    rows = []
-    for options in loaded.checks:
-        cls = CHECK_TYPES[options.type]
-        job = jobs.get(options.name)
-        check_id = ids.get(options.name)
-        latest = job.latest if job is not None else None
-        if latest is not None:
-            status, started, summary, pending = latest.status.label, latest.started, latest.summary, latest.pending
-        else:
-            stored = queries.latest_run(conn, check_id) if check_id is not None else None
-            status = STATUS_LABELS[stored["status"]] if stored else None
-            started, summary = (stored["started"], stored["summary"]) if stored else (None, None)
-            pending = Status(stored["pending"]) if stored else Status.OK
-        main, unit = main_value(cls)
-        day = (recent.day(conn, store, check_id, main, now, lambda d, main=main, unit=unit: _day_view(d, main, unit))
-               if check_id is not None else _day_view(None, main, unit))
-        shown = ("disabled" if not options.enabled else status or "never")
-        rows.append({
-            "name": options.name, "type": options.type, "description": options.description,
-            "severity": options.severity, "status": shown,
-            "order": OVERVIEW_ORDER["pending" if shown == "ok" and pending is not Status.OK else shown],
-            "summary": summary, "last_run": started, "next_due": job.next_due if job is not None else None,
-            "running": bool(job is not None and job.in_flight),
-            "pending": pending.label if pending is not Status.OK else None,
-            "maintenance": None,   # no maintenance mode yet: the column reads "none"
-            **day})
+    rows = [_row(conn, options, jobs.get(options.name), ids.get(options.name), store, recent, now)
+            for options in loaded.checks]
     if ids:
         recent.forget({(store, ids[o.name]) for o in loaded.checks if o.name in ids})
     rows.sort(key=lambda r: (r["order"], r["name"]))
@@ -126,7 +103,34 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
             "spark_w": SPARK_W, "spark_h": SPARK_H, "bar_w": BAR_W, "bar_h": BAR_H}
 
 
+def _row(conn: sqlite3.Connection, options, job, check_id: int | None, store: str, recent: Recent,
+         now: float) -> dict[str, Any]:
+    """One check's overview row: its newest result from the daemon (from the store when it has not run since
+    the agent started), its schedule, and its day."""
+    latest = job.latest if job is not None else None
+    if latest is not None:
+        status, started, summary, pending = latest.status.label, latest.started, latest.summary, latest.pending
+    else:
+        stored = queries.latest_run(conn, check_id) if check_id is not None else None
+        status = STATUS_LABELS[stored["status"]] if stored else None
+        started, summary = (stored["started"], stored["summary"]) if stored else (None, None)
+        pending = Status(stored["pending"]) if stored else Status.OK
+    main, unit = main_value(CHECK_TYPES[options.type])
+    day = (recent.day(conn, store, check_id, main, now, lambda d: _day_view(d, main, unit))
+           if check_id is not None else _day_view(None, main, unit))
+    shown = "disabled" if not options.enabled else status or "never"
+    return {"name": options.name, "type": options.type, "description": options.description,
+            "severity": options.severity, "status": shown,
+            "order": OVERVIEW_ORDER["pending" if shown == "ok" and pending is not Status.OK else shown],
+            "summary": summary, "last_run": started, "next_due": job.next_due if job is not None else None,
+            "running": bool(job is not None and job.in_flight),
+            "pending": pending.label if pending is not Status.OK else None,
+            "maintenance": None,   # no maintenance mode yet: the column reads "none"
+            **day}
+
+
 def _day_view(day, main: MainValue | None, unit: str) -> dict[str, Any]:
+    """The sparkline and availability bar of a check's day (None: it never ran)."""
     if day is None:
         return {"spark": "", "spark_text": None, "bar": [], "availability": None, "runs_24h": 0, "bar_text": ""}
     known = [v for v in day.values if v is not None]
@@ -194,6 +198,7 @@ def check(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, nam
         "incidents_from": max(read_from) if read_from and max(read_from) > start else None,
         "runs": runs,
         "bindings": [{"binding": b, "action": actions.get(b.action)} for b in options.actions],
+        "maintenance": None,   # no maintenance mode yet
         "audit": queries.audit(conn, check=name),
     }
 
@@ -340,7 +345,6 @@ def checklists(conn: sqlite3.Connection, loaded: LoadedConfig, now: float) -> di
 
 def maintenance(loaded: LoadedConfig, state: AgentState, now: float) -> dict[str, Any]:
     """Active maintenance (none: there is no maintenance mode yet), the action windows and what is scheduled."""
-    from agent.calendar import parse_window
     tz = loaded.tz
     moment = datetime.fromtimestamp(now, tz)
     jobs = {job.name: job for job in state.jobs}

@@ -97,10 +97,10 @@ def _scan(columns: str) -> str:
 
 
 def scan_floor(conn: sqlite3.Connection, check_id: int, start: float, end: float) -> float | None:
-    """Where a chart's reading stops: the oldest run it reads when [start, end) holds more than
-    RAW_SCAN_ROWS runs, else None (it reads them all)."""
+    """Where a chart's reading stops: the oldest run it reads when [start, end) holds RAW_SCAN_ROWS runs
+    or more, else None (it reads them all)."""
     rows = conn.execute("SELECT started FROM check_runs WHERE check_id = ? AND started >= ? AND started < ? "
-                        "ORDER BY started DESC LIMIT 1 OFFSET ?", (check_id, start, end, RAW_SCAN_ROWS)).fetchall()
+                        "ORDER BY started DESC LIMIT 1 OFFSET ?", (check_id, start, end, RAW_SCAN_ROWS - 1)).fetchall()
     return rows[0][0] if rows else None
 
 

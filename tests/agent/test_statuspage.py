@@ -149,6 +149,14 @@ def test_statuspage_check_page_ranges_beyond_raw_retention_use_daily_rollups(wri
     assert "from the stored runs" in text
 
 
+def test_statuspage_a_range_with_more_runs_than_a_chart_reads_comes_from_rollups(seeded, monkeypatch):
+    from agent.statuspage import queries
+    monkeypatch.setattr(queries, "RAW_SCAN_ROWS", 100)   # a day of a 1-minute check is 1440 runs
+    _, text, _ = page(seeded, "/check/disk")
+    assert "daily rollups" in text and text.count('<svg class="chart"') == 2
+    assert "from stored runs since 2026-03-04 03:40" in text    # incidents: the newest 100 runs, every 5 minutes
+
+
 def test_statuspage_actions_log_checklists_and_maintenance_pages(seeded):
     for path, expected in (("/actions", "fix-disk"), ("/log", "replaced the disk"),
                            ("/checklists", "Security review"), ("/maintenance", "sun 02:00-04:00")):
@@ -212,6 +220,7 @@ def test_statuspage_auto_refresh_is_on_by_default_and_a_query_turns_it_off(seede
     assert 'href="/check/disk?range=30d&amp;refresh=0"' in text           # links keep it off
     assert 'href="/check/disk?range=7d">turn it on' in text
     assert '<meta http-equiv="refresh" content="3600">' in page(seeded, "/", "refresh=999999")[1]
+    assert page(seeded, "/", "&".join(f"f{i}=1" for i in range(100)))[0] == 200
 
 
 def test_statuspage_a_bug_is_a_500_page_and_one_log_line(seeded, monkeypatch):
