@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from typing import Callable
 
 from agent.units import format_value
 
@@ -75,20 +76,20 @@ class Segment:
         return f"{self.runs} run{'s' if self.runs != 1 else ''}: {parts}"
 
 
-def strip(buckets: list[StatusBucket], width: float) -> list[Segment]:
-    """Given buckets oldest first, return the availability strip's segments across `width` pixels."""
-    if not buckets:
-        return []
-    step = width / len(buckets)
+def strip(buckets: list[StatusBucket], x: Callable[[float], float]) -> list[Segment]:
+    """Given buckets oldest first and the time → pixel mapping, return the status strip's segments: a bucket
+    where it lies in time, neighbours of one colour merged; time without buckets is left empty."""
     segments: list[Segment] = []
-    for index, bucket in enumerate(buckets):
+    for bucket in buckets:
         last = segments[-1] if segments else None
-        if last is not None and last.worst == bucket.worst:
+        if last is not None and last.worst == bucket.worst and bucket.start <= last.end:
             counts = tuple(a + b for a, b in zip(last.counts, bucket.counts))
-            segments[-1] = Segment(last.x, last.width + step, last.worst, last.start, bucket.end, counts)
+            segments[-1] = Segment(last.x, x(bucket.end) - last.x, last.worst, last.start, bucket.end, counts)
         else:
-            segments.append(Segment(index * step, step, bucket.worst, bucket.start, bucket.end, bucket.counts))
-    return segments
+            left = x(bucket.start)
+            segments.append(Segment(left, x(bucket.end) - left, bucket.worst, bucket.start, bucket.end,
+                                    bucket.counts))
+    return [s for s in segments if s.width > 0]
 
 
 def bar(counts: list[tuple[int, int, int, int]], width: float, height: float) -> list[tuple[str, str]]:
@@ -226,11 +227,7 @@ def line_chart(points: list[Point], start: float, end: float, unit: str, thresho
     x_ticks = tuple(Tick(round(x(t), 1), text) for t, text in time_ticks(start, end, tz, step))
     strip_y = TOP + plot_h + BOTTOM - STRIP - 2
     return Chart(WIDTH, HEIGHT, LEFT, TOP, plot_w, plot_h, "".join(line), "".join(band), lines, off_scale, x_ticks,
-                 y_ticks, tuple(_shift(strip(statuses, plot_w), LEFT)), strip_y)
-
-
-def _shift(segments: list[Segment], dx: float) -> list[Segment]:
-    return [Segment(s.x + dx, s.width, s.worst, s.start, s.end, s.counts) for s in segments]
+                 y_ticks, tuple(strip(statuses, x)), strip_y)
 
 
 def _runs(points: list[Point]) -> list[list[Point]]:
@@ -272,7 +269,7 @@ def _nice_ticks(low: float, high: float, unit: str = "count", count: int = 4) ->
 
 def time_ticks(start: float, end: float, tz: tzinfo, step: str) -> list[tuple[float, str]]:
     """Local-time axis labels inside [start, end]: every N hours (`hour:N`), every N days at midnight
-    (`day:N`) or at each month's first day (`month`)."""
+    (`day:N`) or at each month's first day (`month`, the year at January)."""
     kind, _, every = step.partition(":")
     n = int(every or 1)
     moment = datetime.fromtimestamp(start, tz).replace(minute=0, second=0, microsecond=0)
@@ -286,10 +283,11 @@ def time_ticks(start: float, end: float, tz: tzinfo, step: str) -> list[tuple[fl
     else:
         moment = moment.replace(hour=0, day=1)
         moment = moment.replace(year=moment.year + moment.month // 12, month=moment.month % 12 + 1)
-        advance, label = (lambda m: m.replace(year=m.year + m.month // 12, month=m.month % 12 + 1)), "%b %Y"
+        advance, label = (lambda m: m.replace(year=m.year + m.month // 12, month=m.month % 12 + 1)), "%b"
     ticks = []
     while moment.timestamp() <= end and len(ticks) < 24:
-        if moment.timestamp() >= start:
-            ticks.append((moment.timestamp(), moment.strftime(label)))
+        if moment.timestamp() >= start:   # a year's axis names the year at January, the other months short
+            ticks.append((moment.timestamp(), moment.strftime("%Y" if kind == "month" and moment.month == 1
+                                                              else label)))
         moment = advance(moment)
     return ticks

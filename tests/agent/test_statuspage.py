@@ -298,8 +298,16 @@ def test_time_ticks_fall_on_local_hours_days_and_months():
     assert [t for _, t in ticks][:4] == ["00:00", "03:00", "06:00", "09:00"]   # across the DST change
     days = charts.time_ticks(start, start + 3 * 86400, tz, "day:1")
     assert [t for _, t in days] == ["Sun 29", "Mon 30", "Tue 31"]
-    months = charts.time_ticks(start, start + 70 * 86400, tz, "month")
-    assert [t for _, t in months] == ["Apr 2026", "May 2026", "Jun 2026"]
+    months = charts.time_ticks(start, start + 300 * 86400, tz, "month")
+    assert [t for _, t in months][:3] == ["Apr", "May", "Jun"] and [t for _, t in months][-2:] == ["Dec", "2027"]
+
+
+def test_chart_strip_places_buckets_by_time_and_leaves_gaps_empty():
+    buckets = [charts.StatusBucket(0, 10, (1, 0, 0, 0)), charts.StatusBucket(10, 20, (2, 0, 0, 0)),
+               charts.StatusBucket(50, 60, (1, 0, 0, 0)), charts.StatusBucket(60, 70, (0, 0, 1, 0))]
+    segments = charts.strip(buckets, lambda t: t * 2)
+    assert [(s.x, s.width, s.worst, s.breakdown) for s in segments] == [
+        (0, 40, "ok", "3 runs: 3 ok"), (100, 20, "ok", "1 run: 1 ok"), (120, 20, "critical", "1 run: 1 critical")]
 
 
 def test_line_chart_starts_at_zero_and_keeps_thresholds_near_the_data_in_view():
