@@ -21,7 +21,8 @@ DOCDIR  := $(VENVDIR)/share/doc/maint-agent
 ETC     := $(ROOT)/etc/maint-agent
 POLKIT  := $(ROOT)/usr/share/polkit-1/rules.d/50-maint-agent.rules
 
-.PHONY: run test test-deps check bench clean install install-venv install-files uninstall report-preview
+.PHONY: run test test-deps check bench clean install install-venv install-files uninstall report-preview \
+	status-screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,11 @@ report-preview: $(STAMP)
 	$(BIN)/python docs/report_preview.py --html var/report-preview/report.html --text docs/report-sample.txt
 	chromium --headless --disable-gpu --hide-scrollbars $(if $(filter 0,$(shell id -u)),--no-sandbox) \
 		--screenshot=docs/report-sample.png --window-size=1000,1600 file://$(CURDIR)/var/report-preview/report.html
+
+# the status page of a running agent on a seeded demo store, screenshotted by headless Chromium:
+# docs/status-page.png (overview) and docs/status-check.png (one check); the code path of the browser test
+status-screenshot: $(STAMP)
+	$(BIN)/python docs/status_preview.py --png docs/status-page.png --check-png docs/status-check.png
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

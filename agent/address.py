@@ -15,3 +15,14 @@ def split_target(target: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"target {target!r}: port must be 1..65535")
     return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """Given a listen host, return whether only this machine can connect to it (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:   # another host name: it may resolve to anything
+        return False

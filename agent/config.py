@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from agent.address import is_loopback, split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr, is_reference
@@ -92,7 +93,8 @@ class BasicAuth(_Section):
 
 
 class HttpSection(_Section):
-    listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics and /healthz ([::1]:9469 for IPv6)")
+    listen: HostPort = Field("127.0.0.1:9469", description="address:port for /metrics, /healthz and the status "
+                                                           "page ([::1]:9469 for IPv6)")
     basic_auth: BasicAuth | None = None
     web_config: AbsolutePath | None = Field(
         None, description="a Prometheus exporter-toolkit web config file (the one node_exporter's "
@@ -106,6 +108,18 @@ class HttpSection(_Section):
     header_timeout: Duration = Field(5.0, gt=0, le=60, description=(
         "a connection's TLS handshake, request line and headers must be in within this, in total (a kept-alive "
         "connection gets as long after each reply); request line and headers may take 16 KiB (431 beyond)"))
+    ui: bool | None = Field(None, description="the read-only status page on / (checks, history charts, actions, "
+                                              "maintenance log, checklists), behind the same TLS and auth as "
+                                              "/metrics; default: on when `listen` is a loopback address or "
+                                              "basic_auth or web_config is set. It shows check summaries and log "
+                                              "entries: on a fleet host serve it only behind authentication")
+
+    @property
+    def status_page(self) -> bool:
+        """Whether / serves the status page: as configured, else only where nobody unauthenticated can reach it."""
+        if self.ui is not None:
+            return self.ui
+        return self.basic_auth is not None or self.web_config is not None or is_loopback(split_target(self.listen)[0])
 
     @field_validator("web_config")
     @classmethod

@@ -79,8 +79,12 @@ class Daemon:
         self.server = MetricsServer((host, port), self.exposition, self._health,
                                     (auth.username, auth.password.reveal()) if auth else None,
                                     web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth,
-                                    max_connections=cfg.http.max_connections, header_timeout=cfg.http.header_timeout)
+                                    max_connections=cfg.http.max_connections, header_timeout=cfg.http.header_timeout,
+                                    status_page=self._status_page_source if cfg.http.status_page else None)
         self.state.listener = self.server.connections
+        if cfg.http.ui is None and not cfg.http.status_page:
+            logs.event("http.status_page_off", listen=cfg.http.listen,
+                       reason="not a loopback address and no basic_auth or web_config; http.ui: true serves it")
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
@@ -406,6 +410,10 @@ class Daemon:
             tasks.append(Task("_archive", Calendar(parse_calendar(getattr(cfg.archive, "at", "00:45")), "archive"),
                               archive))
         return tasks
+
+    def _status_page_source(self) -> tuple[LoadedConfig, AgentState]:
+        """What the status page reads besides the store: the current config (it follows reloads) and the state."""
+        return self.loaded, self.state
 
     # -- health ----------------------------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ def unusable_or_same(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.Database
     return exc
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
+def open_readonly(path: Path, shared: bool = False) -> sqlite3.Connection:
     """Open the store without the right to write; the daemon keeps writing meanwhile (WAL).
+    `shared`: usable from any thread (the caller serialises its use), as the status page does.
 
     A stopped daemon leaves no -wal/-shm files, and a read-only WAL open must create them,
     which a user without write access to the state directory cannot: then the file is
@@ -40,22 +41,22 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     """
     if not path.exists():
         raise StoreMissing(f"no store at {path} (has the agent run with this config?)")
-    conn = _connect(f"file:{path}?mode=ro")
+    conn = _connect(f"file:{path}?mode=ro", shared)
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.OperationalError:
         if Path(f"{path}-wal").exists():
             raise
         conn.close()
-        conn = _connect(f"file:{path}?mode=ro&immutable=1")
+        conn = _connect(f"file:{path}?mode=ro&immutable=1", shared)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise unusable_or_same(path, exc) from None
     return conn
 
 
-def _connect(uri: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(uri, uri=True, timeout=5)
+def _connect(uri: str, shared: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=not shared)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.row_factory = sqlite3.Row
     return conn

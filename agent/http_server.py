@@ -169,11 +169,13 @@ class MetricsServer(HTTPServer):
 
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
                  credentials: tuple[str, str] | None = None, *, web_config: str | None = None,
-                 healthz_auth: bool = False, max_connections: int = 64, header_timeout: float = 5.0):
+                 healthz_auth: bool = False, max_connections: int = 64, header_timeout: float = 5.0,
+                 status_page: Callable[[], tuple] | None = None):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exposition = exposition
         self.healthy = healthy
         self.healthz_auth = healthz_auth
+        self.status_page = status_page   # () → (LoadedConfig, AgentState) for agent.statuspage; None: page off
         self.connections = Connections(max_connections, header_timeout)
         self._security = None
         self._accept_failing = False
@@ -410,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             body, zipped = self.server.exposition.body("gzip" in self.headers.get("Accept-Encoding", ""))
             return self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if zipped else None)
+        if self.server.status_page is not None:
+            from agent.statuspage import respond   # on the first page request only: idle memory stays as it was
+            return self._send(*respond(path, self.path.partition("?")[2], *self.server.status_page()))
         if path == "/":
             return self._send(200, b'<html><body><a href="/metrics">/metrics</a> '
                                    b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")

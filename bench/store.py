@@ -149,8 +149,9 @@ def rows(check_ids: list[tuple[int, object]], minutes: int, total: int, end: flo
                    None if status == 0 else '{"reason":"synthetic"}')
 
 
-def build(db_path: Path, runs: int, seed: int = 4) -> dict:
-    """Create the schema with the agent's Store, then bulk-insert `runs` rows; returns build figures."""
+def build(db_path: Path, runs: int, seed: int = 4, checks: list | None = None) -> dict:
+    """Create the schema with the agent's Store, then bulk-insert `runs` rows of `checks` (default: the 30 of
+    check_table()); returns build figures."""
     sys.path.insert(0, str(REPO))
     from agent.store import Store
 
@@ -165,7 +166,7 @@ def build(db_path: Path, runs: int, seed: int = 4) -> dict:
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-262144")         # 256 MiB page cache for the build
     conn.execute("PRAGMA temp_store=MEMORY")
-    checks = check_table()
+    checks = checks or check_table()
     conn.execute("BEGIN")
     ids = []
     for name, ctype, make in checks:
