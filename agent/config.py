@@ -287,20 +287,22 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     if not isinstance(data, dict):
         raise ConfigError([source.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
     issues: list[ConfigIssue] = []
-    top = {k: v for k, v in data.items() if k not in ("checks", "actions")}
+    top = {k: v for k, v in data.items() if k not in ("checks", "actions", "maintenance")}
     config = _validate(Sections, top, (), source, issues)
     checks = _validate_list(data, "checks", CHECK_TYPES, _check_adapter, source, issues)
     actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
+    windows = _validate_entries(data, "maintenance", MaintenanceWindowSection, source, issues)
     triggers = _logical_pass(config, checks, source, issues)
     _check_actions(config, checks, actions, source, issues)
-    _check_maintenance(config, checks, source, issues)
+    _check_maintenance(windows, checks, source, issues)
     if config is not None:
         from agent.reporting import report_issues
         issues.extend(source.issue(loc, message) for loc, message in report_issues(config))
     if issues:
         raise ConfigError(issues)
-    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields},
-                                   checks=tuple(checks), actions=tuple(actions))
+    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields
+                                      if name != "maintenance"},
+                                   checks=tuple(checks), actions=tuple(actions), maintenance=tuple(windows))
     return LoadedConfig(Path(file).absolute(), final, triggers)
 
 
@@ -316,6 +318,15 @@ def _validate_list(data: dict, key: str, types: dict, union, source: YamlSource,
         model = cls.Options if cls else union()   # the union reports a missing or unknown type
         entries.append(_validate(model, item, (key, index), source, issues))
     return entries
+
+
+def _validate_entries(data: dict, key: str, model, source: YamlSource, issues: list[ConfigIssue]) -> list:
+    """Validate a list section entry by entry, so one broken entry does not hide the others' logical errors."""
+    raw = data.get(key) or []
+    if not isinstance(raw, list):
+        issues.append(source.issue((key,), f"must be a list of {key} entries"))
+        return []
+    return [_validate(model, item, (key, index), source, issues) for index, item in enumerate(raw)]
 
 
 def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[ConfigIssue]):
@@ -475,14 +486,14 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: Y
                                                                              if hint else "")))
 
 
-def _check_maintenance(config: Config | None, checks: list, source: YamlSource, issues: list[ConfigIssue]) -> None:
+def _check_maintenance(windows: list, checks: list, source: YamlSource, issues: list[ConfigIssue]) -> None:
     """Window names unique, every named check configured, no window as long as the time between its starts
     (it would never end)."""
-    if config is None:
-        return
     names = {c.name for c in checks if c is not None}
     first: dict[str, int] = {}
-    for index, window in enumerate(config.maintenance):
+    for index, window in enumerate(windows):
+        if window is None:
+            continue
         loc = ("maintenance", index)
         if window.name in first:
             issues.append(source.issue((*loc, "name"), f"duplicate maintenance window name '{window.name}' (first "
