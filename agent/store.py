@@ -110,10 +110,12 @@ def _seed_check_state(conn: sqlite3.Connection) -> None:
 
 
 def _sample_from_key(key: str, value: float) -> list:
-    """`used_ratio{mount=/}` → ["used_ratio", value, {"mount": "/"}] (the check_state samples form)."""
+    """`used_ratio{mount=/}` → ["used_ratio", value, {"mount": "/"}] (the check_state samples form). Pairs are
+    split at a comma followed by `label=`, so a value holding a comma (a mount point, a unit) stays whole."""
+    import re
     name, brace, inner = key.partition("{")
-    labels = dict(pair.split("=", 1) for pair in inner.removesuffix("}").split(",")) if brace else {}
-    return [name, float(value), labels]
+    pairs = re.split(r",(?=[A-Za-z_][A-Za-z0-9_]*=)", inner.removesuffix("}")) if brace else []
+    return [name, float(value), dict(pair.split("=", 1) for pair in pairs)]
 
 
 MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
