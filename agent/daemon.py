@@ -454,7 +454,9 @@ class Daemon:
             if job.latest:
                 counts[job.latest.status] += 1
         bad = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n and s is not Status.OK)
-        return f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+        held = sum(name in self.state.maintenance for name in self.jobs)
+        return (f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+                + (f", {held} in maintenance" if held else ""))
 
 
 def _stall_for_tests() -> None:

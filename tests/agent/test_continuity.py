@@ -246,3 +246,10 @@ def test_maintenance_window_from_the_config_active_now(agent_factory, service):
     kill_service(pidfile)
     wait_for(lambda: audit(db_path(agent), "decision = 'maintenance'"), 10, what="the held restart")
     assert audit(db_path(agent), "decision = 'ran'") == []
+    assert "1 in maintenance" in agent.get("/healthz")[1].decode()
+
+    agent.config.write_text(agent.config.read_text().replace(windows, ""))   # the window leaves the config
+    agent.send(signal.SIGHUP)
+    wait_for(lambda: gauge(agent, "maint_check_in_maintenance", "svc") == 0, 10, what="the window to end")
+    assert any("(nightly-vacuum) ended: removed from the config" in line for line in log_lines(db_path(agent)))
+    wait_for(lambda: audit(db_path(agent), "decision = 'ran'"), 10, what="the restart held until then")
