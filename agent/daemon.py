@@ -374,10 +374,10 @@ class Daemon:
                   scheduled: float) -> Evaluated:
         verdict = evaluate(job.check, result, job.window, started + duration)
         job.window = verdict.state
-        # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
-        # /metrics' exposition, the logs and the reports ever see it
         self._windows[job.name] = (self._option_keys.get(job.name), verdict.state.warning_since,
                                    verdict.state.critical_since)
+        # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
+        # /metrics' exposition, the logs and the reports ever see it
         summary, details = redacted_outcome(verdict.summary, result.details, REDACT)
         run = Evaluated(job.name, job.check.TYPE, verdict.status, summary, result.samples, details,
                         started, duration, scheduled, verdict.pending, job.name in self.state.maintenance)

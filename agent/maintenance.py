@@ -30,7 +30,6 @@ REQUEST_KIND = "maintenance"
 """The `operator_requests` kind the CLI leaves after changing a window: the daemon re-reads them at once."""
 MAX_SECONDS = 7 * 86400.0
 """The longest `maintenance start --for`: a forgotten window must end by itself within a week."""
-ALL = None
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class Policy:
                 self.dirty.add(key)
         return decisions
 
-    def hold(self, check: CheckOptions, status: Status, started: float) -> list[Decision]:
+    def hold(self, check: CheckOptions, status: Status) -> list[Decision]:
         """Decisions for a result of `check` while it is in maintenance: none runs; the streaks (`after`, `for`)
         and the settle time are cleared, so neither bad nor good results of planned work count once it ends;
         a binding the status would have counted towards is audited as skipped, once per maintenance episode.

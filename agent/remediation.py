@@ -114,7 +114,7 @@ class Remediator:
             return
         with self._lock:
             if run.maintenance:   # planned work: nothing accrues, nothing runs, the hold is audited
-                decisions = self.policy.hold(check, run.status, run.started)
+                decisions = self.policy.hold(check, run.status)
             else:
                 decisions = self.policy.observe(check, run.status, run.started, run.pending)
             dirty = self.policy.take_dirty()

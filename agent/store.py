@@ -273,12 +273,12 @@ class Store:
                 "SELECT check_name, check_type, status, summary, samples, details, started, duration, scheduled,"
                 " pending, maintenance, options_key, warning_since, critical_since FROM check_state").fetchall()
         states = {}
-        for (name, kind, status, summary, samples, details, started, duration, scheduled, pending, maintenance,
+        for (name, kind, status, summary, samples, details, started, duration, scheduled, pending, held,
              key, warning_since, critical_since) in rows:
             try:
                 run = Evaluated(name, kind, Status(status), summary, _decode_samples(samples),
                                 json.loads(details) if details else {}, started, duration,
-                                scheduled if scheduled is not None else started, Status(pending), bool(maintenance))
+                                scheduled if scheduled is not None else started, Status(pending), bool(held))
             except (ValueError, TypeError, AttributeError):   # an unreadable row: that check starts afresh
                 continue
             states[name] = SavedState(run, (key, warning_since, critical_since))
