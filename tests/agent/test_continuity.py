@@ -51,7 +51,7 @@ class Notify:
 
 def test_restart_exposes_last_statuses_at_ready_without_rerunning_or_logging_a_change(agent_factory, tmp_path):
     agent = agent_factory(BASE + """
-  - {name: hourly, type: nagios, every: 1h, command: [/bin/sh, -c, "echo 'CRITICAL - replica gone'; exit 2"]}
+  - {name: hourly, type: nagios, every: 1h, command: [/bin/sh, -c, "echo 'CRITICAL - replica gone | lag=400s'; exit 2"]}
   - {name: weekly, type: nagios, schedule: weekly, command: [/bin/sh, -c, "echo 'WARNING - 3 tables bloated'; exit 1"]}
   - {name: quarterly, type: nagios, schedule: quarterly, command: [/bin/echo, OK]}
 """)
@@ -73,6 +73,7 @@ def test_restart_exposes_last_statuses_at_ready_without_rerunning_or_logging_a_c
     notify.close()
     assert 'maint_check_status{check="hourly",severity="P2",type="nagios"} 2.0' in body
     assert 'maint_check_status{check="weekly",severity="P2",type="nagios"} 1.0' in body
+    assert 'maint_nagios_perfdata_value{check="hourly",label="lag",unit="seconds"} 400.0' in body, "samples too"
     assert {name: gauge(agent, "maint_check_last_run_timestamp_seconds", name) for name in first} == first
     assert runs_total(agent, "hourly") == 0, "counters start from 0 at each start (documented)"
     assert len(history(agent, "--check", "hourly")) == 1, "the status came from the store, not from a new run"
