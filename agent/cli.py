@@ -21,7 +21,8 @@ from agent.output import FORMATS, emit
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
-COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift")
+COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
+                   "agent.cli_maintenance")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 
 
@@ -344,15 +345,23 @@ def cmd_check(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from agent.history import latest_runs
+    from agent.history import latest_states, maintenance_now
     conn, configured = _open_store(args)
+    configured.discard(None)
     when = _time_format(args.format)
     rows = [{"check": r["check_name"], "type": r["type"], "status": STATUS_NAMES[r["status"]],
              "pending": STATUS_NAMES[r["pending"]] if r["pending"] else None,
              "last_run": when(r["started"]), "duration_seconds": round(r["duration"], 4), "summary": r["summary"]}
-            for r in latest_runs(conn) if args.all or r["check_name"] in configured]
-    emit(rows, args.format, ["check", "status", "last_run", "summary"])
-    return EXIT_PROBLEM if any(r["status"] != "ok" for r in rows) else EXIT_OK
+            for r in latest_states(conn) if args.all or r["check_name"] in configured]
+    seen = {r["check"] for r in rows}
+    rows += [{"check": name, "type": None, "status": None, "pending": None, "last_run": None, "duration_seconds": None,
+              "summary": "never run"} for name in sorted(configured - seen)]
+    until = maintenance_now(conn, {r["check"] for r in rows}, time.time())
+    for row in rows:
+        row["maintenance_until"] = when(until[row["check"]]) if row["check"] in until else None
+    columns = ["check", "status", "last_run", "summary"] + (["maintenance_until"] if until else [])
+    emit(rows, args.format, columns)
+    return EXIT_PROBLEM if any(r["status"] not in ("ok", None) for r in rows) else EXIT_OK
 
 
 def cmd_history(args) -> int:

@@ -13,7 +13,8 @@ LOG_CATEGORIES = ("hardware", "software", "update", "security", "backup", "datab
                   "incident", "review", "other")
 """What an operator's entry is about (`log add --category`). A fixed set, so reports group entries and a
 typo is refused. The agent writes its own under `agent` (start, stop, reloads, catch-up runs), `action`
-(remediation) and `checklist` (ticks, written by `checklist done`)."""
+(remediation), `checklist` (ticks, written by `checklist done`) and `maintenance` (windows started, stopped
+or expired; `maintenance start|stop` write theirs with the operator as author)."""
 CHECKLISTS = ("daily", "weekly", "monthly", "quarterly")
 """agent.checklist.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
 EXPORT_COLUMNS = ("check", "type", "started", "duration_seconds", "status", "pending", "summary", "metrics",

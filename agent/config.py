@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -33,6 +33,9 @@ from agent.mailer import SmtpSection
 from agent.reporting import ReportSection
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
+
+if TYPE_CHECKING:
+    from agent.maintenance import Recurring
 
 DEFAULT_SCHEDULES = {
     "daily": "02:00",
@@ -151,6 +154,23 @@ class StoreSection(_Section):
         return value
 
 
+class MaintenanceWindowSection(_Section):
+    """Recurring planned work: checks still run and are stored, their actions and notifications are held and
+    the shipped alert rules stay quiet (`maint-agent maintenance start` opens a one-off window)."""
+
+    name: Name = Field(description="the window's name, as the maintenance log and `maintenance list` show it")
+    at: CalendarText = Field(description="when it begins: a calendar spec such as 'sun 02:00' or '1 03:30'")
+    duration: Duration = Field(gt=0, description="how long it lasts, e.g. 2h; shorter than the time between two "
+                                                 "starts")
+    checks: tuple[Name, ...] | None = Field(None, min_length=1, description="the checks it covers; default: every "
+                                                                           "check")
+    reason: str = Field("", description="why, for the maintenance log and the report, e.g. 'weekly ANALYZE'")
+
+    def recurring(self) -> "Recurring":
+        from agent.maintenance import Recurring
+        return Recurring(self.name, parse_calendar(self.at), self.duration, self.checks, self.reason)
+
+
 def _tagged_union(types: dict) -> Any:
     """The options models of every registered type, told apart by `type:`."""
     options = tuple(cls.Options for cls in types.values())
@@ -187,6 +207,8 @@ class Sections(_Section):
     checklists: ChecklistsSection = Field(default_factory=ChecklistsSection,
                                           description="the daily/weekly/monthly/quarterly maintenance checklists")
     archive: ArchiveSection | None = Field(None, description="daily upload of the history to S3")
+    maintenance: tuple[MaintenanceWindowSection, ...] = Field(
+        (), description="recurring maintenance windows, e.g. every Sunday 02:00 for 2h")
 
     @field_validator("schedules")
     @classmethod
@@ -282,19 +304,22 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     if not isinstance(data, dict):
         raise ConfigError([source.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
     issues: list[ConfigIssue] = []
-    top = {k: v for k, v in data.items() if k not in ("checks", "actions")}
+    top = {k: v for k, v in data.items() if k not in ("checks", "actions", "maintenance")}
     config = _validate(Sections, top, (), source, issues)
     checks = _validate_list(data, "checks", CHECK_TYPES, _check_adapter, source, issues)
     actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
+    windows = _validate_entries(data, "maintenance", MaintenanceWindowSection, source, issues)
     triggers = _logical_pass(config, checks, source, issues)
     _check_actions(config, checks, actions, source, issues)
+    _check_maintenance(windows, checks, source, issues)
     if config is not None:
         from agent.reporting import report_issues
         issues.extend(source.issue(loc, message) for loc, message in report_issues(config))
     if issues:
         raise ConfigError(issues)
-    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields},
-                                   checks=tuple(checks), actions=tuple(actions))
+    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields
+                                      if name != "maintenance"},
+                                   checks=tuple(checks), actions=tuple(actions), maintenance=tuple(windows))
     return LoadedConfig(Path(file).absolute(), final, triggers)
 
 
@@ -310,6 +335,15 @@ def _validate_list(data: dict, key: str, types: dict, union, source: YamlSource,
         model = cls.Options if cls else union()   # the union reports a missing or unknown type
         entries.append(_validate(model, item, (key, index), source, issues))
     return entries
+
+
+def _validate_entries(data: dict, key: str, model, source: YamlSource, issues: list[ConfigIssue]) -> list:
+    """Validate a list section entry by entry, so one broken entry does not hide the others' logical errors."""
+    raw = data.get(key) or []
+    if not isinstance(raw, list):
+        issues.append(source.issue((key,), f"must be a list of {key} entries"))
+        return []
+    return [_validate(model, item, (key, index), source, issues) for index, item in enumerate(raw)]
 
 
 def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[ConfigIssue]):
@@ -467,6 +501,31 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: Y
                     issues.append(source.issue(("checklists", period, index, "checks", position),
                                                f"no check named '{name}'" + (f" (did you mean '{hint[0]}'?)"
                                                                              if hint else "")))
+
+
+def _check_maintenance(windows: list, checks: list, source: YamlSource, issues: list[ConfigIssue]) -> None:
+    """Window names unique, every named check configured, no window as long as the time between its starts
+    (it would never end)."""
+    names = {c.name for c in checks if c is not None}
+    first: dict[str, int] = {}
+    for index, window in enumerate(windows):
+        if window is None:
+            continue
+        loc = ("maintenance", index)
+        if window.name in first:
+            issues.append(source.issue((*loc, "name"), f"duplicate maintenance window name '{window.name}' (first "
+                                       f"defined at line {source.line_of(('maintenance', first[window.name]))})"))
+        first.setdefault(window.name, index)
+        for position, name in enumerate(window.checks or ()):
+            if name not in names and None not in checks:
+                hint = difflib.get_close_matches(name, names, n=1)
+                issues.append(source.issue((*loc, "checks", position), f"no check named '{name}'"
+                                           + (f" (did you mean '{hint[0]}'?)" if hint else "")))
+        gap = shortest_gap(parse_calendar(window.at))
+        if window.duration >= gap:
+            issues.append(source.issue((*loc, "duration"), f"must be shorter than the time between two starts of "
+                                       f"'{window.at}' ({format_duration(gap)}), or the window would never end "
+                                       f"(got {format_duration(window.duration)})"))
 
 
 def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:

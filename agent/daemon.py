@@ -23,6 +23,7 @@ from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.faults import fault_of
 from agent.http_server import MetricsServer
+from agent.maintenance import REQUEST_KIND as MAINTENANCE_REQUEST, Tracker as MaintenanceTracker
 from agent.metrics import AgentState, Exposition
 from agent.address import split_target
 from agent.result import CheckResult, Evaluated, Status
@@ -32,7 +33,7 @@ from agent.tasks import Task, Tasks
 from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
 from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
-from agent.store import Store
+from agent.store import SavedState, Store
 from agent.yamlsrc import ConfigError
 from checks import CHECK_TYPES
 
@@ -40,6 +41,7 @@ MAX_TICK_SECONDS = 1.0
 MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
 OUTBOX_EVERY_SECONDS = 60.0
+REQUEST_POLL_SECONDS = 1.0   # how often the CLI's requests (actions reset, maintenance) are looked for
 
 
 class Daemon:
@@ -57,7 +59,12 @@ class Daemon:
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
                              state_dir=loaded.db_path.parent)
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
+        self._windows: dict[str, tuple] = {}     # `for:` windows to commit with the pending runs
+        self._option_keys: dict[str, str] = {}
         self.jobs: dict[str, Job] = {}
+        self.maintenance = MaintenanceTracker(self.store, self._safely_log)
+        self._maintenance_at: float | None = 0.0   # when the set of checks in maintenance may change next
+        self._next_requests = 0.0
         self._stop = threading.Event()
         self._reload = False
         self._heartbeat = time.monotonic()
@@ -72,6 +79,7 @@ class Daemon:
         cfg = self.loaded.config
         self._install_signals()
         self._apply(self.loaded, first=True)
+        self._refresh_maintenance(time.time())
         _warn_exposed_files(self.loaded)
         _warn_loose_store(self.store)
         host, port = split_target(cfg.http.listen)
@@ -128,6 +136,9 @@ class Daemon:
                 if job.next_due <= now:
                     self._dispatch(job, now)
             tasks_in = self.tasks.run_due(now)
+            self._take_requests(now)
+            if self._maintenance_at is not None and now >= self._maintenance_at:
+                self._refresh_maintenance(now)
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
@@ -143,6 +154,7 @@ class Daemon:
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
                        + ([verify_in] if verify_in is not None else [])
+                       + ([max(0.0, self._maintenance_at - time.time())] if self._maintenance_at is not None else [])
                        + ([tasks_in] if tasks_in is not None else []))
             self._wake.wait(wait)
             self._wake.clear()
@@ -191,8 +203,10 @@ class Daemon:
     def _apply(self, loaded: LoadedConfig, first: bool = False) -> None:
         """Build jobs for a (new) config; a check whose options did not change keeps its state."""
         persisted = self.store.scheduler_state()
+        saved = self._safely("check_state", self.store.check_states) or {}
         now = time.time()
         jobs: dict[str, Job] = {}
+        self._option_keys = {options.name: options_key(options) for options in loaded.checks if options.enabled}
         for options in loaded.checks:
             if not options.enabled:
                 continue
@@ -212,6 +226,7 @@ class Daemon:
                 job.trigger = trigger
             else:
                 job = Job(check, trigger, loaded.timeout_for(options))
+                self._restore(job, saved.get(options.name))
             fired, ran = persisted.get(options.name, (None, None))
             plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key(loaded, job.name), options.jitter)
             if plan.arm:
@@ -226,9 +241,23 @@ class Daemon:
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
         self.remediator.configure(loaded, self.dry_run)
+        self.maintenance.configure([w.recurring() for w in loaded.config.maintenance], list(jobs), loaded.tz)
+        self._maintenance_at = now   # the config's windows or checks may have changed
         self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
         logs.set_level(loaded.config.agent.log_level)
         REDACT.refresh(loaded.config)
+
+    def _restore(self, job: Job, saved: SavedState | None) -> None:
+        """A check new to this process continues from its state in the store: its latest result (so /metrics and
+        the STATUS line show its status from the first scrape, not after its next run — an hour, a week or a
+        quarter away) and its `for:` window when its options are the ones the window was measured under."""
+        if saved is None or saved.run.check_type != job.check.TYPE:
+            return
+        job.latest = saved.run
+        job.lag = max(0.0, saved.run.started - saved.run.scheduled)
+        key, warning_since, critical_since = saved.window
+        if key == self._option_keys.get(job.name):
+            job.window = WindowState(warning_since, critical_since)
 
     def _do_reload(self) -> None:
         notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -268,6 +297,36 @@ class Daemon:
             # otherwise look overdue to the dead man's switch until its result arrives
             self.exposition.refresh()
 
+    def _take_requests(self, now: float) -> None:
+        """What the CLI asked for (`actions reset`, `maintenance start|stop`), applied within a second or so."""
+        if now < self._next_requests:
+            return
+        self._next_requests = now + REQUEST_POLL_SECONDS
+        for _, _, kind, target, _ in self._safely("operator_requests", self.store.take_requests) or []:
+            if kind == "reset":
+                self.remediator.reset(target)
+            elif kind == MAINTENANCE_REQUEST:
+                self._maintenance_at = now
+            else:
+                logs.event("operator_request.unknown", "warning", kind=kind, target=target)
+
+    def _refresh_maintenance(self, now: float) -> None:
+        """Recompute which checks are in maintenance; a store error keeps the previous answer and retries."""
+        try:
+            covered, self._maintenance_at = self.maintenance.refresh(now)
+        except Exception as exc:  # sqlite3.Error, OSError: keep the previous set, try again in a tick
+            self.state.store_write_errors += 1
+            logs.event("store.write_failed", "error", what="maintenance", error=f"{type(exc).__name__}: {exc}")
+            self._maintenance_at = now + MAX_TICK_SECONDS
+            return
+        if covered != self.state.maintenance:
+            began = sorted(set(covered) - set(self.state.maintenance))
+            ended = sorted(set(self.state.maintenance) - set(covered))
+            self.state.maintenance = covered
+            logs.event("maintenance.changed", checks=",".join(sorted(covered)) or None,
+                       began=",".join(began) or None, ended=",".join(ended) or None)
+            self.exposition.refresh()
+
     def _request_verification(self, check: str) -> bool:
         """The remediator wants a run of `check` now, to see whether an action helped."""
         job = self.jobs.get(check)
@@ -298,6 +357,9 @@ class Daemon:
     def _log(self, message: str, **fields) -> None:
         """An automatic maintenance-log entry (best effort)."""
         self._safely("maintenance_log", self.store.add_log, message, at=time.time(), **fields)
+
+    def _safely_log(self, message: str, **fields) -> None:
+        self._safely("maintenance_log", self.store.add_log, message, **fields)
 
     def _deliver(self, job: Job, result: CheckResult, started: float, duration: float, scheduled: float) -> None:
         self._results.put((job, result, started, duration, scheduled))
@@ -345,11 +407,13 @@ class Daemon:
                   scheduled: float) -> Evaluated:
         verdict = evaluate(job.check, result, job.window, started + duration)
         job.window = verdict.state
+        self._windows[job.name] = (self._option_keys.get(job.name), verdict.state.warning_since,
+                                   verdict.state.critical_since)
         # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
         # /metrics' exposition, the logs and the reports ever see it
         summary, details = redacted_outcome(verdict.summary, result.details, REDACT)
         run = Evaluated(job.name, job.check.TYPE, verdict.status, summary, result.samples, details,
-                        started, duration, scheduled, verdict.pending)
+                        started, duration, scheduled, verdict.pending, job.name in self.state.maintenance)
         previous = job.latest.status if job.latest else None
         resource = fault_of(result.details)
         if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.faults)
@@ -368,8 +432,8 @@ class Daemon:
         if not self._pending:
             return
         try:
-            self.store.record_runs(self._pending)
-            self._pending = []
+            self.store.record_runs(self._pending, self._windows)
+            self._pending, self._windows = [], {}
         except Exception as exc:  # disk full, I/O error: keep the results and retry
             self.state.store_write_errors += 1
             logs.event("store.write_failed", "error", error=str(exc), pending=len(self._pending))
@@ -431,7 +495,9 @@ class Daemon:
             if job.latest:
                 counts[job.latest.status] += 1
         bad = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n and s is not Status.OK)
-        return f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+        held = sum(name in self.state.maintenance for name in self.jobs)
+        return (f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+                + (f", {held} in maintenance" if held else ""))
 
 
 def _stall_for_tests() -> None:
@@ -479,6 +545,13 @@ def _release_startup_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):   # not glibc: nothing to trim
         pass
+
+
+def options_key(options) -> str:
+    """A digest of a check's options: a stored `for:` window is resumed only under the options it was measured
+    with (changed thresholds start it afresh, as a reload does)."""
+    import hashlib
+    return hashlib.sha256(options.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
 
 
 def jitter_key(loaded: LoadedConfig, check: str) -> str:

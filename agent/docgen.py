@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from agent.config import AgentSection, BasicAuth, Config, HttpSection, Retention, StoreSection
+from agent.config import AgentSection, BasicAuth, Config, HttpSection, MaintenanceWindowSection, Retention, StoreSection
 from agent.metrics import contract
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
@@ -49,8 +49,10 @@ def _unit(field) -> str | None:
 
 
 def _type_name(field) -> str:
-    top = next((_UNIT_PARSERS[n] for n in (getattr(getattr(m, "func", None), "__name__", "") for m in field.metadata)
-                if n in _UNIT_PARSERS), None)
+    validators = [getattr(getattr(m, "func", None), "__name__", "") for m in field.metadata]
+    top = next((_UNIT_PARSERS[n] for n in validators if n in _UNIT_PARSERS), None)
+    if top is None and "_check_spec" in validators:
+        top = "calendar spec"
     return top or _render(field.annotation)
 
 
@@ -120,7 +122,8 @@ def config_reference() -> str:
     for title, model in (("Top level", Config), ("agent:", AgentSection), ("http:", HttpSection),
                          ("http.basic_auth:", BasicAuth), ("store:", StoreSection), ("store.retention:", Retention),
                          ("smtp:", SmtpSection), ("reports[]:", ReportSection), ("reports[].s3_upload:", ReportUpload), ("checklists:", ChecklistsSection),
-                         ("checklists.<period>[]:", ChecklistItem), ("archive:", ArchiveSection)):
+                         ("checklists.<period>[]:", ChecklistItem), ("archive:", ArchiveSection),
+                         ("maintenance[]:", MaintenanceWindowSection)):
         out += [f"## {title}", "", *_table(model), ""]
     out += ["## Every check", "", "Keys every entry of `checks:` accepts.", "", *_table(CheckOptions), ""]
     out += ["## checks[].actions[]", "", "When a check runs an action.", "", *_table(ActionBinding), ""]

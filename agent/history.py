@@ -71,6 +71,30 @@ def latest_runs(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         " ORDER BY c.name").fetchall()
 
 
+def latest_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Each check's latest result as the daemon keeps it (also when retention pruned the run itself), with
+    `maintenance` 1 when it ran in maintenance; from the runs for a store an older agent wrote."""
+    try:
+        return conn.execute(
+            "SELECT check_name, check_type AS type, started, duration, status, pending, summary, maintenance"
+            " FROM check_state ORDER BY check_name").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return latest_runs(conn)
+
+
+def maintenance_now(conn: sqlite3.Connection, checks: set[str], now: float) -> dict[str, float]:
+    """check → when its maintenance ends, for the checks in maintenance at `now` (none for an older store)."""
+    from agent.maintenance import coverage, read_windows
+    try:
+        return coverage(read_windows(conn, open_only=True), checks, now)
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return {}
+
+
 _STATUS_SQL = "CASE r.status WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
 _UTC_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch')"
 _RUN_COLUMNS = ("c.name AS check_name, r.started, r.duration, r.scheduled, r.status, r.pending, r.summary,"

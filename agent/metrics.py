@@ -44,6 +44,8 @@ AGENT_FAMILIES = (
            "Unix time of the last successful config load.", ()),
     Family("maint_store_write_errors_total", "counter", "Failed store writes (results kept and retried).", ()),
     Family("maint_store_pending_runs", "gauge", "Results not yet committed to the store.", ()),
+    Family("maint_agent_maintenance_until_timestamp_seconds", "gauge",
+           "Unix time the current maintenance ends (the latest end of the windows in force); 0 when none is.", ()),
     Family("maint_runner_workers", "gauge", "Size of the check worker pool.", ()),
     Family("maint_runner_abandoned_runs_total", "counter",
            "Runs that overran their timeout and were reported UNKNOWN while their thread was left behind.", ()),
@@ -57,15 +59,19 @@ AGENT_FAMILIES = (
     Family("maint_check_next_run_timestamp_seconds", "gauge", "Unix time the next run is due.", ("check",)),
     Family("maint_check_interval_seconds", "gauge", "Configured interval (interval checks only).", ("check",)),
     Family("maint_check_schedule_lag_seconds", "gauge", "Latest run's start minus its due time.", ("check",)),
-    Family("maint_check_runs_total", "counter", "Completed runs by resulting status.", ("check", "status")),
+    Family("maint_check_runs_total", "counter", "Completed runs by resulting status, counted from 0 at each agent "
+           "start (the latest status itself is restored from the store).", ("check", "status")),
     Family("maint_check_skipped_runs_total", "counter",
            "Runs skipped because the previous run of the check was still in flight.", ("check",)),
+    Family("maint_check_in_maintenance", "gauge",
+           "1 while the check is in maintenance (it runs, its actions and notifications are held), else 0.",
+           ("check",)),
     Family("maint_check_remediation_exhausted", "gauge",
            "1 while a corrective action of the check used up its attempts (until it settles or is reset).",
            ("check",)),
     Family("maint_action_runs_total", "counter",
            "Action decisions by result: success, failure, dry_run (ran or would run); cooldown, limit, "
-           "exhausted, window (skipped).", ("action", "result")),
+           "exhausted, window, maintenance (skipped).", ("action", "result")),
     Family("maint_action_last_run_timestamp_seconds", "gauge", "Unix time the action last ran (or would have, "
            "in dry-run).", ("action",)),
     Family("maint_agent_resource_errors_total", "counter",
@@ -118,6 +124,7 @@ class AgentState:
         self.exhausted: dict[str, bool] = {}                   # check → remediation exhausted
         self.resource_errors = dict.fromkeys(RESOURCES, 0)     # resource → runs lost to the agent's own shortage
         self.listener = None   # the HTTP server's Connections (`snapshot()`), set once it listens
+        self.maintenance: dict[str, float] = {}                # check in maintenance → when it ends (replaced whole)
 
 
 class StateCollector:
@@ -150,6 +157,7 @@ class StateCollector:
         yield gauge("maint_agent_config_last_reload_success_timestamp_seconds", st.config_loaded_at)
         yield counter("maint_store_write_errors_total", st.store_write_errors)
         yield gauge("maint_store_pending_runs", st.store_pending)
+        yield gauge("maint_agent_maintenance_until_timestamp_seconds", max(st.maintenance.values(), default=0))
         yield gauge("maint_runner_workers", st.workers)
         yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
         yield from self._limits(gauge, counter)
@@ -186,6 +194,7 @@ class StateCollector:
         next_run, interval = gauge("maint_check_next_run_timestamp_seconds"), gauge("maint_check_interval_seconds")
         lag, runs, skipped = (gauge("maint_check_schedule_lag_seconds"), counter("maint_check_runs_total"),
                               counter("maint_check_skipped_runs_total"))
+        in_maintenance, maintenance = gauge("maint_check_in_maintenance"), self.state.maintenance
         values: dict[str, GaugeMetricFamily] = {}
         specs = {f.name: f for f in check_families()}
         for job in jobs:
@@ -195,6 +204,7 @@ class StateCollector:
             if seconds is not None:
                 interval.add_metric([name], seconds)
             skipped.add_metric([name], job.skipped)
+            in_maintenance.add_metric([name], 1 if name in maintenance else 0)
             for st in Status:
                 runs.add_metric([name, st.label], job.runs.get(st.label, 0))
             latest = job.latest
@@ -217,7 +227,7 @@ class StateCollector:
                     family = values[metric] = GaugeMetricFamily(metric, f.help, labels=f.labels)
                 labels = dict(s.labels)
                 family.add_metric([name] + [labels.get(label, "") for label in spec.labels], s.value)
-        yield from (status, pending, last_run, duration, next_run, interval, lag, runs, skipped)
+        yield from (status, pending, last_run, duration, next_run, interval, lag, runs, skipped, in_maintenance)
         yield from values.values()
 
 

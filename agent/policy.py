@@ -15,6 +15,10 @@ evaluated result into decisions the daemon carries out:
 - out of attempts → "remediation exhausted" (escalated once) until the check has been OK for
   `settle` or an operator resets it.
 
+While a check is in maintenance (`hold`) nothing runs and nothing accrues: the streaks behind `after`
+and `for` start again when the maintenance ends, and an action a bad result would have counted towards
+is audited **skip** `maintenance`, once per maintenance episode.
+
 Notification actions bound to a check (`NOTIFIES`) send one trigger per episode and one resolve
 after the check settled. The state per binding is a small dataclass, serialised to JSON so it
 survives restarts and reloads (a known Monit weakness).
@@ -33,7 +37,7 @@ from agent.calendar import parse_window
 from agent.result import Status
 from checks.base import ActionBinding, CheckOptions
 
-SkipReason = Literal["cooldown", "limit", "exhausted", "window", "running"]
+SkipReason = Literal["cooldown", "limit", "exhausted", "window", "running", "maintenance"]
 
 
 @dataclass
@@ -130,6 +134,26 @@ class Policy:
                 decisions += self._notification(check, binding, options, st, started)
             else:
                 decisions += self._remediation(check, binding, options, st, good, started)
+            if st.to_json() != before:
+                self.dirty.add(key)
+        return decisions
+
+    def hold(self, check: CheckOptions, status: Status) -> list[Decision]:
+        """Decisions for a result of `check` while it is in maintenance: none runs; the streaks (`after`, `for`)
+        and the settle time are cleared, so neither bad nor good results of planned work count once it ends;
+        a binding the status would have counted towards is audited as skipped, once per maintenance episode.
+        An attempt awaiting verification keeps waiting for a result from after the maintenance."""
+        decisions: list[Decision] = []
+        for binding in check.actions:
+            if binding.action not in self.actions:
+                continue
+            key = (check.name, binding.action)
+            st = self.state(*key)
+            before = st.to_json()
+            st.streak, st.bad_since, st.ok_since = 0, None, None
+            if status.label in binding.when:
+                decisions += self._skip(check, binding, st, "maintenance", f"{check.name} is in maintenance: "
+                                        f"{binding.action} held ({status.label})")
             if st.to_json() != before:
                 self.dirty.add(key)
         return decisions

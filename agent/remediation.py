@@ -20,7 +20,6 @@ from agent.redact import REDACT, redact_tree
 from agent.result import Evaluated
 
 MAX_CONCURRENT_ACTIONS = 4
-REQUEST_POLL_SECONDS = 2.0
 
 
 def execute_action(options: ActionOptions, trigger: TriggerInfo | None, *, dry_run: bool, smtp=None,
@@ -88,7 +87,6 @@ class Remediator:
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_ACTIONS)
         self._threads: list[threading.Thread] = []
         self._requested: dict[str, float] = {}
-        self._next_poll = 0.0
 
     # -- config ----------------------------------------------------------------------------------------
 
@@ -117,8 +115,11 @@ class Remediator:
         if check is None or not check.actions:
             return
         with self._lock:
-            decisions = self.policy.observe(check, run.status, run.started, run.pending,
-                                            agent_fault=fault_of(run.details) is not None)
+            if run.maintenance:   # planned work: nothing accrues, nothing runs, the hold is audited
+                decisions = self.policy.hold(check, run.status)
+            else:
+                decisions = self.policy.observe(check, run.status, run.started, run.pending,
+                                                agent_fault=fault_of(run.details) is not None)
             dirty = self.policy.take_dirty()
         if dirty:
             self.safely("policy_state", self.store.save_policy_states, dirty)
@@ -135,12 +136,7 @@ class Remediator:
                                             trigger.details, decision.event, decision.reason)
                 self._start(options, event_trigger, "policy", verify=not ACTION_TYPES[options.type].NOTIFIES)
             elif decision.kind == "skip":
-                self._count(options.name, decision.reason)
-                row = audit_row(options, trigger, None, started=time.time(), duration=0.0, dry_run=self._dry(options),
-                                source="policy", decision=decision.reason, detail=decision.detail)
-                self.safely("action_audit", self.store.record_action, row)
-                logs.event("action.skipped", "warning", action=options.name, check=trigger.check,
-                           reason=decision.reason, detail=decision.detail)
+                self._skipped(options, trigger, decision.reason, decision.detail)
             elif decision.kind == "verified":
                 if decision.attempt_id is not None:
                     self.safely("action_audit", self.store.update_action, decision.attempt_id,
@@ -149,9 +145,13 @@ class Remediator:
                            check=trigger.check, fixed=decision.fixed)
             elif decision.kind == "escalate":
                 marker = "dry run — nothing was executed: " if self._dry(options) or self.dry_run else ""
+                held = trigger.check in self.state.maintenance   # an action that ended after maintenance began
                 for name in decision.notify:
                     notify = self.actions.get(name)
-                    if notify is not None:
+                    if notify is not None and held:
+                        self._skipped(notify, trigger, "maintenance", f"{decision.event} of {options.name} held: "
+                                                                      f"{trigger.check} is in maintenance")
+                    elif notify is not None:
                         self._start(notify, TriggerInfo(trigger.check, trigger.status, trigger.summary,
                                                         trigger.severity, trigger.details, decision.event,
                                                         f"{marker}{options.name}: {decision.reason}"), "escalation",
@@ -162,6 +162,14 @@ class Remediator:
                 logs.event(f"remediation.{decision.kind}", "info" if decision.kind == "resolved" else "error",
                            check=trigger.check, action=options.name, reason=decision.reason)
                 self._publish_exhausted()
+
+    def _skipped(self, options: ActionOptions, trigger: TriggerInfo, reason: str, detail: str) -> None:
+        self._count(options.name, reason)
+        row = audit_row(options, trigger, None, started=time.time(), duration=0.0, dry_run=self._dry(options),
+                        source="policy", decision=reason, detail=detail)
+        self.safely("action_audit", self.store.record_action, row)
+        logs.event("action.skipped", "warning", action=options.name, check=trigger.check, reason=reason,
+                   detail=detail)
 
     def _dry(self, options: ActionOptions) -> bool:
         """Global dry-run holds back every corrective action; notifications still go out (marked as dry
@@ -243,20 +251,19 @@ class Remediator:
 
     # -- scheduler loop --------------------------------------------------------------------------------
 
+    def reset(self, target: str) -> None:
+        """An operator's `actions reset CHECK` (taken from the store by the daemon)."""
+        with self._lock:
+            reset = self.policy.reset(target)
+            dirty = self.policy.take_dirty()
+        self.safely("policy_state", self.store.save_policy_states, dirty)
+        self._log(f"remediation of {target} reset by an operator ({', '.join(reset) or 'no state'})",
+                  target, category="corrective")
+        logs.event("remediation.reset", check=target, actions=",".join(reset) or None)
+        self._publish_exhausted()
+
     def poll(self, now: float) -> float | None:
-        """Operator requests and due verifications; returns seconds until the next verification is due."""
-        if now >= self._next_poll:
-            self._next_poll = now + REQUEST_POLL_SECONDS
-            for _, _, kind, target, _ in self.safely("operator_requests", self.store.take_requests) or []:
-                if kind == "reset":
-                    with self._lock:
-                        reset = self.policy.reset(target)
-                        dirty = self.policy.take_dirty()
-                    self.safely("policy_state", self.store.save_policy_states, dirty)
-                    self._log(f"remediation of {target} reset by an operator ({', '.join(reset) or 'no state'})",
-                              target, category="corrective")
-                    logs.event("remediation.reset", check=target, actions=",".join(reset) or None)
-                    self._publish_exhausted()
+        """Due verifications; returns seconds until the next verification is due."""
         with self._lock:
             due = self.policy.verify_due() if self.policy else []
         waits = []

@@ -21,6 +21,10 @@ Where the figures come from:
   (category `corrective`) counts instead. Operator entries (`log add`, checklist ticks: source `cli`)
   count by category: PREVENTIVE_CATEGORIES (planned work: updates, hardware, reviews, ticks…) or
   CORRECTIVE_CATEGORIES (incidents, fixes); `other` is not counted.
+- **maintenance time**: how long at least one maintenance window (`maint-agent maintenance start`, the
+  config's `maintenance:` windows) was in force within the period, overlapping windows counted once, a
+  window stopped early up to its stop; the goal is MAINTENANCE_TARGET per week (a month's target is that
+  times its weeks).
 - **days until full**: a least-squares line through a disk's `used_ratio{mount=…}` over the period
   (raw runs, and rollup daily averages weighted by their run count where raw runs were pruned),
   extrapolated from its value at the period's end to 100 % (and to the check's `critical`).
@@ -36,7 +40,7 @@ import io
 import json
 import math
 import sqlite3
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,6 +64,8 @@ AVAILABILITY_TARGET = 0.999                      # seed 004: uptime > 99.9 %
 BACKUP_TARGET = 1.0                              # seed 004: backup success rate 100 %
 PREVENTIVE_TARGET = 0.8                          # seed 004: preventive vs corrective 80/20
 RESOLUTION_TARGET = 4 * 3600.0                   # seed 004: issue resolution time < 4 hours average
+MAINTENANCE_TARGET = 2 * 3600.0                  # seed 004: maintenance time < 2 hours per week
+WEEK = 7 * 86400.0
 BACKUP_TYPES = ("backup_files", "backup_set", "s3_backup")
 TREND_METRICS = {"cpu": "usage_ratio", "memory": "used_ratio", "swap": "used_ratio", "load": "per_core",
                  "redis": "memory_used_ratio", "pg_connections": "connections_used_ratio"}
@@ -243,6 +249,21 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class MaintenanceLine:
+    """A maintenance window that was in force during the period."""
+
+    id: int
+    name: str | None                 # the config window's name; None for `maintenance start`
+    checks: str                      # "all" or the names
+    start: float
+    end: float                       # when it ended, or the end of the period/now while in force
+    seconds: float                   # of it inside the period
+    state: str                       # active, stopped, expired, removed
+    author: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ChecklistLine:
     item: str
     title: str
@@ -287,6 +308,8 @@ class Report:
     databases: list[DbGrowth]
     slow_queries: list[SlowQuery]
     log: list[LogEntry]
+    maintenance_windows: list[MaintenanceLine] = field(default_factory=list)
+    maintenance_seconds: float = 0.0     # time with at least one window in force, within the period
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -349,6 +372,7 @@ def build_report(conn: sqlite3.Connection, loaded: "LoadedConfig", period: Perio
     availability = [Availability(n, by_name[n].runs, by_name[n].ok, _mean(scope, n, "response_seconds"))
                     for n in scope.checks_of("http") if n in by_name]
     checklist = _checklist(conn, loaded, period, start, end)
+    windows, maintenance_seconds = _maintenance_windows(conn, start, min(end, now))
     report = Report(
         host=loaded.config.agent.hostname, period=period, label=period_label(period, start, tz), start=start,
         end=end, timezone=str(tz), generated=now,
@@ -356,7 +380,7 @@ def build_report(conn: sqlite3.Connection, loaded: "LoadedConfig", period: Perio
         checks=checks, incidents=incidents, actions=actions, maintenance=maintenance, backups=backups,
         restore_tests=_restore_tests(scope), availability=availability, disks=_disks(scope),
         trends=_trends(scope), databases=_databases(scope), slow_queries=_slow_queries(scope), log=log,
-        notes=_notes(scope, start))
+        maintenance_windows=windows, maintenance_seconds=maintenance_seconds, notes=_notes(scope, start))
     report.goals.extend(_goals(report))
     return report
 
@@ -517,6 +541,24 @@ def _checklist(conn: sqlite3.Connection, loaded: "LoadedConfig", period: Period,
             for item in checklist_status(conn, loaded.config.checklists, period, start, end, tz=loaded.tz)]
 
 
+def _maintenance_windows(conn: sqlite3.Connection, start: float, end: float) -> tuple[list[MaintenanceLine], float]:
+    """The windows in force within [start, end) (end: the period's end, or now for the current period) and the
+    time at least one of them was."""
+    from agent.maintenance import read_windows, seconds_in
+    try:
+        windows = [w for w in read_windows(conn, since=start, until=end) if w.until > start]
+    except sqlite3.OperationalError as exc:   # a store an older agent wrote: no window recorded
+        if "no such table" not in str(exc):
+            raise
+        return [], 0.0
+    lines = [MaintenanceLine(w.id, w.name, "all" if w.checks is None else ", ".join(w.checks), w.starts,
+                             min(w.until, end), seconds_in([w], start, end),
+                             w.end_reason or ("active" if w.ends > end else "expired"), w.author, REDACT(w.reason))
+             for w in sorted(windows, key=lambda w: (w.starts, w.id))]
+    clipped = [replace(w, ended=min(w.until, end)) for w in windows]
+    return lines, seconds_in(clipped, start, end)
+
+
 def _restore_tests(scope: _Scope) -> list[RestoreTest]:
     tests = []
     for name in scope.checks_of("restore_test"):
@@ -665,6 +707,8 @@ def _goals(report: Report) -> list[Goal]:
              BACKUP_TARGET, "ratio", "above"),
         Goal("preventive share", report.maintenance.preventive_ratio, PREVENTIVE_TARGET, "ratio", "above"),
         Goal("mean resolution time", report.mean_resolution_seconds, RESOLUTION_TARGET, "seconds", "below"),
+        Goal("maintenance time", report.maintenance_seconds,
+             MAINTENANCE_TARGET * (report.end - report.start) / WEEK, "seconds", "below"),
     ]
 
 
@@ -701,7 +745,8 @@ def render_json(report: Report) -> str:
 
 _CSV_ITEMS = {"goals": "name", "checklist": "item", "checks": "check", "incidents": "check", "actions": "action",
               "backups": "check", "restore_tests": "check", "availability": "check", "disks": "mount",
-              "trends": "metric", "databases": "database", "slow_queries": "check", "log": "category"}
+              "trends": "metric", "databases": "database", "slow_queries": "check", "log": "category",
+              "maintenance_windows": "id"}
 
 
 def render_csv(report: Report) -> str:
@@ -712,7 +757,7 @@ def render_csv(report: Report) -> str:
     writer.writerow(["section", "row", "item", "metric", "value"])
     data = to_dict(report)
     for key in ("host", "period", "label", "start", "end", "timezone", "worst", "checklist_done",
-                "mean_resolution_seconds"):
+                "mean_resolution_seconds", "maintenance_seconds"):
         writer.writerow(["report", 1, "", key, _csv_value(data[key])])
     for key in ("preventive", "corrective", "preventive_ratio"):
         writer.writerow(["maintenance", 1, "", key, _csv_value(data["maintenance"][key])])

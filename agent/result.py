@@ -125,3 +125,4 @@ class Evaluated:
     duration: float         # seconds
     scheduled: float        # wall-clock epoch seconds the run was due
     pending: Status = Status.OK   # status a breach will turn into once its `for` window has held
+    maintenance: bool = False     # ran while the check was in maintenance: its actions were held

@@ -1,4 +1,5 @@
-"""The SQLite store: check runs, action audit, maintenance log, scheduler state, daily rollups.
+"""The SQLite store: check runs, action audit, maintenance log, scheduler state, daily rollups, each check's
+latest state (what a restart starts from) and maintenance windows.
 
 One writer (the daemon's result sink); the CLI opens the file read-only and, in
 WAL mode, reads while the daemon writes. `synchronous=FULL` makes every
@@ -17,11 +18,15 @@ import stat
 import threading
 from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple, Optional
 from zoneinfo import ZoneInfo
 
+from agent import maintenance
 from agent.history import store_unusable, unusable_or_same
-from agent.result import Evaluated
+from agent.result import Evaluated, Sample, Status
+
+SavedWindow = tuple[Optional[str], Optional[float], Optional[float]]
+"""A check's `for:` window: (key of the options it was measured under, warning since, critical since)."""
 
 BUSY_TIMEOUT_MS = 5000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -72,7 +77,52 @@ def _migrate_2(db) -> None:
                                "last_error": str}, pk="day")
 
 
-MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2]
+def _migrate_3(db) -> None:
+    """State that survives a restart (each check's latest result and `for:` window), maintenance windows."""
+    # one row per check: /metrics shows a check's status right after a restart, even when retention pruned
+    # the run itself (a quarterly restore test outlives a 90-day raw retention)
+    db.execute("""CREATE TABLE check_state (
+        check_name TEXT PRIMARY KEY, check_type TEXT NOT NULL, started REAL NOT NULL, duration REAL NOT NULL,
+        scheduled REAL, status INTEGER NOT NULL, pending INTEGER NOT NULL DEFAULT 0, summary TEXT NOT NULL,
+        samples TEXT, details TEXT, maintenance INTEGER NOT NULL DEFAULT 0,
+        options_key TEXT, warning_since REAL, critical_since REAL)""")
+    db.execute("ALTER TABLE check_runs ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0")
+    db.execute("""CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY, starts REAL NOT NULL, ends REAL NOT NULL, checks TEXT, reason TEXT,
+        author TEXT, source TEXT NOT NULL, name TEXT, ended REAL, ended_by TEXT, end_reason TEXT)""")
+    db.execute("CREATE UNIQUE INDEX maintenance_windows_occurrence ON maintenance_windows(name, starts)")
+    db.execute("CREATE INDEX maintenance_windows_open ON maintenance_windows(ended)")
+    _seed_check_state(db.conn)
+
+
+def _seed_check_state(conn: sqlite3.Connection) -> None:
+    """An upgraded store starts with each check's newest run, so the first restart after the upgrade keeps the
+    statuses too (samples from the run's metrics column, whose keys read back as `name{label=value,…}`)."""
+    rows = conn.execute(
+        "SELECT c.name, c.type, r.started, r.duration, r.scheduled, r.status, r.pending, r.summary, r.metrics,"
+        " r.details FROM checks c JOIN check_runs r ON r.check_id = c.id AND r.started ="
+        " (SELECT max(started) FROM check_runs WHERE check_id = c.id)").fetchall()
+    for name, kind, started, duration, scheduled, status, pending, summary, metrics, details in rows:
+        try:
+            samples = [_sample_from_key(key, value) for key, value in json.loads(metrics or "{}").items()]
+        except (ValueError, AttributeError):
+            samples = []
+        conn.execute("INSERT OR IGNORE INTO check_state(check_name, check_type, started, duration, scheduled, status,"
+                     " pending, summary, samples, details) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (name, kind, started, duration, scheduled, status, pending, summary,
+                      json.dumps(samples, separators=(",", ":")), details))
+
+
+def _sample_from_key(key: str, value: float) -> list:
+    """`used_ratio{mount=/}` → ["used_ratio", value, {"mount": "/"}] (the check_state samples form). Pairs are
+    split at a comma followed by `label=`, so a value holding a comma (a mount point, a unit) stays whole."""
+    import re
+    name, brace, inner = key.partition("{")
+    pairs = re.split(r",(?=[A-Za-z_][A-Za-z0-9_]*=)", inner.removesuffix("}")) if brace else []
+    return [name, float(value), dict(pair.split("=", 1) for pair in pairs)]
+
+
+MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -86,6 +136,24 @@ def _encode(run: Evaluated) -> tuple[str, str | None]:
     except (TypeError, ValueError) as exc:
         details = json.dumps({"error": f"details not serialisable: {exc}"})
     return metrics, details
+
+
+def _encode_samples(run: Evaluated) -> str:
+    """Samples with their labels, as JSON [[name, value, {label: value}], …] (finite values only)."""
+    return json.dumps([[s.name, s.value, dict(s.labels)] for s in run.samples if math.isfinite(s.value)],
+                      separators=(",", ":"))
+
+
+def _decode_samples(text: str | None) -> tuple[Sample, ...]:
+    return tuple(Sample(name, float(value), tuple(sorted(labels.items()))) for name, value, labels
+                 in json.loads(text or "[]"))
+
+
+class SavedState(NamedTuple):
+    """A check's state as the store kept it: its latest run and its `for:` window."""
+
+    run: Evaluated
+    window: SavedWindow
 
 
 def _migrate_in_child(path: Path) -> None:
@@ -204,8 +272,9 @@ class Store:
             self._check_ids[name] = row[0]
         return self._check_ids[name]
 
-    def record_runs(self, runs: Iterable[Evaluated]) -> None:
-        """Commit a batch of runs and their scheduler state in one transaction (all or nothing)."""
+    def record_runs(self, runs: Iterable[Evaluated], windows: dict[str, SavedWindow] | None = None) -> None:
+        """Commit a batch of runs, their scheduler state, each check's latest result and `for:` windows
+        (check → (options key, warning since, critical since)) in one transaction (all or nothing)."""
         rows = [(run, *_encode(run)) for run in runs]
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -216,20 +285,51 @@ class Store:
                     # (check, started) is the key; a clock stepped back onto an old instant must not lose a run
                     while not self.conn.execute(
                             "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
-                            " metrics, details) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                            " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                             (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
-                             run.summary, metrics, details)).rowcount:
+                             run.summary, metrics, details, int(run.maintenance))).rowcount:
                         started += 1e-6
                     self.conn.execute(
                         "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
                         "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
                         (run.check, run.started))
+                    self.conn.execute(
+                        "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
+                        " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
+                        " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
+                        " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
+                        " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
+                        " WHERE excluded.started >= check_state.started",
+                        (run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
+                         int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance)))
+                for name, (key, warning_since, critical_since) in (windows or {}).items():
+                    self.conn.execute("UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ?"
+                                      " WHERE check_name = ?", (key, warning_since, critical_since, name))
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._check_ids.clear()   # ids inserted in this transaction are gone with it
                 if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
                     self.conn.execute("ROLLBACK")
                 raise
+
+    def check_states(self) -> dict[str, SavedState]:
+        """Each check's latest result and `for:` window as last committed: what a restart starts from."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT check_name, check_type, status, summary, samples, details, started, duration, scheduled,"
+                " pending, maintenance, options_key, warning_since, critical_since FROM check_state").fetchall()
+        states = {}
+        for (name, kind, status, summary, samples, details, started, duration, scheduled, pending, held,
+             key, warning_since, critical_since) in rows:
+            try:
+                run = Evaluated(name, kind, Status(status), summary, _decode_samples(samples),
+                                json.loads(details) if details else {}, started, duration,
+                                scheduled if scheduled is not None else started, Status(pending), bool(held))
+            except (ValueError, TypeError, AttributeError):   # an unreadable row: that check starts afresh
+                continue
+            states[name] = SavedState(run, (key, warning_since, critical_since))
+        return states
 
     def mark_fired(self, check: str, fired_at: float) -> None:
         """Persist that a calendar check's due time was handled, before it runs (catch-up never repeats)."""
@@ -295,6 +395,18 @@ class Store:
             if rows:
                 self.conn.execute("DELETE FROM operator_requests WHERE id <= ?", (rows[-1][0],))
         return rows
+
+    def open_window(self, window: maintenance.Window) -> int | None:
+        with self._lock:
+            return maintenance.insert_window(self.conn, window)
+
+    def open_windows(self) -> list[maintenance.Window]:
+        with self._lock:
+            return maintenance.read_windows(self.conn, open_only=True)
+
+    def end_window(self, window_id: int, *, at: float, by: str, reason: str) -> bool:
+        with self._lock:
+            return maintenance.end_window(self.conn, window_id, at=at, by=by, reason=reason)
 
     def get_state(self, key: str) -> str | None:
         with self._lock:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.calendar import next_fire  # noqa: E402  (after the path insert: runs from a checkout)
 from agent.config import Interval, LoadedConfig, load_config  # noqa: E402
+from agent.maintenance import Window  # noqa: E402
 from agent.report import build_report, render_html, render_text  # noqa: E402
 from agent.result import Evaluated, Status, sample  # noqa: E402
 from agent.store import Store  # noqa: E402
@@ -182,6 +183,14 @@ def seed(store: Store, loaded: LoadedConfig, start: float, end: float) -> None:
     ]
     for at, category, author, key, message in entries:
         store.add_log(message, at=at, category=category, author=author, source="cli", check_name=key)
+    windows = [  # starts, minutes, checks, author, source, config window, reason
+        (week.at(1, 15, 40), 30, None, "minh", "cli", None, "security updates and reboot of app-1"),
+        (week.at(6, 2), 90, ("pg-activity", "pg-connections"), "maint-agent", "config", "weekly-analyze",
+         "weekly ANALYZE and index maintenance"),
+    ]
+    for starts, minutes, checks, author, source, name, reason in windows:
+        window_id = store.open_window(Window(0, starts, starts + minutes * 60, checks, reason, author, source, name))
+        store.end_window(window_id, at=starts + minutes * 60, by="maint-agent", reason="expired")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,5 +30,10 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     bound = {b.action for c in loaded.checks for b in c.actions}
     assert {"restart-beauth", "restart-becamera", "restart-workers", "clean-old-files", "evict-idle-cache",
             "analyze-tables"} <= bound
+    # the Sunday ANALYZE window holds the checks it disturbs, never the check whose action runs the ANALYZE
+    [window] = loaded.config.maintenance
+    assert (window.at, window.duration) == ("sun 02:00", 5400.0)
+    analyzed = {c.name for c in loaded.checks if any(b.action == "analyze-tables" for b in c.actions)}
+    assert analyzed and not analyzed & set(window.checks)
     dumped = loaded.config.model_dump_json()
     assert "not-used" not in dumped and "${credential:pg.dsn}" in dumped

@@ -797,3 +797,62 @@ def test_policy_agent_fault_at_verification_waits_for_a_real_result_without_esca
     assert agent_fault_at(story, 35) == []            # neither "not fixed" nor an escalation
     assert story.policy.verify_due() == [("web", T0 + 35)]
     assert story.at(40, OK) == [Decision("verified", "web", "restart", attempt_id=7, fixed=True)]
+
+
+# --- maintenance: planned work is neither fixed nor paged about ----------------------------------------
+
+def held(story: Story, offset: float, status: Status) -> list[Decision]:
+    """A result of `web` at `offset` while it is in maintenance (the time does not matter: nothing accrues)."""
+    return story.policy.hold(story.check, status)
+
+
+def test_policy_maintenance_holds_the_restart_and_audits_it_once():
+    story = restart_story()
+    assert [(d.kind, d.reason) for d in held(story, 0, CRITICAL)] == [("skip", "maintenance")]
+    for offset in range(30, 3600, 30):
+        assert held(story, offset, CRITICAL) == [], offset
+    assert story.state().attempts == [] and story.state().streak == 0
+
+
+def test_policy_maintenance_ended_acts_on_the_next_bad_result():
+    story = restart_story()
+    held(story, 0, CRITICAL)
+    assert shorts(story.at(60, CRITICAL)) == ["run restart trigger"]
+
+
+def test_policy_maintenance_results_do_not_count_towards_after_and_for():
+    # `after: 3, for: 5m`: bad results during the maintenance count for nothing once it ends
+    story = restart_story({"after": 3, "for": "5m"})
+    for offset in range(0, 3600, 60):
+        held(story, offset, CRITICAL)
+    assert story.at(3600, CRITICAL) == []
+    assert story.at(3660, CRITICAL) == []
+    assert story.at(3720, CRITICAL) == []                       # three results, but held only 2 minutes
+    assert shorts(story.at(3900, CRITICAL)) == ["run restart trigger"]
+
+
+def test_policy_maintenance_holds_notifications_and_pages_afterwards():
+    story = notify_story()
+    assert shorts(held(story, 0, CRITICAL)) == ["skip maintenance"]
+    assert shorts(story.at(600, CRITICAL)) == ["run page trigger"]
+
+
+def test_policy_maintenance_ok_results_do_not_settle_an_open_incident():
+    story = notify_story(settle="5m")
+    story.at(0, CRITICAL)
+    for offset in range(60, 1200, 60):
+        assert held(story, offset, OK) == []
+    assert story.at(1200, OK) == []                             # settling starts when the maintenance ended
+    assert shorts(story.at(1500, OK)) == ["run page resolve"]
+
+
+def test_policy_maintenance_skip_audited_again_in_the_next_maintenance():
+    story = restart_story(settle="1m")
+    held(story, 0, CRITICAL)
+    story.at(60, OK)
+    assert shorts(held(story, 86400, CRITICAL)) == ["skip maintenance"]
+
+
+def test_policy_maintenance_status_outside_when_is_not_audited():
+    story = restart_story()
+    assert held(story, 0, WARNING) == [] and held(story, 60, UNKNOWN) == []

@@ -122,8 +122,28 @@ def seed(store: Store) -> None:
     store.add_log("restart-web ran by hand: ok", at=START + 4 * DAY, category="corrective", author="bo",
                   source="cli")
     store.add_log("agent started", at=START + 5 * DAY)   # the agent's own lines: not in the report
+    seed_maintenance(store)
     store.add_log("web: settled after remediation (restart-web)", at=START + 5 * DAY, category="action",
                   source="policy")
+
+
+def seed_maintenance(store: Store) -> None:
+    """3h30m of maintenance in the week: 30m of a window from the week before, the Sunday ANALYZE window (2h),
+    and on day 1 two overlapping windows of 10:00-10:45 (stopped early) and 10:30-11:00 (1h together)."""
+    from agent.maintenance import Window
+    windows = [  # starts, planned end, checks, source, name, ended, end reason
+        (START - 30 * MIN, START + 30 * MIN, None, "cli", None, START + 30 * MIN, "expired"),
+        (START + 6 * DAY + 120 * MIN, START + 6 * DAY + 240 * MIN, ("pg-tables",), "config", "weekly-analyze",
+         START + 6 * DAY + 240 * MIN, "expired"),
+        (START + DAY + 600 * MIN, START + DAY + 720 * MIN, ("web",), "cli", None, START + DAY + 645 * MIN, "stopped"),
+        (START + DAY + 630 * MIN, START + DAY + 660 * MIN, ("web", "disk"), "cli", None, None, None),
+        (END + 60 * MIN, END + 120 * MIN, None, "cli", None, None, None),                  # the next week's
+    ]
+    for starts, ends, checks, source, name, ended, reason in windows:
+        window_id = store.open_window(Window(0, starts, ends, checks, "nginx upgrade password=hunter22", "anna",
+                                             source, name))
+        if ended is not None:
+            store.end_window(window_id, at=ended, by="anna", reason=reason)
 
 
 def make_seeded(tmp_path, write_config, smtp: str = NO_SMTP):
@@ -207,6 +227,13 @@ def test_report_week_figures_match_the_seeded_history(seeded):
     assert goals["backup success rate"] == (pytest.approx(27 / 28), False)
     assert goals["preventive share"] == (pytest.approx(4 / 7), False)
     assert goals["mean resolution time"][1] is True
+    assert goals["maintenance time"] == (pytest.approx(3.5 * 3600), False)
+    assert [(m.start, m.seconds, m.checks, m.name, m.state) for m in report.maintenance_windows] == [
+        (START - 30 * MIN, 30 * MIN, "all", None, "expired"),
+        (START + DAY + 600 * MIN, 45 * MIN, "web", None, "stopped"),
+        (START + DAY + 630 * MIN, 30 * MIN, "web, disk", None, "expired"),
+        (START + 6 * DAY + 120 * MIN, 120 * MIN, "pg-tables", "weekly-analyze", "expired")]
+    assert "hunter22" not in report.maintenance_windows[0].reason
 
 
 def test_report_renderings_carry_the_same_figures(seeded):
@@ -215,6 +242,7 @@ def test_report_renderings_carry_the_same_figures(seeded):
     text = render_text(report)
     assert "99.206%" in text and "96.4%" in text and "43 days" in text and "NOT MET" in text
     assert "2 of 3 done" in text and "Replaced disk sdb" in text and "agent started" not in text
+    assert "MAINTENANCE WINDOWS (3h30m in force" in text and "weekly-analyze" in text
     html = render_html(report)
     assert "99.206%" in html and "43 days" in html
     assert "<script" not in html and "<link" not in html and "<style" not in html and "src=" not in html
@@ -226,13 +254,17 @@ def test_report_renderings_carry_the_same_figures(seeded):
     assert float(by_key[("availability", "web", "ratio")]) == pytest.approx(1000 / 1008, rel=1e-5)
     assert float(by_key[("disks", "/", "days_until_full")]) == pytest.approx(43, abs=1.0)
     assert by_key[("checks", "web", "failures")] == "8"
+    assert float(by_key[("report", "", "maintenance_seconds")]) == 3.5 * 3600
+    assert "Maintenance windows (3h30m in force" in html
 
 
 def test_report_of_an_empty_store_renders_every_format_without_data(tmp_path, write_config):
     loaded = load_config(write_config(CONFIG.format(tmp=tmp_path, smtp=NO_SMTP)))
     store = Store(loaded.db_path)
     report = build_report(store.conn, loaded, "week", START, END, now=END)
-    assert report.worst == "ok" and not report.incidents and all(g.value is None for g in report.goals)
+    assert report.worst == "ok" and not report.incidents
+    assert all(g.value is None for g in report.goals if g.name != "maintenance time")
+    assert report.maintenance_seconds == 0 and report.goals[-1].met is True
     assert "no data" in render_text(report) and "no http check ran in this period" in render_html(report)
     assert json.loads(render_json(report))["checks"][0]["worst"] == "none" and render_csv(report)
     store.close()

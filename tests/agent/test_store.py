@@ -208,3 +208,23 @@ def test_store_migrate_in_child_creates_schema_without_loading_sqlite_utils(tmp_
     store.record_runs([run(started=1.0)])
     if not already:
         assert "sqlite_utils" not in sys.modules
+
+
+def test_store_check_state_keeps_latest_result_and_window_past_retention(tmp_path):
+    """A quarterly restore test outlives a 90-day raw retention: its latest result must not."""
+    store = Store(tmp_path / "s.db")
+    restore = Evaluated("restore", "restore_test", Status.OK, "restored in 47m", (
+        sample("restore_last_success_timestamp_seconds", 1000.0), sample("restore_duration_seconds", 2832.0)),
+        {"database": "maint_restore_x"}, 1000.0, 2832.0, 999.0)
+    store.record_runs([restore], {"restore": ("key-1", None, None)})
+    store.record_runs([run(started=2000.0, status=Status.CRITICAL), run(started=1500.0)],
+                      {"disk": ("key-2", 1900.0, 1950.0)})            # an older run arriving late changes nothing
+    store.rollup_and_prune(200 * 86400.0, UTC, keep_raw=90 * 86400.0, keep_rollups=730 * 86400.0)
+    assert store.conn.execute("SELECT count(*) FROM check_runs").fetchone()[0] == 0
+    states = store.check_states()
+    store.close()
+    assert states["restore"].run == restore
+    assert (states["disk"].run.started, states["disk"].run.status) == (2000.0, Status.CRITICAL)
+    assert states["disk"].run.samples == (sample("used_ratio", 0.5, mount="/"),)
+    assert states["disk"].window == ("key-2", 1900.0, 1950.0)
+

@@ -103,3 +103,67 @@ def test_alertmanager_routes_each_priority_as_seed_000(labels, receivers):
               *labels)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == receivers
+
+
+@needs_amtool
+def test_alertmanager_routes_the_maintenance_alert_nowhere():
+    out = run("amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+              "alertname=MaintCheckInMaintenance", "priority=p3", "severity=info")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "maintenance"
+
+
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+
+
+@pytest.mark.skipif(not Path(ALERTMANAGER_BIN).exists(), reason="alertmanager missing (prometheus-alertmanager)")
+def test_alertmanager_holds_alerts_of_a_check_in_maintenance_not_other_hosts_or_checks(tmp_path):
+    """The real Alertmanager with the shipped config: an alert someone added for a check in maintenance is
+    inhibited; the same alert on another host, or for another check, is not."""
+    import json
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port, wait_for
+    port = free_port()
+    proc = subprocess.Popen([ALERTMANAGER_BIN, f"--config.file={ALERTMANAGER}", f"--storage.path={tmp_path}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/v2"
+
+    def call(path: str, body: list | None = None):
+        request = urllib.request.Request(api + path, data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read() or b"null")
+        except OSError:
+            return None
+
+    try:
+        wait_for(lambda: call("/status"), 20, what="alertmanager to answer")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        alert = {"startsAt": now, "annotations": {"summary": "test"}}
+        labels = [{"alertname": "MaintCheckInMaintenance", "job": "maint-agent", "instance": "db1", "check": "pg",
+                   "severity": "info", "priority": "p3"},
+                  {"alertname": "PostgresSlowCommits", "instance": "db1", "check": "pg", "priority": "p1"},
+                  {"alertname": "PostgresSlowCommits", "instance": "db2", "check": "pg", "priority": "p1"},
+                  {"alertname": "PostgresSlowCommits", "instance": "db1", "check": "pg-replication", "priority": "p1"},
+                  {"alertname": "NodeDown", "instance": "db1", "priority": "p1"}]
+        call("/alerts", [{**alert, "labels": label} for label in labels])
+
+        def states():
+            alerts = call("/alerts") or []
+            return {(a["labels"]["alertname"], a["labels"]["instance"], a["labels"].get("check")):
+                    a["status"]["state"] for a in alerts}
+
+        wait_for(lambda: states().get(("PostgresSlowCommits", "db1", "pg")) == "suppressed", 20,
+                 what="the alert of the check in maintenance to be inhibited")
+        assert states() == {("MaintCheckInMaintenance", "db1", "pg"): "active",
+                            ("PostgresSlowCommits", "db1", "pg"): "suppressed",
+                            ("PostgresSlowCommits", "db2", "pg"): "active",
+                            ("PostgresSlowCommits", "db1", "pg-replication"): "active",
+                            ("NodeDown", "db1", None): "active"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
