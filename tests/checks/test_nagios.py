@@ -183,7 +183,7 @@ def test_nagios_hung_command_is_unknown_timed_out_and_killed():
     elapsed = time.monotonic() - t0
     assert result.status is Status.UNKNOWN
     assert "timed out" in result.summary
-    assert 0.9 <= elapsed < 1.5
+    assert 0.9 <= elapsed < 3.0       # the deadline, with room for a loaded 2-core machine
     wait_for(lambda: not processes_with_argv(argv), timeout=5, what=f"{argv} to be gone")
 
 
@@ -192,7 +192,7 @@ def test_nagios_hung_command_children_killed_with_process_group():
     script = f"sleep {duration} & sleep {duration}"
     t0 = time.monotonic()
     result = run(nagios("/bin/sh", "-c", script), timeout=1.0)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 3.0
     assert result.status is Status.UNKNOWN
     assert "timed out" in result.summary
     wait_for(lambda: not processes_with_argv(["sleep", duration])

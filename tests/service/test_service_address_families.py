@@ -76,7 +76,8 @@ def test_agent_checks_work_under_the_units_address_families(agent_factory, tmp_p
         out = agent.cli("status", "--format", "json")
         return {row["check"]: row for row in json.loads(out.stdout or "[]")}
 
-    rows = wait_for(lambda: (lambda r: len(r) == 13 and r)(statuses()), 30, what="every check's first run")
+    rows = wait_for(lambda: (lambda r: len(r) == 13 and all(row["status"] for row in r.values()) and r)(statuses()),
+                    30, what="every check's first run")
     assert agent.stop() == 0
     assert rows.pop("plugin-netlink")["summary"] == "CRITICAL - netlink: Address family not supported by protocol"
     smart = rows.pop("smart")
