@@ -71,8 +71,6 @@ def respond(path: str, query: str, loaded: LoadedConfig, state: AgentState,
 
 def _page(path: str, params: dict[str, str], loaded: LoadedConfig, state: AgentState,
           now: float) -> tuple[int, str, dict[str, Any]]:
-    if path == "/maintenance":
-        return 200, "maintenance.html.j2", pages.maintenance(loaded, state, now)
     try:
         conn = _connection(loaded, _lane(path))
     except (StoreMissing, sqlite3.Error) as exc:
@@ -93,6 +91,8 @@ def _page(path: str, params: dict[str, str], loaded: LoadedConfig, state: AgentS
             return 200, "log.html.j2", pages.log(conn, params.get("category") or None)
         if path == "/checklists":
             return 200, "checklists.html.j2", pages.checklists(conn, loaded, now)
+        if path == "/maintenance":
+            return 200, "maintenance.html.j2", pages.maintenance(conn, loaded, state, now)
     except sqlite3.Error as exc:   # locked beyond the busy timeout, damaged: say so, and reopen next time
         _connections.pop(_lane(path), None)
         return 503, "error.html.j2", {"title": "Store unavailable", "error": f"reading the store failed: {exc}"}

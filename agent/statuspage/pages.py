@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.calendar import parse_window
+from agent import maintenance as windows_store
 from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
 from agent.config import Calendar
 from agent.result import Status
@@ -93,7 +94,8 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
     ids = queries.check_ids(conn)
     jobs = {job.name: job for job in state.jobs}
     store = str(loaded.db_path)
-    rows = [_row(conn, options, jobs.get(options.name), ids.get(options.name), store, recent, now)
+    rows = [_row(conn, options, jobs.get(options.name), ids.get(options.name), store, recent, now,
+                 _maintenance_text(state, options.name, loaded))
             for options in loaded.checks]
     if ids:
         recent.forget({(store, ids[o.name]) for o in loaded.checks if o.name in ids})
@@ -103,8 +105,16 @@ def overview(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, 
             "spark_w": SPARK_W, "spark_h": SPARK_H, "bar_w": BAR_W, "bar_h": BAR_H}
 
 
+def _maintenance_text(state: AgentState, name: str, loaded: LoadedConfig) -> str | None:
+    """"until 2026-12-07 04:00" while the check is in maintenance, else None (the page says "none")."""
+    until = state.maintenance.get(name)
+    if until is None:
+        return None
+    return datetime.fromtimestamp(until, loaded.tz).strftime("until %Y-%m-%d %H:%M")
+
+
 def _row(conn: sqlite3.Connection, options, job, check_id: int | None, store: str, recent: Recent,
-         now: float) -> dict[str, Any]:
+         now: float, maintenance: str | None = None) -> dict[str, Any]:
     """One check's overview row: its newest result from the daemon (from the store when it has not run since
     the agent started), its schedule, and its day."""
     latest = job.latest if job is not None else None
@@ -125,7 +135,7 @@ def _row(conn: sqlite3.Connection, options, job, check_id: int | None, store: st
             "summary": summary, "last_run": started, "next_due": job.next_due if job is not None else None,
             "running": bool(job is not None and job.in_flight),
             "pending": pending.label if pending is not Status.OK else None,
-            "maintenance": None,   # no maintenance mode yet: the column reads "none"
+            "maintenance": maintenance,
             **day}
 
 
@@ -198,7 +208,7 @@ def check(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, nam
         "incidents_from": max(read_from) if read_from and max(read_from) > start else None,
         "runs": runs,
         "bindings": [{"binding": b, "action": actions.get(b.action)} for b in options.actions],
-        "maintenance": None,   # no maintenance mode yet
+        "maintenance": _maintenance_text(state, name, loaded),
         "audit": queries.audit(conn, check=name),
     }
 
@@ -343,8 +353,8 @@ def checklists(conn: sqlite3.Connection, loaded: LoadedConfig, now: float) -> di
     return {"lists": lists}
 
 
-def maintenance(loaded: LoadedConfig, state: AgentState, now: float) -> dict[str, Any]:
-    """Active maintenance (none: there is no maintenance mode yet), the action windows and what is scheduled."""
+def maintenance(conn: sqlite3.Connection, loaded: LoadedConfig, state: AgentState, now: float) -> dict[str, Any]:
+    """Maintenance in force (from the store's windows), the action windows and what is scheduled."""
     tz = loaded.tz
     moment = datetime.fromtimestamp(now, tz)
     jobs = {job.name: job for job in state.jobs}
@@ -358,4 +368,6 @@ def maintenance(loaded: LoadedConfig, state: AgentState, now: float) -> dict[str
     cfg = loaded.config
     tasks = [{"task": "store rollup and prune", "schedule": cfg.store.maintenance_at}]
     tasks += [{"task": f"report {r.name}", "schedule": r.schedule_name} for r in cfg.reports]
-    return {"active": [], "windows": windows, "scheduled": scheduled, "tasks": tasks}
+    active = [{"check": w.scope(), "since": w.starts, "until": w.until, "reason": w.reason}
+              for w in windows_store.read_windows(conn, open_only=True) if w.active(now)]
+    return {"active": active, "windows": windows, "scheduled": scheduled, "tasks": tasks}

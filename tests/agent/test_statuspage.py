@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from agent import maintenance
 from agent.config import load_config
 from agent.job import Job
 from agent.metrics import AgentState
@@ -334,3 +335,22 @@ def test_line_chart_starts_at_zero_and_keeps_thresholds_near_the_data_in_view():
 ])
 def test_http_ui_default_serves_the_page_only_on_loopback_or_behind_auth(write_config, http, served):
     assert load_config(write_config(f"http: {http}\n")).config.http.status_page is served
+
+
+def test_statuspage_shows_a_check_in_maintenance_on_the_overview_check_page_and_maintenance_page(seeded):
+    store = Store(seeded.db_path)
+    with store.conn:
+        maintenance.insert_window(store.conn, maintenance.Window(
+            0, NOW - 600, NOW + 3600, ("web",), "<b>PG 15.8 upgrade</b>", "ana", "cli"))
+    store.close()
+    state = AgentState("9.9.9", 2)
+    state.maintenance = {"web": NOW + 3600}
+    until = datetime.fromtimestamp(NOW + 3600, seeded.tz).strftime("until %Y-%m-%d %H:%M")
+    _, overview, _ = page(seeded, "/", state=state)
+    web_row = next(r for r in overview.split("<tr") if "/check/web" in r)
+    disk_row = next(r for r in overview.split("<tr") if "/check/disk" in r)
+    assert until in web_row and until not in disk_row
+    assert until in page(seeded, "/check/web", state=state)[1]
+    _, text, _ = page(seeded, "/maintenance", state=state)
+    assert "None: every check alerts" not in text
+    assert "&lt;b&gt;PG 15.8 upgrade&lt;/b&gt;" in text and "<b>PG" not in text
