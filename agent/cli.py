@@ -20,13 +20,20 @@ from agent.output import FORMATS, emit
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
-COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift")
+COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
+                   "agent.cli_ping")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wrapped: list[str] = []
+    if argv[:1] == ["ping"] and "--" in argv:   # `ping NAME [options] -- COMMAND ARGS…`: the command is the job's
+        argv, wrapped = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    if argv[:1] == ["ping"]:
+        args.command = wrapped
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
@@ -132,6 +139,12 @@ def _load(path: Path):
 def _read_fast(path: Path) -> tuple[Path, set[str]]:
     """The store's path and the configured check names from the YAML alone, without validating the
     whole config (keeps `status` and `history` fast)."""
+    db, checks = _read_checks(path)
+    return db, {name for name, entry in checks.items() if entry.get("enabled", True)}
+
+
+def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
+    """The store's path and every check entry by name (as written, disabled ones too), from the YAML alone."""
     import yaml
     from agent.paths import store_path
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -142,8 +155,8 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
             raise ValueError(f"invalid YAML: {exc}") from None
     agent = data.get("agent") or {}
     store = data.get("store") or {}
-    names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
-    return store_path(path, agent.get("state_dir"), store.get("path")), names
+    checks = {c.get("name"): c for c in data.get("checks") or () if isinstance(c, dict)}
+    return store_path(path, agent.get("state_dir"), store.get("path")), checks
 
 
 def _open_store(args):
@@ -312,7 +325,8 @@ def cmd_check(args) -> int:
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
-    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False)
+    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False,
+                    store=loaded.db_path, tz=loaded.tz)
     runner.request(job, time.time())
     while not outcome:
         wait = runner.pump()

@@ -397,6 +397,8 @@ def _logical_pass(config: Config | None, checks: list[CheckOptions | None], sour
                                        f"(first defined at line {source.line_of(('checks', first_seen[check.name]))})"))
         else:
             first_seen[check.name] = index
+            if CHECK_TYPES[check.type].WATCHES_SCHEDULE:
+                check = checks[index] = _resolve_watched(config, check, loc, source, issues)
             trigger = _trigger(config, check, loc, source, issues)
             if trigger:
                 triggers[check.name] = trigger
@@ -454,13 +456,30 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: Y
                                                                              if hint else "")))
 
 
+def _resolve_watched(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> CheckOptions:
+    """A check that watches a calendar (a heartbeat's job) gets the spec of a `schedules:` name it gives, so it
+    needs nothing but its options at run time; `config show` shows the spec."""
+    if check.schedule is None or config is None:
+        return check
+    text = config.schedules.get(check.schedule, check.schedule)
+    try:
+        parse_calendar(text)
+    except CalendarSpecError as exc:
+        hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
+        issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
+                                   f"nor a calendar spec: {exc}" + (f" (did you mean '{hint[0]}'?)" if hint else "")))
+        return check
+    return check.model_copy(update={"schedule": text}) if text != check.schedule else check
+
+
 def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:
-    if check.every is not None and check.schedule is not None:
+    watcher = CHECK_TYPES[check.type].WATCHES_SCHEDULE   # its schedule is not when it runs
+    if check.every is not None and check.schedule is not None and not watcher:
         issues.append(source.issue((*loc, "schedule"), "give either 'every' or 'schedule', not both"))
         return None
     if config is None:
         return None
-    if check.schedule is not None:
+    if check.schedule is not None and not watcher:
         text = config.schedules.get(check.schedule, check.schedule)
         try:
             calendar = Calendar(parse_calendar(text), check.schedule)

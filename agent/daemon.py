@@ -37,6 +37,7 @@ MAX_TICK_SECONDS = 1.0
 MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
 OUTBOX_EVERY_SECONDS = 60.0
+SIGNAL_POLL_SECONDS = 1.0   # a heartbeat signal is judged within this (plus the check's run time)
 
 
 class Daemon:
@@ -52,7 +53,9 @@ class Daemon:
         self._results: queue.Queue = queue.Queue()
         self._pending: list[Evaluated] = []
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
-                             state_dir=loaded.db_path.parent)
+                             state_dir=loaded.db_path.parent, store=loaded.db_path, tz=loaded.tz)
+        self._signal_id = self.store.last_signal_id()   # heartbeat signals already seen
+        self._next_signal_poll = 0.0
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self.jobs: dict[str, Job] = {}
         self._stop = threading.Event()
@@ -73,7 +76,8 @@ class Daemon:
         auth = cfg.http.basic_auth
         self.server = MetricsServer((host, port), self.exposition, self._health,
                                     (auth.username, auth.password.reveal()) if auth else None,
-                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth)
+                                    web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth,
+                                    on_ping=self._ping)
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
@@ -116,6 +120,9 @@ class Daemon:
                 job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
                 if job.next_due <= now:
                     self._dispatch(job, now)
+                elif job.recheck_at is not None and job.recheck_at <= now:
+                    self._run_now(job)
+            signals_in = self._poll_signals(now)
             tasks_in = self.tasks.run_due(now)
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
@@ -127,7 +134,9 @@ class Daemon:
             elif status != last_status:   # without a watchdog, STATUS= still follows the checks
                 notify(f"STATUS={status}")
                 last_status = status
-            wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+            wait = min([MAX_TICK_SECONDS, signals_in] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+                       + [max(0.0, j.recheck_at - time.time()) for j in self.jobs.values()
+                          if j.recheck_at and not j.in_flight]
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
                        + ([verify_in] if verify_in is not None else [])
@@ -201,10 +210,13 @@ class Daemon:
                 self._log(f"catch-up run of {job.name}: due time missed while the agent was down",
                           check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
+            if job.check.WATCHES_SCHEDULE:
+                job.next_due = now   # a job's deadline may have passed, or it signalled, while the agent was down
             jobs[options.name] = job
         self.loaded = loaded
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
+        self.runner.tz = loaded.tz
         self.remediator.configure(loaded, self.dry_run)
         self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
         logs.set_level(loaded.config.agent.log_level)
@@ -247,6 +259,52 @@ class Daemon:
             # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
             # otherwise look overdue to the dead man's switch until its result arrives
             self.exposition.refresh()
+
+    def _run_now(self, job: Job) -> bool:
+        """An extra run outside the schedule (a result's recheck time, a heartbeat signal)."""
+        if job.in_flight:
+            return False
+        job.recheck_at = None
+        return self.runner.request(job, time.time(), None)
+
+    def _poll_signals(self, now: float) -> float:
+        """Jobs that pinged since the last look (`maint-agent ping` writes to the store from another process)
+        are judged at once; returns seconds until the next look."""
+        if now >= self._next_signal_poll:
+            self._next_signal_poll = now + SIGNAL_POLL_SECONDS
+            seen = self._safely("heartbeat_signals", self.store.signalled_since, self._signal_id)
+            if seen:
+                self._signal_id, names = seen
+                for name in names:
+                    job = self.jobs.get(name)
+                    if job is not None and not self._run_now(job):
+                        job.recheck_at = now   # in flight: judged again once that run is done
+        return max(0.0, self._next_signal_poll - now)
+
+    def _ping(self, target: str, message: str) -> tuple[int, str]:
+        """A heartbeat signal over HTTP (`POST /ping/NAME[/start|/fail|/EXIT]`): stored like `maint-agent
+        ping`'s, then judged by the next look at the signals."""
+        from agent.heartbeat import finish_kind
+        name, _, what = target.partition("/")
+        job = self.jobs.get(name)
+        if job is None or job.check.TYPE != "heartbeat":
+            return 404, f"no heartbeat named {name!r}"
+        if what in ("", "start", "fail"):
+            kind, status = ("start" if what == "start" else finish_kind(None, what == "fail")), None
+        elif what.isdigit() and int(what) <= 255:
+            kind, status = finish_kind(int(what)), int(what)
+        else:
+            return 404, "use /ping/NAME, /ping/NAME/start, /ping/NAME/fail or /ping/NAME/EXIT_STATUS (0-255)"
+        try:
+            self.store.record_signal(name, kind, time.time(), exit_status=status, message=message or None,
+                                     source="http")
+        except Exception as exc:  # sqlite3.Error, OSError: the job learns it was not recorded
+            self.state.store_write_errors += 1
+            logs.event("store.write_failed", "error", what="heartbeat_signal", error=f"{type(exc).__name__}: {exc}")
+            return 503, "signal not recorded (store write failed)"
+        self._next_signal_poll = 0.0
+        self._wake.set()
+        return 200, "OK"
 
     def _request_verification(self, check: str) -> bool:
         """The remediator wants a run of `check` now, to see whether an action helped."""
@@ -332,6 +390,8 @@ class Daemon:
                         started, duration, scheduled, verdict.pending)
         previous = job.latest.status if job.latest else None
         job.latest = run
+        if result.recheck_at is not None:
+            job.recheck_at = result.recheck_at if job.recheck_at is None else min(job.recheck_at, result.recheck_at)
         job.lag = max(0.0, started - scheduled)
         job.runs[verdict.status.label] += 1
         if verdict.status is not previous:

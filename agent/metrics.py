@@ -24,6 +24,7 @@ from checks import CHECK_TYPES
 from checks.base import MetricSpec
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PING_BODY_CAP = 10 * 1024
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,11 @@ class MetricsServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
                  credentials: tuple[str, str] | None = None, *, web_config: str | None = None,
-                 healthz_auth: bool = False):
+                 healthz_auth: bool = False, on_ping: Callable[[str, str], tuple[int, str]] | None = None):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exposition = exposition
         self.healthy = healthy
+        self.on_ping = on_ping   # (path after /ping/, body) → (HTTP status, text): a job's heartbeat signal
         self.healthz_auth = healthz_auth
         self._security = None
         if web_config or credentials:
@@ -333,6 +335,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     do_HEAD = do_GET
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        """`POST /ping/NAME[/start|/fail|/EXIT]`: a job's heartbeat signal, with the auth of /metrics; the body
+        (at most PING_BODY_CAP bytes) is the job's message. A browser's cross-site form cannot send one
+        (requests with an Origin header are refused)."""
+        security = self.server.security()
+        path = self.path.split("?", 1)[0]
+        if security and security.limiter and not security.limiter.allow():
+            return self._send(429, b"too many requests\n", "text/plain; charset=utf-8")
+        if not self._authorised(security):
+            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
+                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
+        if not path.startswith("/ping/") or self.server.on_ping is None:
+            return self._send(404, b"not found\n", "text/plain; charset=utf-8")
+        if "Origin" in self.headers:
+            return self._send(403, b"cross-origin requests are refused\n", "text/plain; charset=utf-8")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= PING_BODY_CAP:
+            self.close_connection = True
+            return self._send(413, f"body must be at most {PING_BODY_CAP} bytes\n".encode(), "text/plain; charset=utf-8")
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        code, text = self.server.on_ping(path.removeprefix("/ping/"), body)
+        self._send(code, text.encode() + b"\n", "text/plain; charset=utf-8")
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - scrapes are not events
         pass

@@ -68,7 +68,16 @@ def _migrate_2(db) -> None:
                                "last_error": str}, pk="day")
 
 
-MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2]
+def _migrate_3(db) -> None:
+    """Heartbeat signals from jobs (`maint-agent ping`)."""
+    # one row per signal: start, success or fail; `duration` of a finish is measured from its start
+    db.execute("""CREATE TABLE heartbeat_signals (
+        id INTEGER PRIMARY KEY, check_name TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
+        exit_status INTEGER, duration REAL, message TEXT, source TEXT)""")
+    db["heartbeat_signals"].create_index(["check_name", "at"])
+
+
+MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -249,6 +258,23 @@ class Store:
                 self.conn.execute("DELETE FROM operator_requests WHERE id <= ?", (rows[-1][0],))
         return rows
 
+    def last_signal_id(self) -> int:
+        from agent.heartbeat import last_signal_id
+        with self._lock:
+            return last_signal_id(self.conn)
+
+    def signalled_since(self, after_id: int) -> tuple[int, set[str]]:
+        """(newest heartbeat signal id, jobs that signalled after `after_id`)."""
+        from agent.heartbeat import signalled_since
+        with self._lock:
+            return signalled_since(self.conn, after_id)
+
+    def record_signal(self, check: str, kind: str, at: float, **fields) -> None:
+        """A heartbeat signal received by the agent itself (`POST /ping/NAME`)."""
+        from agent.heartbeat import record
+        with self._lock:
+            record(self.conn, check, kind, at, **fields)
+
     def get_state(self, key: str) -> str | None:
         with self._lock:
             row = self.conn.execute("SELECT value FROM agent_state WHERE key = ?", (key,)).fetchone()
@@ -291,9 +317,12 @@ class Store:
             if deleted < PRUNE_BATCH_ROWS:
                 break
         cutoff = datetime.fromtimestamp(now - keep_rollups, tz).date().isoformat()
+        from agent.heartbeat import prune
         with self._lock:
             dropped = self.conn.execute("DELETE FROM check_rollups WHERE day < ?", (cutoff,)).rowcount
+            signals = prune(self.conn, now - keep_raw)
         return {"days_rolled_up": rolled, "runs_pruned": pruned, "rollups_pruned": dropped,
+                "signals_pruned": signals,
                 "days_failed": "; ".join(failed) or None}
 
     def _rollup_day(self, day: date, tz: ZoneInfo) -> None:
