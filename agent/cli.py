@@ -21,7 +21,7 @@ from agent.output import FORMATS, emit
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
-                   "agent.cli_ping")
+                   "agent.cli_ping", "agent.cli_notifications")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 
 

@@ -21,6 +21,7 @@ from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.metrics import AgentState, Exposition, MetricsServer
+from agent.notifications import Outbox
 from agent.address import split_target
 from agent.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
@@ -31,6 +32,7 @@ from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
 from agent.yamlsrc import ConfigError
+from actions import ACTION_TYPES
 from checks import CHECK_TYPES
 
 MAX_TICK_SECONDS = 1.0
@@ -46,8 +48,9 @@ class Daemon:
         self.dry_run = dry_run
         self.store = Store(loaded.db_path, migrate_in_child=True)
         self.state = AgentState(__version__, loaded.config.agent.workers)
+        self.outbox = Outbox(loaded.db_path, self.state, on_change=lambda: self.exposition.refresh())
         self.remediator = Remediator(self.store, self.state, self._request_verification, self._safely,
-                                     loaded.config.agent.hostname)
+                                     loaded.config.agent.hostname, outbox=self.outbox)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()
         self._results: queue.Queue = queue.Queue()
@@ -62,6 +65,7 @@ class Daemon:
         self._reload = False
         self._heartbeat = time.monotonic()
         self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
+        self._notifier = threading.Thread(target=self.outbox.serve, args=(self._stop,), name="notifier", daemon=True)
         self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
 
@@ -80,6 +84,8 @@ class Daemon:
                                     on_ping=self._ping)
         self.server.serve_in_thread()
         self._sink_thread.start()
+        self._safely("notification_outbox", self.outbox.refresh)
+        self._notifier.start()
         self.exposition.refresh()
         self._log(f"agent started (version {__version__}, {len(self.jobs)} checks)")
         logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
@@ -157,11 +163,15 @@ class Daemon:
         self.remediator.drain(max(0.0, end - time.monotonic()))
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
+        self.outbox.wake()
+        self._notifier.join(timeout=max(0.0, end - time.monotonic()) + 1.0)   # a retry in flight may finish
         self._stop_children()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
         self._log("agent stopped")
+        if not self._notifier.is_alive():   # an attempt still running keeps its lease: retried after the restart
+            self._safely("close", self.outbox.close)
         self._safely("close", self.store.close)
         logs.event("agent.stopped")
 
@@ -217,6 +227,11 @@ class Daemon:
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
         self.runner.tz = loaded.tz
+        notifiers = {name: o for name, o in loaded.actions.items() if ACTION_TYPES[o.type].NOTIFIES}
+        self.outbox.configure(notifiers, loaded.config.smtp)
+        for options in notifiers.values():   # every configured channel's failure counter exists from the start
+            for channel in ACTION_TYPES[options.type](options).channels():
+                self.state.notification_failures.setdefault(channel, 0)
         self.remediator.configure(loaded, self.dry_run)
         self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
         logs.set_level(loaded.config.agent.log_level)

@@ -69,6 +69,11 @@ AGENT_FAMILIES = (
            "exhausted, window (skipped).", ("action", "result")),
     Family("maint_action_last_run_timestamp_seconds", "gauge", "Unix time the action last ran (or would have, "
            "in dry-run).", ("action",)),
+    Family("maint_notifications_pending", "gauge",
+           "Notifications stored in the outbox and not yet delivered (being retried with backoff).", ()),
+    Family("maint_notification_failures_total", "counter",
+           "Failed delivery attempts of notifications, by channel (slack, pagerduty, email); each failed retry "
+           "counts.", ("channel",)),
 )
 
 
@@ -107,6 +112,8 @@ class AgentState:
         self.action_results: dict[tuple[str, str], int] = {}   # (action, result) → count
         self.action_last_run: dict[str, float] = {}
         self.exhausted: dict[str, bool] = {}                   # check → remediation exhausted
+        self.notifications_pending = 0
+        self.notification_failures: dict[str, int] = {}        # channel → failed attempts
 
 
 class StateCollector:
@@ -143,6 +150,11 @@ class StateCollector:
         yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
         yield from self._jobs(gauge, counter)
         yield from self._actions(gauge, counter)
+        yield gauge("maint_notifications_pending", st.notifications_pending)
+        failures = counter("maint_notification_failures_total")
+        for channel, count in sorted(st.notification_failures.items()):
+            failures.add_metric([channel], count)
+        yield failures
 
     def _actions(self, gauge, counter) -> Iterable[Metric]:
         st = self.state

@@ -69,12 +69,19 @@ def _migrate_2(db) -> None:
 
 
 def _migrate_3(db) -> None:
-    """Heartbeat signals from jobs (`maint-agent ping`)."""
+    """Heartbeat signals from jobs (`maint-agent ping`), the notification outbox."""
     # one row per signal: start, success or fail; `duration` of a finish is measured from its start
     db.execute("""CREATE TABLE heartbeat_signals (
         id INTEGER PRIMARY KEY, check_name TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
         exit_status INTEGER, duration REAL, message TEXT, source TEXT)""")
     db["heartbeat_signals"].create_index(["check_name", "at"])
+    # one row per notification and channel, written before the first attempt (agent/notifications.py);
+    # `payload` is what is sent, without the webhook URL or routing key (read from the config at each attempt)
+    db.execute("""CREATE TABLE notification_outbox (
+        id INTEGER PRIMARY KEY, created REAL NOT NULL, action TEXT NOT NULL, channel TEXT NOT NULL,
+        check_name TEXT, event TEXT, dedup_key TEXT, title TEXT, payload TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL, last_error TEXT, sent_at REAL)""")
+    db["notification_outbox"].create_index(["status", "next_attempt"])
 
 
 MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
