@@ -153,10 +153,12 @@ def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
             data = yaml.load(fh, Loader=loader) or {}
         except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
             raise ValueError(f"invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the config must be a mapping of sections")
+    from agent.includes import read_checks_fast
     agent = data.get("agent") or {}
     store = data.get("store") or {}
-    checks = {c.get("name"): c for c in data.get("checks") or () if isinstance(c, dict)}
-    return store_path(path, agent.get("state_dir"), store.get("path")), checks
+    return store_path(path, agent.get("state_dir"), store.get("path")), read_checks_fast(path, data)
 
 
 def _open_store(args):
@@ -264,10 +266,48 @@ def cmd_config_show(args) -> int:
         return "***" if value in literals else REDACT(value)
 
     document = mask(loaded.config.model_dump(mode="json", by_alias=True))
-    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    sys.stdout.write(f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
-                     f"bytes, ratios 0..1\n{text}")
+    document.pop("include", None)   # merged below: the output is one complete config
+    header = (f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
+              f"bytes, ratios 0..1\n")
+    if loaded.included:
+        header += "# merged from the files it includes: " + ", ".join(str(p) for p in loaded.included) + "\n"
+    sys.stdout.write(header + _with_origins(document, loaded.origins))
     return EXIT_OK
+
+
+def _with_origins(document: dict, origins: dict) -> str:
+    """The config as YAML, each entry that came from an included file preceded by `# from FILE:LINE`."""
+    import yaml
+
+    def dump(value) -> str:
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+    if not origins:
+        return dump(document)
+    out = []
+    for key, value in document.items():
+        if key in ("checks", "actions", "reports") and value:
+            out.append(f"{key}:\n" + "".join(_origin(origins, (key, entry.get("name"))) + dump([entry])
+                                             for entry in value))
+        elif key == "checklists" and any(value.values()):
+            parts = []
+            for period, items in value.items():
+                body = "".join(_origin(origins, ("checklists", period, item.get("id")), "  ")
+                               + _indent(dump([item])) for item in items) if items else "  []\n"
+                parts.append(f"  {period}:" + ("\n" + body if items else " []\n"))
+            out.append("checklists:\n" + "".join(parts))
+        else:
+            out.append(dump({key: value}))
+    return "".join(out)
+
+
+def _origin(origins: dict, key: tuple, indent: str = "") -> str:
+    where = origins.get(key)
+    return f"{indent}# from {where}\n" if where else ""
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}" for line in text.splitlines(keepends=True))
 
 
 def cmd_config_schema(args) -> int:

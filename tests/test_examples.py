@@ -32,5 +32,8 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     bound = {b.action for c in loaded.checks for b in c.actions}
     assert {"restart-beauth", "restart-becamera", "restart-workers", "clean-old-files", "evict-idle-cache",
             "analyze-tables"} <= bound
+    # the Redis role's file in conf.d adds its checks and its eviction action
+    assert "conf.d/redis.yaml" in loaded.origins[("checks", "redis")]
+    assert "conf.d/redis.yaml" in loaded.origins[("actions", "evict-idle-cache")]
     dumped = loaded.config.model_dump_json()
     assert "not-used" not in dumped and "${credential:pg.dsn}" in dumped
