@@ -164,17 +164,15 @@ class NotifyAction(Action):
         sent = [name for name, (state, _) in outcomes.items() if state == "sent"]
         retrying = {name: text for name, (state, text) in outcomes.items() if state == "retrying"}
         failed = {name: text for name, (state, text) in outcomes.items() if state == "failed"}
-        later = "".join(f"; {name}: {text.removeprefix('failed: ')}" for name, text in retrying.items())
-        if failed:
+        if failed or retrying:
+            # the attempt failed (the audit says so); with nothing failed for good the outbox delivers it
+            # later, so the policy must not send the notification again (`queued`)
+            details["queued"] = not failed
             summary = ("notify failed: " + "; ".join(f"{name}: {text.removeprefix('failed: ')}"
-                                                     for name, text in failed.items())
-                       + later + (f"; sent: {', '.join(sent)}" if sent else ""))
+                                                     for name, text in {**failed, **retrying}.items())
+                       + (f"; sent: {', '.join(sent)}" if sent else ""))
             return ActionResult(False, ctx.redact(summary), details=details)
-        if not sent:   # every channel is queued for a retry: the outbox delivers it, the policy need not resend
-            return ActionResult(True, ctx.redact(f"queued for {self.target()}: {message.title}{later}"),
-                                details=details)
-        return ActionResult(True, ctx.redact(f"notified {', '.join(sent)}: {message.title}{later}"),
-                            details=details)
+        return ActionResult(True, ctx.redact(f"notified {self.target()}: {message.title}"), details=details)
 
     def _through_outbox(self, parcels: dict[str, dict], message: "Message", ctx: ActionContext,
                         started: float) -> dict[str, tuple[str, str]] | None:

@@ -221,8 +221,10 @@ class Remediator:
         self._log(f"{options.name} {verb} for {trigger.check} ({trigger.status}): {REDACT(result.summary)}",
                   trigger.check, category="notification" if not verify else "corrective")
         if source == "policy":
+            # a notification the outbox retries is handled: the policy does not send it again
+            handled = result.ok or bool(result.details.get("queued"))
             with self._lock:
-                more = self.policy.finished(trigger.check, options.name, attempt_id, result.ok, time.time(),
+                more = self.policy.finished(trigger.check, options.name, attempt_id, handled, time.time(),
                                             verify=verify and not dry_run, event=trigger.event)
                 dirty = self.policy.take_dirty()
             if dirty:
