@@ -248,7 +248,6 @@ def cmd_config_show(args) -> int:
     loaded = _load(args.file or _config_path(args))
     if loaded is None:
         return EXIT_USAGE
-    import yaml
     from agent.fields import is_reference
     from agent.redact import REDACT, secrets_in
     literals = {str(s) for s in secrets_in(loaded.config) if not is_reference(s)}

@@ -369,7 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if not 0 <= length <= PING_BODY_CAP:
             self.close_connection = True
-            return self._send(413, f"body must be at most {PING_BODY_CAP} bytes\n".encode(), "text/plain; charset=utf-8")
+            return self._send(413, f"body must be at most {PING_BODY_CAP} bytes\n".encode(),
+                              "text/plain; charset=utf-8")
         body = self.rfile.read(length).decode("utf-8", "replace")
         code, text = self.server.on_ping(path.removeprefix("/ping/"), body)
         self._send(code, text.encode() + b"\n", "text/plain; charset=utf-8")

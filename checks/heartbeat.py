@@ -95,8 +95,7 @@ def _first_line(text: str, limit: int = 120) -> str:
 
 
 class HeartbeatCheck(Check):
-    """A job's dead man's switch (`maint-agent ping NAME`): late, down or failed when its signals say so or
-    stop coming. Here `schedule:` is the job's own calendar (give it or `period:`); the check runs `every`."""
+    """A job's dead man's switch (`maint-agent ping NAME`); `schedule:` here is the job's own calendar."""
 
     TYPE = "heartbeat"
     WATCHES_SCHEDULE = True

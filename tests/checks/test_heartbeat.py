@@ -10,7 +10,7 @@ the signals from a real store written by the same code `ping` uses.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -150,3 +150,16 @@ def test_config_heartbeat_errors_are_located(entry, error):
     with pytest.raises(ConfigError) as caught:
         parse_config(BASE + f"  - {entry}\n", "agent.yaml")
     assert error in str(caught.value)
+
+
+def test_retention_prunes_old_signals_but_keeps_each_jobs_latest(tmp_path):
+    """A monthly job whose last run is older than the raw retention must not turn "new" again."""
+    from agent.heartbeat import latest, prune
+    store = Store(tmp_path / "maint-agent.db")
+    for day in range(5):
+        record(store.conn, "monthly", "start", T0 + day * DAY)
+        record(store.conn, "monthly", "success" if day % 2 else "fail", T0 + day * DAY + 60)
+    before = latest(store.conn, "monthly")
+    assert prune(store.conn, T0 + 100 * DAY) == 7
+    assert latest(store.conn, "monthly") == before
+    assert store.conn.execute("SELECT count(*) FROM heartbeat_signals").fetchone()[0] == 3
