@@ -89,10 +89,11 @@ install-files:
 	ln -sfn $(PREFIX)/bin/maint-agent $(ROOT)/usr/local/bin/maint-agent
 	install -d -m 0755 $(ETC)
 	install -d -m 0700 $(ETC)/credentials
+	install -d -m 0750 $(ETC)/conf.d
 	@if [ -e $(ETC)/agent.yaml ]; then echo "kept the existing $(ETC)/agent.yaml"; \
 	else install -m 0640 systemd/agent.example.yaml $(ETC)/agent.yaml; fi
 	@if [ -z '$(DESTDIR)' ]; then systemd-sysusers /usr/lib/sysusers.d/maint-agent.conf && \
-		chgrp maint-agent $(ETC)/agent.yaml; fi
+		chgrp maint-agent $(ETC)/agent.yaml $(ETC)/conf.d; fi
 
 uninstall:
 	@if [ -z '$(DESTDIR)' ] && command -v systemctl >/dev/null; then \

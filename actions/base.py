@@ -67,6 +67,7 @@ class ActionContext:
     hostname: str = field(default_factory=socket.gethostname)
     redact: Callable[[str], str] = lambda text: text
     smtp: Any = None       # the config's `smtp:` section (agent.mailer), for email notifications
+    outbox: Any = None     # agent.notifications.Outbox: notifications are stored there before they are sent
     wall: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
 

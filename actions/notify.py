@@ -14,13 +14,13 @@ check sends a test message (severity P3) so an operator can try the routes.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, Severity, TriggerInfo
-from agent.fields import Secret, SecretStr, SecretUnavailable, check_http_url
+from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, check_http_url
 from agent.mailer import EmailAddress
 from agent.redact import url_parts
 
@@ -91,6 +91,22 @@ class EmailChannel(_Channel):
         return to
 
 
+class Delivery(_Channel):
+    """How long a notification that could not be delivered is retried (the outbox: agent/notifications.py)."""
+
+    first_retry: Duration = Field(60.0, gt=0, description="wait after the first failed attempt; doubled after each "
+                                                          "further one")
+    max_retry: Duration = Field(3600.0, gt=0, description="the longest wait between two attempts")
+    attempts: int = Field(10, ge=1, le=1000, description="attempts in all; then the notification is failed, kept "
+                                                          "and listed by `maint-agent notifications` for `resend`")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_retry < self.first_retry:
+            raise ValueError("max_retry must not be shorter than first_retry")
+        return self
+
+
 class NotifyAction(Action):
     """Send a check's problem, escalation or resolution to Slack, PagerDuty (Events API v2) and/or email."""
 
@@ -108,6 +124,9 @@ class NotifyAction(Action):
             None, description="email through the config's `smtp:`: {to: [ops@example.com, …]}")
         min_severity: Severity = Field("P3", description="send only for checks at least this severe "
                                                          "(P0 most); default P3: all")
+        delivery: Delivery = Field(default_factory=Delivery,
+                                   description="retries of an undelivered notification: {first_retry: 1m, "
+                                               "max_retry: 1h, attempts: 10}")
 
         @model_validator(mode="after")
         def _a_channel(self):
@@ -132,52 +151,83 @@ class NotifyAction(Action):
                                 details={"would_send": {name: self._preview(name, message)
                                                         for name in self.channels()}})
         started = ctx.monotonic()
-        outcomes = {name: self._send(name, message, ctx, started) for name in self.channels()}
-        failed = {name: text for name, text in outcomes.items() if not text.startswith("sent")}
-        details = {"channels": outcomes, "dedup_key": message.dedup_key}
-        if failed:
-            sent = [name for name in outcomes if name not in failed]
+        parcels = {name: self.payload(name, message) for name in self.channels()}
+        outcomes = self._through_outbox(parcels, message, ctx, started) if ctx.outbox is not None else None
+        if outcomes is None:   # no store to queue in (a test's context, a store write that failed): send once
+            outcomes = {}
+            for name, parcel in parcels.items():
+                left = ctx.remaining(started)
+                text = (self.deliver(name, parcel, smtp=ctx.smtp, timeout=left, redact=ctx.redact) if left > 0
+                        else "failed: not sent, the time limit was reached")
+                outcomes[name] = ("sent" if text.startswith("sent") else "failed", text)
+        details = {"channels": {name: text for name, (_, text) in outcomes.items()}, "dedup_key": message.dedup_key}
+        sent = [name for name, (state, _) in outcomes.items() if state == "sent"]
+        retrying = {name: text for name, (state, text) in outcomes.items() if state == "retrying"}
+        failed = {name: text for name, (state, text) in outcomes.items() if state == "failed"}
+        if failed or retrying:
+            # the attempt failed (the audit says so); with nothing failed for good the outbox delivers it
+            # later, so the policy must not send the notification again (`queued`)
+            details["queued"] = not failed
             summary = ("notify failed: " + "; ".join(f"{name}: {text.removeprefix('failed: ')}"
-                                                     for name, text in failed.items())
+                                                     for name, text in {**failed, **retrying}.items())
                        + (f"; sent: {', '.join(sent)}" if sent else ""))
             return ActionResult(False, ctx.redact(summary), details=details)
         return ActionResult(True, ctx.redact(f"notified {self.target()}: {message.title}"), details=details)
 
+    def _through_outbox(self, parcels: dict[str, dict], message: "Message", ctx: ActionContext,
+                        started: float) -> dict[str, tuple[str, str]] | None:
+        """Queue the notification in the outbox and make the first attempt; None when it cannot be queued."""
+        import sqlite3
+        try:
+            return ctx.outbox.send(self.options, check=message.trigger.check, event=message.trigger.event,
+                                   dedup_key=message.dedup_key, title=message.title, parcels=parcels,
+                                   deadline=started + ctx.timeout, monotonic=ctx.monotonic)
+        except (sqlite3.Error, OSError):
+            return None
+
     def _preview(self, channel: str, message: "Message") -> dict[str, Any]:
         """What would be sent, secrets left out (the routing key shows as ***)."""
+        if channel == "pagerduty":
+            return {"routing_key": "***", **self.payload(channel, message)}
+        return self.payload(channel, message)
+
+    def payload(self, channel: str, message: "Message") -> dict[str, Any]:
+        """What one channel receives, as stored in the outbox and sent byte for byte on every attempt; the
+        secrets (webhook URL, routing key) are not part of it."""
         if channel == "slack":
             return message.slack()
         if channel == "pagerduty":
-            return message.pagerduty("***")
+            return message.pagerduty()
         return {"to": list(self.options.email.to), "subject": message.title, "text": message.text}
 
-    def _send(self, channel: str, message: "Message", ctx: ActionContext, started: float) -> str:
-        """Send on one channel; return "sent …" or "failed: …" (never the URL or the key)."""
-        left = ctx.remaining(started)
-        if left <= 0:
-            return "failed: not sent, the time limit was reached"
+    def deliver(self, channel: str, payload: dict[str, Any], *, smtp, timeout: float,
+                redact: Callable[[str], str]) -> str:
+        """Send one channel's payload now; return "sent …" or "failed: …" (never the URL or the key)."""
         try:
             if channel == "email":
-                return self._email(message, ctx, left)
+                return _email(smtp, payload, timeout, redact)
             if channel == "slack":
                 url = Secret(self.options.slack.url).reveal()
-                return _post(url, message.slack(), left, [url])
-            key = Secret(self.options.pagerduty.routing_key).reveal()
-            return _post(self.options.pagerduty.url, message.pagerduty(key), left, [key])
+                return _post(url, payload, timeout, [url])
+            if channel == "pagerduty":
+                key = Secret(self.options.pagerduty.routing_key).reveal()
+                return _post(self.options.pagerduty.url, {"routing_key": key, **payload}, timeout, [key])
         except SecretUnavailable as exc:
             return f"failed: cannot read its secret {exc.reference}: {exc.reason}"
+        return f"failed: {channel} is not configured for this action any more"
 
-    def _email(self, message: "Message", ctx: ActionContext, left: float) -> str:
-        if ctx.smtp is None:
-            return "failed: email notification needs smtp: in the config"
-        from agent.mailer import MailError, send_message
 
-        try:
-            send_message(ctx.smtp.model_copy(update={"timeout": min(ctx.smtp.timeout, left)}),
-                         list(self.options.email.to), message.title, message.text)
-        except MailError as exc:
-            return f"failed: {ctx.redact(str(exc))}"
-        return f"sent to {len(self.options.email.to)} recipient{'s' * (len(self.options.email.to) != 1)}"
+def _email(smtp, payload: dict[str, Any], timeout: float, redact: Callable[[str], str]) -> str:
+    if smtp is None:
+        return "failed: email notification needs smtp: in the config"
+    from agent.mailer import MailError, send_message
+
+    try:
+        send_message(smtp.model_copy(update={"timeout": min(smtp.timeout, timeout)}), list(payload["to"]),
+                     payload["subject"], payload["text"])
+    except MailError as exc:
+        return f"failed: {redact(str(exc))}"
+    return f"sent to {len(payload['to'])} recipient{'s' * (len(payload['to']) != 1)}"
 
 
 class Message:
@@ -202,9 +252,10 @@ class Message:
     def slack(self) -> dict[str, Any]:
         return {"text": self.text}
 
-    def pagerduty(self, routing_key: str) -> dict[str, Any]:
-        """An Events API v2 event: resolve carries only the key and dedup_key; trigger and escalate trigger."""
-        event = {"routing_key": routing_key, "dedup_key": self.dedup_key,
+    def pagerduty(self) -> dict[str, Any]:
+        """An Events API v2 event without its routing key (added when sent): resolve carries only the
+        dedup_key; trigger and escalate trigger."""
+        event = {"dedup_key": self.dedup_key,
                  "event_action": "resolve" if self.trigger.event == "resolve" else "trigger"}
         if self.trigger.event == "resolve":
             return event

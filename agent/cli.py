@@ -22,13 +22,19 @@ from agent.output import FORMATS, emit
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
-                   "agent.cli_maintenance")
+                   "agent.cli_maintenance", "agent.cli_ping", "agent.cli_notifications")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wrapped: list[str] = []
+    if argv[:1] == ["ping"] and "--" in argv:   # `ping NAME [options] -- COMMAND ARGS…`: the command is the job's
+        argv, wrapped = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    if argv[:1] == ["ping"]:
+        args.command = wrapped
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
@@ -136,6 +142,12 @@ def _load(path: Path):
 def _read_fast(path: Path) -> tuple[Path, set[str]]:
     """The store's path and the configured check names from the YAML alone, without validating the
     whole config (keeps `status` and `history` fast)."""
+    db, checks = _read_checks(path)
+    return db, {name for name, entry in checks.items() if entry.get("enabled", True)}
+
+
+def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
+    """The store's path and every check entry by name (as written, disabled ones too), from the YAML alone."""
     import yaml
     from agent.paths import store_path
     from agent.yamlsrc import read_text
@@ -144,10 +156,12 @@ def _read_fast(path: Path) -> tuple[Path, set[str]]:
         data = yaml.load(read_text(path), Loader=loader) or {}
     except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
         raise ValueError(f"invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the config must be a mapping of sections")
+    from agent.includes import read_checks_fast
     agent = data.get("agent") or {}
     store = data.get("store") or {}
-    names = {c.get("name") for c in data.get("checks") or () if isinstance(c, dict) and c.get("enabled", True)}
-    return store_path(path, agent.get("state_dir"), store.get("path")), names
+    return store_path(path, agent.get("state_dir"), store.get("path")), read_checks_fast(path, data)
 
 
 def _open_store(args):
@@ -245,7 +259,6 @@ def cmd_config_show(args) -> int:
     loaded = _load(args.file or _config_path(args))
     if loaded is None:
         return EXIT_USAGE
-    import yaml
     from agent.fields import is_reference
     from agent.redact import REDACT, secrets_in
     literals = {str(s) for s in secrets_in(loaded.config) if not is_reference(s)}
@@ -263,10 +276,48 @@ def cmd_config_show(args) -> int:
         return "***" if value in literals else REDACT(value)
 
     document = mask(loaded.config.model_dump(mode="json", by_alias=True))
-    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    sys.stdout.write(f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
-                     f"bytes, ratios 0..1\n{text}")
+    document.pop("include", None)   # merged below: the output is one complete config
+    header = (f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
+              f"bytes, ratios 0..1\n")
+    if loaded.included:
+        header += "# merged from the files it includes: " + ", ".join(str(p) for p in loaded.included) + "\n"
+    sys.stdout.write(header + _with_origins(document, loaded.origins))
     return EXIT_OK
+
+
+def _with_origins(document: dict, origins: dict) -> str:
+    """The config as YAML, each entry that came from an included file preceded by `# from FILE:LINE`."""
+    import yaml
+
+    def dump(value) -> str:
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+    if not origins:
+        return dump(document)
+    out = []
+    for key, value in document.items():
+        if key in ("checks", "actions", "reports") and value:
+            out.append(f"{key}:\n" + "".join(_origin(origins, (key, entry.get("name"))) + dump([entry])
+                                             for entry in value))
+        elif key == "checklists" and any(value.values()):
+            parts = []
+            for period, items in value.items():
+                body = "".join(_origin(origins, ("checklists", period, item.get("id")), "  ")
+                               + _indent(dump([item])) for item in items) if items else "  []\n"
+                parts.append(f"  {period}:" + ("\n" + body if items else " []\n"))
+            out.append("checklists:\n" + "".join(parts))
+        else:
+            out.append(dump({key: value}))
+    return "".join(out)
+
+
+def _origin(origins: dict, key: tuple, indent: str = "") -> str:
+    where = origins.get(key)
+    return f"{indent}# from {where}\n" if where else ""
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}" for line in text.splitlines(keepends=True))
 
 
 def cmd_config_schema(args) -> int:
@@ -324,7 +375,8 @@ def cmd_check(args) -> int:
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
-    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False)
+    runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False,
+                    store=loaded.db_path, tz=loaded.tz)
     runner.request(job, time.time())
     while not outcome:
         wait = runner.pump()

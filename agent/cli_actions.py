@@ -135,8 +135,14 @@ def cmd_action_run(args: argparse.Namespace) -> int:
         audit_id = store.record_action(row)
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         return _fail(f"cannot write the audit to the store {loaded.db_path}: {exc}")
+    from actions import ACTION_TYPES
+    from agent.notifications import Outbox
+    outbox = Outbox(loaded.db_path)   # a notification is queued like the daemon's: a failed one is retried by it
+    outbox.configure({name: o for name, o in loaded.actions.items() if ACTION_TYPES[o.type].NOTIFIES},
+                     loaded.config.smtp)
     result, started, duration = execute_action(options, trigger, dry_run=dry_run, smtp=loaded.config.smtp,
-                                               hostname=loaded.config.agent.hostname)
+                                               hostname=loaded.config.agent.hostname, outbox=outbox)
+    outbox.close()
     row = audit_row(options, trigger, result, started=started, duration=duration, dry_run=dry_run,
                     source="manual", decision=decision)
     row["check_name"] = check.name if check else None

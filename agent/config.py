@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
@@ -24,7 +24,8 @@ from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_cal
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr, is_reference
 from agent.units import format_duration, format_value
-from agent.yamlsrc import ConfigError, ConfigIssue, Loc, YamlSource, load_yaml, read_text
+from agent.includes import MergedSource, merge_includes
+from agent.yamlsrc import ConfigError, ConfigIssue, Loc, load_yaml, read_text
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
 from agent.archive import ArchiveSection
@@ -197,6 +198,9 @@ class Sections(_Section):
     """Everything but `checks:`, validated first; check entries are validated one by one by their type."""
 
     version: Literal[1] = Field(1, description="config schema version")
+    include: tuple[str, ...] = Field((), description="more files, by glob relative to this file (e.g. "
+                                                     "[\"conf.d/*.yaml\"]), each adding checks:, actions:, reports: "
+                                                     "and checklists: entries; sorted, re-read on SIGHUP")
     agent: AgentSection = Field(default_factory=AgentSection)
     http: HttpSection = HttpSection()
     store: StoreSection = StoreSection()
@@ -247,6 +251,9 @@ class LoadedConfig:
     path: Path
     config: Config
     triggers: dict[str, Trigger]
+    included: tuple[Path, ...] = ()                                   # files read through `include:`
+    origins: dict[tuple[str, ...], str] = field(default_factory=dict)  # (section, name) → `file:line` of an
+                                                                       # entry from an included file
 
     @property
     def checks(self) -> tuple[CheckOptions, ...]:
@@ -272,7 +279,9 @@ class LoadedConfig:
         calendars = sum(isinstance(self.triggers[c.name], Calendar) for c in enabled)
         disabled = len(self.checks) - len(enabled)
         return (f"{self.path}: OK: {len(enabled)} checks ({len(enabled) - calendars} interval, {calendars} calendar"
-                + (f"; {disabled} disabled" if disabled else "") + f"), store {self.db_path}, "
+                + (f"; {disabled} disabled" if disabled else "") + "), "
+                + (f"{len(self.included)} included file{'s' * (len(self.included) != 1)}, " if self.included else "")
+                + f"store {self.db_path}, "
                 f"listen {self.config.http.listen}")
 
 
@@ -299,12 +308,16 @@ def load_config(path: str | Path) -> LoadedConfig:
 
 
 def parse_config(text: str, file: str) -> LoadedConfig:
-    source = load_yaml(text, file)
-    data = source.data if source.data is not None else {}
-    if not isinstance(data, dict):
-        raise ConfigError([source.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
+    plain = load_yaml(text, file)
+    if plain.data is None:
+        plain.data = {}
+    if not isinstance(plain.data, dict):
+        raise ConfigError([plain.issue((), "the config must be a mapping of sections (agent:, checks:, …)")])
     issues: list[ConfigIssue] = []
-    top = {k: v for k, v in data.items() if k not in ("checks", "actions", "maintenance")}
+    source = merge_includes(plain, issues)   # conf.d entries appended; their errors point into their files
+    data = source.data
+    top = {k: v for k, v in data.items()
+           if k not in ("checks", "actions", "maintenance", "include")}   # include: merged above
     config = _validate(Sections, top, (), source, issues)
     checks = _validate_list(data, "checks", CHECK_TYPES, _check_adapter, source, issues)
     actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
@@ -316,14 +329,29 @@ def parse_config(text: str, file: str) -> LoadedConfig:
         from agent.reporting import report_issues
         issues.extend(source.issue(loc, message) for loc, message in report_issues(config))
     if issues:
-        raise ConfigError(issues)
-    final = Config.model_construct(**{name: getattr(config, name) for name in Sections.model_fields
-                                      if name != "maintenance"},
-                                   checks=tuple(checks), actions=tuple(actions), maintenance=tuple(windows))
-    return LoadedConfig(Path(file).absolute(), final, triggers)
+        raise ConfigError(sorted(issues, key=lambda issue: issue.file != file))   # the main file's first
+    sections = {name: getattr(config, name) for name in Sections.model_fields
+                if name not in ("include", "maintenance")}
+    final = Config.model_construct(**sections, include=tuple(data.get("include") or ()), checks=tuple(checks),
+                                   actions=tuple(actions), maintenance=tuple(windows))
+    return LoadedConfig(Path(file).absolute(), final, triggers, tuple(source.included), _origins(final, source))
 
 
-def _validate_list(data: dict, key: str, types: dict, union, source: YamlSource, issues: list[ConfigIssue]) -> list:
+def _origins(config: Config, source: MergedSource) -> dict[tuple[str, ...], str]:
+    """Where each entry that came from an included file was written, for `config show`."""
+    origins = {}
+    for section in ("checks", "actions", "reports"):
+        for index, entry in enumerate(getattr(config, section)):
+            if (section, index) in source.origins:
+                origins[(section, entry.name)] = source.where((section, index))
+    for period in ("daily", "weekly", "monthly", "quarterly"):
+        for index, item in enumerate(getattr(config.checklists, period)):
+            if ("checklists", period, index) in source.origins:
+                origins[("checklists", period, item.id)] = source.where(("checklists", period, index))
+    return origins
+
+
+def _validate_list(data: dict, key: str, types: dict, union, source: MergedSource, issues: list[ConfigIssue]) -> list:
     """Validate `checks:` or `actions:` entry by entry, each by its own type's model."""
     raw = data.get(key) or []
     if not isinstance(raw, list):
@@ -337,7 +365,7 @@ def _validate_list(data: dict, key: str, types: dict, union, source: YamlSource,
     return entries
 
 
-def _validate_entries(data: dict, key: str, model, source: YamlSource, issues: list[ConfigIssue]) -> list:
+def _validate_entries(data: dict, key: str, model, source: MergedSource, issues: list[ConfigIssue]) -> list:
     """Validate a list section entry by entry, so one broken entry does not hide the others' logical errors."""
     raw = data.get(key) or []
     if not isinstance(raw, list):
@@ -346,7 +374,7 @@ def _validate_entries(data: dict, key: str, model, source: YamlSource, issues: l
     return [_validate(model, item, (key, index), source, issues) for index, item in enumerate(raw)]
 
 
-def _validate(model, data: Any, prefix: Loc, source: YamlSource, issues: list[ConfigIssue]):
+def _validate(model, data: Any, prefix: Loc, source: MergedSource, issues: list[ConfigIssue]):
     validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
     try:
         return validate(data)
@@ -427,7 +455,7 @@ def _known_keys(model, data: Any, parent: tuple) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _logical_pass(config: Config | None, checks: list[CheckOptions | None], source: YamlSource,
+def _logical_pass(config: Config | None, checks: list[CheckOptions | None], source: MergedSource,
                   issues: list[ConfigIssue]) -> dict[str, Trigger]:
     """Cross-field checks of every check that passed the first pass.
 
@@ -442,10 +470,13 @@ def _logical_pass(config: Config | None, checks: list[CheckOptions | None], sour
             continue
         loc = ("checks", index)
         if check.name in first_seen:
-            issues.append(source.issue((*loc, "name"), f"duplicate check name '{check.name}' "
-                                       f"(first defined at line {source.line_of(('checks', first_seen[check.name]))})"))
+            first = source.first_defined(("checks", first_seen[check.name]), loc)
+            issues.append(source.issue((*loc, "name"), f"duplicate check name '{check.name}' (first defined at "
+                                                       f"{first})"))
         else:
             first_seen[check.name] = index
+            if CHECK_TYPES[check.type].WATCHES_SCHEDULE:
+                check = checks[index] = _resolve_watched(config, check, loc, source, issues)
             trigger = _trigger(config, check, loc, source, issues)
             if trigger:
                 triggers[check.name] = trigger
@@ -453,16 +484,20 @@ def _logical_pass(config: Config | None, checks: list[CheckOptions | None], sour
     return triggers
 
 
-def _check_actions(config: Config | None, checks: list, actions: list, source: YamlSource,
+def _check_actions(config: Config | None, checks: list, actions: list, source: MergedSource,
                    issues: list[ConfigIssue]) -> None:
     """Action names unique; every binding and escalation names a configured action; escalations notify."""
     known: dict[str, ActionOptions] = {}
+    first_seen: dict[str, int] = {}
     for index, action in enumerate(actions):
         if action is None:
             continue
         if action.name in known:
-            issues.append(source.issue(("actions", index, "name"), f"duplicate action name '{action.name}'"))
+            first = source.first_defined(("actions", first_seen[action.name]), ("actions", index))
+            issues.append(source.issue(("actions", index, "name"), f"duplicate action name '{action.name}' "
+                                                                   f"(first defined at {first})"))
         known[action.name] = action
+        first_seen.setdefault(action.name, index)
 
     def unknown(name: str) -> str:
         hint = difflib.get_close_matches(name, known, n=1)
@@ -503,7 +538,7 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: Y
                                                                              if hint else "")))
 
 
-def _check_maintenance(windows: list, checks: list, source: YamlSource, issues: list[ConfigIssue]) -> None:
+def _check_maintenance(windows: list, checks: list, source: MergedSource, issues: list[ConfigIssue]) -> None:
     """Window names unique, every named check configured, no window as long as the time between its starts
     (it would never end)."""
     names = {c.name for c in checks if c is not None}
@@ -528,13 +563,30 @@ def _check_maintenance(windows: list, checks: list, source: YamlSource, issues: 
                                        f"(got {format_duration(window.duration)})"))
 
 
+def _resolve_watched(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> CheckOptions:
+    """A check that watches a calendar (a heartbeat's job) gets the spec of a `schedules:` name it gives, so it
+    needs nothing but its options at run time; `config show` shows the spec."""
+    if check.schedule is None or config is None:
+        return check
+    text = config.schedules.get(check.schedule, check.schedule)
+    try:
+        parse_calendar(text)
+    except CalendarSpecError as exc:
+        hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
+        issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
+                                   f"nor a calendar spec: {exc}" + (f" (did you mean '{hint[0]}'?)" if hint else "")))
+        return check
+    return check.model_copy(update={"schedule": text}) if text != check.schedule else check
+
+
 def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issues) -> Trigger | None:
-    if check.every is not None and check.schedule is not None:
+    watcher = CHECK_TYPES[check.type].WATCHES_SCHEDULE   # its schedule is not when it runs
+    if check.every is not None and check.schedule is not None and not watcher:
         issues.append(source.issue((*loc, "schedule"), "give either 'every' or 'schedule', not both"))
         return None
     if config is None:
         return None
-    if check.schedule is not None:
+    if check.schedule is not None and not watcher:
         text = config.schedules.get(check.schedule, check.schedule)
         try:
             calendar = Calendar(parse_calendar(text), check.schedule)
@@ -616,7 +668,9 @@ def exposed_files(loaded: LoadedConfig, strict: bool = False) -> list[FileExposu
     """
     from agent.redact import secrets_in
     secrets = list(secrets_in(loaded.config))
-    private = {loaded.path: strict or any(not is_reference(s) for s in secrets)}
+    literal = strict or any(not is_reference(s) for s in secrets)
+    # an included file counts as the config itself: whoever may write it may add a check that runs commands
+    private = {path: literal for path in (loaded.path, *loaded.included)}
     for secret in secrets:
         if secret.startswith("${file:"):
             private[Path(secret[len("${file:"):-1])] = True

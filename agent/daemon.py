@@ -25,6 +25,7 @@ from agent.faults import fault_of
 from agent.http_server import MetricsServer
 from agent.maintenance import REQUEST_KIND as MAINTENANCE_REQUEST, Tracker as MaintenanceTracker
 from agent.metrics import AgentState, Exposition
+from agent.notifications import Outbox
 from agent.address import split_target
 from agent.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
@@ -35,6 +36,7 @@ from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import SavedState, Store
 from agent.yamlsrc import ConfigError
+from actions import ACTION_TYPES
 from checks import CHECK_TYPES
 
 MAX_TICK_SECONDS = 1.0
@@ -42,6 +44,7 @@ MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
 OUTBOX_EVERY_SECONDS = 60.0
 REQUEST_POLL_SECONDS = 1.0   # how often the CLI's requests (actions reset, maintenance) are looked for
+SIGNAL_POLL_SECONDS = 1.0   # a heartbeat signal is judged within this (plus the check's run time)
 
 
 class Daemon:
@@ -50,14 +53,17 @@ class Daemon:
         self.dry_run = dry_run
         self.store = Store(loaded.db_path, migrate_in_child=True)
         self.state = AgentState(__version__, loaded.config.agent.workers)
+        self.outbox = Outbox(loaded.db_path, self.state, on_change=lambda: self.exposition.refresh())
         self.remediator = Remediator(self.store, self.state, self._request_verification, self._safely,
-                                     loaded.config.agent.hostname)
+                                     loaded.config.agent.hostname, outbox=self.outbox)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()
         self._results: queue.Queue = queue.Queue()
         self._pending: list[Evaluated] = []
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
-                             state_dir=loaded.db_path.parent)
+                             state_dir=loaded.db_path.parent, store=loaded.db_path, tz=loaded.tz)
+        self._signal_id = self.store.last_signal_id()   # heartbeat signals already seen
+        self._next_signal_poll = 0.0
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self._windows: dict[str, tuple] = {}     # `for:` windows to commit with the pending runs
         self._option_keys: dict[str, str] = {}
@@ -70,6 +76,7 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._listener_seen, self._listener_rendered = 0, 0.0
         self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
+        self._notifier = threading.Thread(target=self.outbox.serve, args=(self._stop,), name="notifier", daemon=True)
         self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
 
@@ -88,13 +95,16 @@ class Daemon:
                                     (auth.username, auth.password.reveal()) if auth else None,
                                     web_config=cfg.http.web_config, healthz_auth=cfg.http.healthz_auth,
                                     max_connections=cfg.http.max_connections, header_timeout=cfg.http.header_timeout,
-                                    status_page=self._status_page_source if cfg.http.status_page else None)
+                                    status_page=self._status_page_source if cfg.http.status_page else None,
+                                    on_ping=self._ping)
         self.state.listener = self.server.connections
         if cfg.http.ui is None and not cfg.http.status_page:
             logs.event("http.status_page_off", listen=cfg.http.listen,
                        reason="not a loopback address and no basic_auth or web_config; http.ui: true serves it")
         self.server.serve_in_thread()
         self._sink_thread.start()
+        self._safely("notification_outbox", self.outbox.refresh)
+        self._notifier.start()
         self.exposition.refresh()
         self._log(f"agent started (version {__version__}, {len(self.jobs)} checks)")
         logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
@@ -135,6 +145,9 @@ class Daemon:
                 job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
                 if job.next_due <= now:
                     self._dispatch(job, now)
+                elif job.recheck_at is not None and job.recheck_at <= now:
+                    self._run_now(job)
+            signals_in = self._poll_signals(now)
             tasks_in = self.tasks.run_due(now)
             self._take_requests(now)
             if self._maintenance_at is not None and now >= self._maintenance_at:
@@ -150,7 +163,9 @@ class Daemon:
             elif status != last_status:   # without a watchdog, STATUS= still follows the checks
                 notify(f"STATUS={status}")
                 last_status = status
-            wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+            wait = min([MAX_TICK_SECONDS, signals_in] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+                       + [max(0.0, j.recheck_at - time.time()) for j in self.jobs.values()
+                          if j.recheck_at and not j.in_flight]
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
                        + ([verify_in] if verify_in is not None else [])
@@ -180,11 +195,15 @@ class Daemon:
         self.remediator.drain(max(0.0, end - time.monotonic()))
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
+        self.outbox.wake()
+        self._notifier.join(timeout=max(0.0, end - time.monotonic()) + 1.0)   # a retry in flight may finish
         self._stop_children()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
         self._log("agent stopped")
+        if not self._notifier.is_alive():   # an attempt still running keeps its lease: retried after the restart
+            self._safely("close", self.outbox.close)
         self._safely("close", self.store.close)
         logs.event("agent.stopped")
 
@@ -236,10 +255,18 @@ class Daemon:
                 self._log(f"catch-up run of {job.name}: due time missed while the agent was down",
                           check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
+            if job.check.WATCHES_SCHEDULE:
+                job.next_due = now   # a job's deadline may have passed, or it signalled, while the agent was down
             jobs[options.name] = job
         self.loaded = loaded
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
+        self.runner.tz = loaded.tz
+        notifiers = {name: o for name, o in loaded.actions.items() if ACTION_TYPES[o.type].NOTIFIES}
+        self.outbox.configure(notifiers, loaded.config.smtp)
+        for options in notifiers.values():   # every configured channel's failure counter exists from the start
+            for channel in ACTION_TYPES[options.type](options).channels():
+                self.state.notification_failures.setdefault(channel, 0)
         self.remediator.configure(loaded, self.dry_run)
         self.maintenance.configure([w.recurring() for w in loaded.config.maintenance], list(jobs), loaded.tz)
         self._maintenance_at = now   # the config's windows or checks may have changed
@@ -326,6 +353,52 @@ class Daemon:
             logs.event("maintenance.changed", checks=",".join(sorted(covered)) or None,
                        began=",".join(began) or None, ended=",".join(ended) or None)
             self.exposition.refresh()
+
+    def _run_now(self, job: Job) -> bool:
+        """An extra run outside the schedule (a result's recheck time, a heartbeat signal)."""
+        if job.in_flight:
+            return False
+        job.recheck_at = None
+        return self.runner.request(job, time.time(), None)
+
+    def _poll_signals(self, now: float) -> float:
+        """Jobs that pinged since the last look (`maint-agent ping` writes to the store from another process)
+        are judged at once; returns seconds until the next look."""
+        if now >= self._next_signal_poll:
+            self._next_signal_poll = now + SIGNAL_POLL_SECONDS
+            seen = self._safely("heartbeat_signals", self.store.signalled_since, self._signal_id)
+            if seen:
+                self._signal_id, names = seen
+                for name in names:
+                    job = self.jobs.get(name)
+                    if job is not None and not self._run_now(job):
+                        job.recheck_at = now   # in flight: judged again once that run is done
+        return max(0.0, self._next_signal_poll - now)
+
+    def _ping(self, target: str, message: str) -> tuple[int, str]:
+        """A heartbeat signal over HTTP (`POST /ping/NAME[/start|/fail|/EXIT]`): stored like `maint-agent
+        ping`'s, then judged by the next look at the signals."""
+        from agent.heartbeat import finish_kind
+        name, _, what = target.partition("/")
+        job = self.jobs.get(name)
+        if job is None or job.check.TYPE != "heartbeat":
+            return 404, f"no heartbeat named {name!r}"
+        if what in ("", "start", "fail"):
+            kind, status = ("start" if what == "start" else finish_kind(None, what == "fail")), None
+        elif what.isdigit() and int(what) <= 255:
+            kind, status = finish_kind(int(what)), int(what)
+        else:
+            return 404, "use /ping/NAME, /ping/NAME/start, /ping/NAME/fail or /ping/NAME/EXIT_STATUS (0-255)"
+        try:
+            self.store.record_signal(name, kind, time.time(), exit_status=status, message=message or None,
+                                     source="http")
+        except Exception as exc:  # sqlite3.Error, OSError: the job learns it was not recorded
+            self.state.store_write_errors += 1
+            logs.event("store.write_failed", "error", what="heartbeat_signal", error=f"{type(exc).__name__}: {exc}")
+            return 503, "signal not recorded (store write failed)"
+        self._next_signal_poll = 0.0
+        self._wake.set()
+        return 200, "OK"
 
     def _request_verification(self, check: str) -> bool:
         """The remediator wants a run of `check` now, to see whether an action helped."""
@@ -420,6 +493,8 @@ class Daemon:
             self.state.resource_errors[resource] += 1
             logs.event("agent.out_of_resources", "error", check=job.name, resource=resource, reason=result.summary)
         job.latest = run
+        if result.recheck_at is not None:
+            job.recheck_at = result.recheck_at if job.recheck_at is None else min(job.recheck_at, result.recheck_at)
         job.lag = max(0.0, started - scheduled)
         job.runs[verdict.status.label] += 1
         if verdict.status is not previous:

@@ -30,6 +30,7 @@ from typing import Callable
 
 from agent.metrics import CONTENT_TYPE, Exposition
 
+PING_BODY_CAP = 10 * 1024        # a heartbeat's message (POST /ping/…)
 MAX_HEADER_BYTES = 16 * 1024     # request line + headers; browsers and Prometheus send well under 2 KiB
 REJECT_REASONS = ("limit", "evicted", "header_timeout", "header_too_large")
 REPLY_TIMEOUT_SECONDS = 15.0     # to hand over one reply, in total: a client reading a byte at a time is cut
@@ -170,12 +171,14 @@ class MetricsServer(HTTPServer):
     def __init__(self, address: tuple[str, int], exposition: Exposition, healthy: Callable[[], tuple[bool, str]],
                  credentials: tuple[str, str] | None = None, *, web_config: str | None = None,
                  healthz_auth: bool = False, max_connections: int = 64, header_timeout: float = 5.0,
-                 status_page: Callable[[], tuple] | None = None):
+                 status_page: Callable[[], tuple] | None = None,
+                 on_ping: Callable[[str, str], tuple[int, str]] | None = None):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exposition = exposition
         self.healthy = healthy
         self.healthz_auth = healthz_auth
         self.status_page = status_page   # () → (LoadedConfig, AgentState) for agent.statuspage; None: page off
+        self.on_ping = on_ping   # (path after /ping/, body) → (HTTP status, text): a job's heartbeat signal
         self.connections = Connections(max_connections, header_timeout)
         self._security = None
         self._accept_failing = False
@@ -419,6 +422,52 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b'<html><body><a href="/metrics">/metrics</a> '
                                    b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")
         self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        """`POST /ping/NAME[/start|/fail|/EXIT]`: a job's heartbeat signal, with the auth of /metrics; the body
+        (at most PING_BODY_CAP bytes, read within the connection's deadline) is the job's message. A browser's
+        cross-site form cannot send one (requests with an Origin header are refused)."""
+        security = self.server.security()
+        path = self.path.split("?", 1)[0]
+        if security and security.limiter and not security.limiter.allow():
+            return self._send(429, b"too many requests\n", "text/plain; charset=utf-8")
+        if not self._authorised(security):
+            return self._send(401, b"unauthorised\n", "text/plain; charset=utf-8",
+                              {"WWW-Authenticate": 'Basic realm="maint-agent"'})
+        if not path.startswith("/ping/") or self.server.on_ping is None:
+            return self._send(404, b"not found\n", "text/plain; charset=utf-8")
+        if "Origin" in self.headers:
+            return self._send(403, b"cross-origin requests are refused\n", "text/plain; charset=utf-8")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= PING_BODY_CAP or "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            return self._send(413, f"body must be at most {PING_BODY_CAP} bytes, with a Content-Length\n".encode(),
+                              "text/plain; charset=utf-8")
+        body = self._read_body(length)
+        if body is None:
+            self.close_connection = True
+            return
+        code, text = self.server.on_ping(path.removeprefix("/ping/"), body.decode("utf-8", "replace"))
+        self._send(code, text.encode() + b"\n", "text/plain; charset=utf-8")
+
+    def _read_body(self, length: int) -> bytes | None:
+        """The request's body of `length` bytes, read within the connection's deadline; None when it does not
+        arrive in time or the connection ends."""
+        buffer = self._unread
+        while len(buffer) < length:
+            try:
+                self._within_deadline()
+                chunk = self.request.recv(length - len(buffer))
+            except OSError:   # TimeoutError included
+                return None
+            if not chunk:
+                return None
+            buffer += chunk
+        body, self._unread = bytes(buffer[:length]), buffer[length:]
+        return body
 
     def _authorised(self, security) -> bool:
         return security is None or security.auth is None or security.auth.check(self.headers.get("Authorization"))

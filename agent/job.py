@@ -25,6 +25,7 @@ class Job:
     window: WindowState = field(default_factory=WindowState)
     latest: Evaluated | None = None
     lag: float = 0.0                 # last run's start minus its due time
+    recheck_at: float | None = None  # the latest result asked to be run again then (a heartbeat's deadline)
 
     @property
     def name(self) -> str:

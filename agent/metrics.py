@@ -84,6 +84,11 @@ AGENT_FAMILIES = (
            ("reason",)),
     Family("maint_http_open_connections", "gauge",
            "Connections to /metrics open when the exposition was rendered (at most http.max_connections).", ()),
+    Family("maint_notifications_pending", "gauge",
+           "Notifications stored in the outbox and not yet delivered (being retried with backoff).", ()),
+    Family("maint_notification_failures_total", "counter",
+           "Failed delivery attempts of notifications, by channel (slack, pagerduty, email); each failed retry "
+           "counts.", ("channel",)),
 )
 
 
@@ -125,6 +130,8 @@ class AgentState:
         self.resource_errors = dict.fromkeys(RESOURCES, 0)     # resource → runs lost to the agent's own shortage
         self.listener = None   # the HTTP server's Connections (`snapshot()`), set once it listens
         self.maintenance: dict[str, float] = {}                # check in maintenance → when it ends (replaced whole)
+        self.notifications_pending = 0
+        self.notification_failures: dict[str, int] = {}        # channel → failed attempts
 
 
 class StateCollector:
@@ -163,6 +170,11 @@ class StateCollector:
         yield from self._limits(gauge, counter)
         yield from self._jobs(gauge, counter)
         yield from self._actions(gauge, counter)
+        yield gauge("maint_notifications_pending", st.notifications_pending)
+        failures = counter("maint_notification_failures_total")
+        for channel, count in sorted(st.notification_failures.items()):
+            failures.add_metric([channel], count)
+        yield failures
 
     def _limits(self, gauge, counter) -> Iterable[Metric]:
         """The agent's own limits: runs lost to its shortages, and its listener's early closes."""

@@ -23,11 +23,12 @@ MAX_CONCURRENT_ACTIONS = 4
 
 
 def execute_action(options: ActionOptions, trigger: TriggerInfo | None, *, dry_run: bool, smtp=None,
-                   hostname: str, redact: Callable[[str], str] = REDACT) -> tuple[ActionResult, float, float]:
+                   hostname: str, redact: Callable[[str], str] = REDACT,
+                   outbox=None) -> tuple[ActionResult, float, float]:
     """Run one action (or evaluate it, in dry-run); never raises. Returns (result, started, duration)."""
     action = ACTION_TYPES[options.type](options)
     ctx = ActionContext(timeout=options.timeout, dry_run=dry_run, trigger=trigger, hostname=hostname,
-                        redact=redact, smtp=smtp)
+                        redact=redact, smtp=smtp, outbox=outbox)
     started, clock = time.time(), time.monotonic()
     try:
         with children.owner("action", options.name):
@@ -71,8 +72,10 @@ class Remediator:
     """The daemon's side of the policy. `observe` runs on the result sink's thread, `poll` on the
     scheduler loop, actions on their own threads; one lock guards the policy's state."""
 
-    def __init__(self, store, state, request_run: Callable[[str], bool], safely: Callable, hostname: str):
+    def __init__(self, store, state, request_run: Callable[[str], bool], safely: Callable, hostname: str,
+                 outbox=None):
         self.store = store
+        self.outbox = outbox                 # agent.notifications.Outbox: where notifications are queued
         self.state = state                   # AgentState: counters and gauges for /metrics
         self.request_run = request_run       # check name → True when a run was queued
         self.safely = safely                 # daemon's "store write that never raises"
@@ -209,7 +212,7 @@ class Remediator:
         attempt_id = attempt_id if isinstance(attempt_id, int) else None
         with self._target_lock(options), self._slots:   # one action of a kind at a time per target
             result, started, duration = execute_action(options, trigger, dry_run=dry_run, smtp=self.smtp,
-                                                       hostname=self.hostname)
+                                                       hostname=self.hostname, outbox=self.outbox)
         row = audit_row(options, trigger, result, started=started, duration=duration, dry_run=dry_run,
                         source=source, decision=decision)
         if verify and result.ok and not dry_run:
@@ -228,8 +231,10 @@ class Remediator:
         self._log(f"{options.name} {verb} for {trigger.check} ({trigger.status}): {REDACT(result.summary)}",
                   trigger.check, category="notification" if not verify else "corrective")
         if source == "policy":
+            # a notification the outbox retries is handled: the policy does not send it again
+            handled = result.ok or bool(result.details.get("queued"))
             with self._lock:
-                more = self.policy.finished(trigger.check, options.name, attempt_id, result.ok, time.time(),
+                more = self.policy.finished(trigger.check, options.name, attempt_id, handled, time.time(),
                                             verify=verify and not dry_run, event=trigger.event)
                 dirty = self.policy.take_dirty()
             if dirty:

@@ -155,6 +155,19 @@ class BackupLine:
 
 
 @dataclass(frozen=True)
+class JobLine:
+    """A job watched by a heartbeat check: its runs in the period as the job reported them."""
+
+    check: str
+    runs: int                             # finished runs (success or failure signals)
+    failures: int
+    mean_duration_seconds: float | None   # from the runs that sent a start signal
+    max_duration_seconds: float | None
+    last_run: float | None
+    last_result: str | None               # success or fail
+
+
+@dataclass(frozen=True)
 class RestoreTest:
     check: str
     started: float
@@ -311,6 +324,7 @@ class Report:
     maintenance_windows: list[MaintenanceLine] = field(default_factory=list)
     maintenance_seconds: float = 0.0     # time with at least one window in force, within the period
     notes: list[str] = field(default_factory=list)
+    jobs: list[JobLine] = field(default_factory=list)
 
     @property
     def checklist_done(self) -> int:
@@ -380,7 +394,8 @@ def build_report(conn: sqlite3.Connection, loaded: "LoadedConfig", period: Perio
         checks=checks, incidents=incidents, actions=actions, maintenance=maintenance, backups=backups,
         restore_tests=_restore_tests(scope), availability=availability, disks=_disks(scope),
         trends=_trends(scope), databases=_databases(scope), slow_queries=_slow_queries(scope), log=log,
-        maintenance_windows=windows, maintenance_seconds=maintenance_seconds, notes=_notes(scope, start))
+        maintenance_windows=windows, maintenance_seconds=maintenance_seconds, notes=_notes(scope, start),
+        jobs=_jobs(scope))
     report.goals.extend(_goals(report))
     return report
 
@@ -559,6 +574,16 @@ def _maintenance_windows(conn: sqlite3.Connection, start: float, end: float) -> 
     return lines, seconds_in(clipped, start, end)
 
 
+def _jobs(scope: _Scope) -> list[JobLine]:
+    """Runs, failures and durations of every job a heartbeat check watches, from the signals it sent."""
+    from agent.heartbeat import job_runs
+    names = [c.name for c in scope.loaded.checks if c.type == "heartbeat"]
+    if not names:
+        return []
+    return [JobLine(j.check, j.runs, j.failures, j.mean_duration, j.max_duration, j.last_finish, j.last_kind)
+            for j in job_runs(scope.conn, names, scope.start, scope.end)]
+
+
 def _restore_tests(scope: _Scope) -> list[RestoreTest]:
     tests = []
     for name in scope.checks_of("restore_test"):
@@ -715,7 +740,7 @@ def _goals(report: Report) -> list[Goal]:
 # -- rendering ----------------------------------------------------------------------------------------------
 
 
-_TIME_KEYS = {"start", "end", "started", "at", "generated"}
+_TIME_KEYS = {"start", "end", "started", "at", "generated", "last_run"}
 
 
 def to_dict(report: Report) -> dict[str, Any]:
@@ -746,7 +771,7 @@ def render_json(report: Report) -> str:
 _CSV_ITEMS = {"goals": "name", "checklist": "item", "checks": "check", "incidents": "check", "actions": "action",
               "backups": "check", "restore_tests": "check", "availability": "check", "disks": "mount",
               "trends": "metric", "databases": "database", "slow_queries": "check", "log": "category",
-              "maintenance_windows": "id"}
+              "maintenance_windows": "id", "jobs": "check"}
 
 
 def render_csv(report: Report) -> str:

@@ -81,6 +81,7 @@ class CheckResult:
     summary: str
     samples: tuple[Sample, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    recheck_at: float | None = None   # the verdict changes by itself then (a job's deadline): run again at that time
 
     def __post_init__(self):
         """One value per series: a second sample with the same name and labels (a plugin printing a label

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from typing import Callable
 
@@ -44,9 +45,10 @@ class Runner:
     def __init__(self, workers: int, deliver: Deliver, wake: Callable[[], None] = lambda: None,
                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  started: Started = lambda job, fired: None, state_dir: Path | None = None,
-                 keep_state: bool = True):
+                 keep_state: bool = True, store: Path | None = None, tz: tzinfo | None = None):
         self.workers = workers
         self.state_dir, self.keep_state = state_dir, keep_state
+        self.store, self.tz = store, tz   # what checks read besides the host (heartbeat signals, local time)
         self._deliver = deliver
         self._started = started
         self._wake = wake
@@ -105,7 +107,7 @@ class Runner:
     def _execute(self, run: _Run) -> None:
         job = run.job
         ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir,
-                           keep_state=self.keep_state)
+                           keep_state=self.keep_state, store=self.store, tz=self.tz)
         try:
             with children.owner("check", job.name):
                 result = job.check.run(ctx)

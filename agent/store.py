@@ -78,7 +78,8 @@ def _migrate_2(db) -> None:
 
 
 def _migrate_3(db) -> None:
-    """State that survives a restart (each check's latest result and `for:` window), maintenance windows."""
+    """State that survives a restart (each check's latest result and `for:` window), maintenance windows,
+    heartbeat signals from jobs (`maint-agent ping`), the notification outbox."""
     # one row per check: /metrics shows a check's status right after a restart, even when retention pruned
     # the run itself (a quarterly restore test outlives a 90-day raw retention)
     db.execute("""CREATE TABLE check_state (
@@ -92,6 +93,18 @@ def _migrate_3(db) -> None:
         author TEXT, source TEXT NOT NULL, name TEXT, ended REAL, ended_by TEXT, end_reason TEXT)""")
     db.execute("CREATE UNIQUE INDEX maintenance_windows_occurrence ON maintenance_windows(name, starts)")
     db.execute("CREATE INDEX maintenance_windows_open ON maintenance_windows(ended)")
+    # one row per signal: start, success or fail; `duration` of a finish is measured from its start
+    db.execute("""CREATE TABLE heartbeat_signals (
+        id INTEGER PRIMARY KEY, check_name TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
+        exit_status INTEGER, duration REAL, message TEXT, source TEXT)""")
+    db["heartbeat_signals"].create_index(["check_name", "at"])
+    # one row per notification and channel, written before the first attempt (agent/notifications.py);
+    # `payload` is what is sent, without the webhook URL or routing key (read from the config at each attempt)
+    db.execute("""CREATE TABLE notification_outbox (
+        id INTEGER PRIMARY KEY, created REAL NOT NULL, action TEXT NOT NULL, channel TEXT NOT NULL,
+        check_name TEXT, event TEXT, dedup_key TEXT, title TEXT, payload TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL, last_error TEXT, sent_at REAL)""")
+    db["notification_outbox"].create_index(["status", "next_attempt"])
     _seed_check_state(db.conn)
 
 
@@ -408,6 +421,23 @@ class Store:
         with self._lock:
             return maintenance.end_window(self.conn, window_id, at=at, by=by, reason=reason)
 
+    def last_signal_id(self) -> int:
+        from agent.heartbeat import last_signal_id
+        with self._lock:
+            return last_signal_id(self.conn)
+
+    def signalled_since(self, after_id: int) -> tuple[int, set[str]]:
+        """(newest heartbeat signal id, jobs that signalled after `after_id`)."""
+        from agent.heartbeat import signalled_since
+        with self._lock:
+            return signalled_since(self.conn, after_id)
+
+    def record_signal(self, check: str, kind: str, at: float, **fields) -> None:
+        """A heartbeat signal received by the agent itself (`POST /ping/NAME`)."""
+        from agent.heartbeat import record
+        with self._lock:
+            record(self.conn, check, kind, at, **fields)
+
     def get_state(self, key: str) -> str | None:
         with self._lock:
             row = self.conn.execute("SELECT value FROM agent_state WHERE key = ?", (key,)).fetchone()
@@ -450,9 +480,12 @@ class Store:
             if deleted < PRUNE_BATCH_ROWS:
                 break
         cutoff = datetime.fromtimestamp(now - keep_rollups, tz).date().isoformat()
+        from agent.heartbeat import prune
         with self._lock:
             dropped = self.conn.execute("DELETE FROM check_rollups WHERE day < ?", (cutoff,)).rowcount
+            signals = prune(self.conn, now - keep_raw)
         return {"days_rolled_up": rolled, "runs_pruned": pruned, "rollups_pruned": dropped,
+                "signals_pruned": signals,
                 "days_failed": "; ".join(failed) or None}
 
     def _rollup_day(self, day: date, tz: ZoneInfo) -> None:

@@ -35,10 +35,12 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """Every problem found in one config file, each with file, line and YAML path."""
+    """Every problem found in a config (its main file and included ones), each with file, line and YAML path;
+    by file in the order the files were read, then by line."""
 
     def __init__(self, issues: list[ConfigIssue]):
-        self.issues = sorted(issues, key=lambda i: (i.line, i.path))
+        files = list(dict.fromkeys(i.file for i in issues))
+        self.issues = sorted(issues, key=lambda i: (files.index(i.file), i.line, i.path))
         super().__init__("\n".join(str(i) for i in self.issues))
 
 

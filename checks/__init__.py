@@ -4,6 +4,7 @@ from checks.base import Check
 from checks.backup import BackupFilesCheck, RestoreTestCheck
 from checks.backup_set import BackupSetCheck
 from checks.drift import ConfigDriftCheck
+from checks.heartbeat import HeartbeatCheck
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck
 from checks.logscan import LogScanCheck
 from checks.nagios import NagiosCheck
@@ -53,6 +54,7 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "log_scan": LogScanCheck,
     "config_drift": ConfigDriftCheck,
     "smart": SmartCheck,
+    "heartbeat": HeartbeatCheck,
 }
 
 for _name, _cls in CHECK_TYPES.items():

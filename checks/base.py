@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 import time
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Annotated, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -113,6 +114,8 @@ class CheckContext:
     hostname: str = field(default_factory=socket.gethostname)
     state_dir: Path | None = None   # the agent's state directory (baselines a check keeps between runs)
     keep_state: bool = True         # False for a one-off `maint-agent check NAME`: read state, never move it
+    store: Path | None = None       # the agent's store, to read what others recorded there (heartbeat signals)
+    tz: tzinfo | None = None        # the agent's zone for local wall times (agent.timezone); None: UTC
 
     def remaining(self, started: float) -> float:
         """Seconds left of the run's timeout, for I/O that takes its own timeout."""
@@ -127,6 +130,9 @@ class Check:
     METRIC_PREFIX: ClassVar[str | None] = None
     METRICS: ClassVar[tuple[MetricSpec, ...]] = ()
     THRESHOLD: ClassVar[Threshold | None] = None
+    WATCHES_SCHEDULE: ClassVar[bool] = False
+    """True when `schedule:` is the calendar of what the check watches (a job's cron time), not when the check
+    runs: it then runs `every` (default agent.default_interval), and when its result says so (`recheck_at`)."""
 
     def __init__(self, options: CheckOptions):
         self.options = options

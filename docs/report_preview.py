@@ -42,7 +42,8 @@ MIN_SPACING = 600.0      # at most one demo run per 10 minutes per check: a week
 def load_profile() -> LoadedConfig:
     """The example profile with placeholder credentials (it only holds references) and a stable host name."""
     credentials = Path(tempfile.mkdtemp(prefix="maint-agent-preview-"))
-    for name in set(re.findall(r"\$\{credential:([^}]+)\}", PROFILE.read_text())):
+    texts = [PROFILE.read_text()] + [p.read_text() for p in sorted((PROFILE.parent / "conf.d").glob("*.yaml"))]
+    for name in set(re.findall(r"\$\{credential:([^}]+)\}", "".join(texts))):
         value = ("https://hooks.example.invalid/preview" if "webhook" in name or "url" in name
                  else "host=127.0.0.1 dbname=preview user=preview" if "dsn" in name else "preview-only")
         (credentials / name).write_text(value + "\n")
@@ -140,6 +141,10 @@ class Week:
         ]
         return Status.OK, [sample("statements_max_mean_seconds", 0.412)], {"statements": statements}
 
+    def _heartbeat(self, options, t):
+        failed = self.at(3, 2, 40) <= t < self.at(4, 2, 40)   # Thursday's dump failed; Friday's succeeded
+        return (Status.CRITICAL if failed else Status.OK), [], {}
+
     def _backup_files(self, options, t):
         shrank = self.at(3, 2) <= t < self.at(3, 8)    # a dump 70 % smaller than the day before
         return (Status.WARNING if shrank else Status.OK), [sample("verified", 1)], {}
@@ -158,6 +163,18 @@ def seed(store: Store, loaded: LoadedConfig, start: float, end: float) -> None:
             runs.append(Evaluated(options.name, options.type, Status.OK, "restored and checked", (
                 sample("restore_duration_seconds", 47 * 60 + 12), sample("restore_passed", 1)), {}, t, 2832.0, t))
     store.record_runs(runs)
+    from agent.heartbeat import record
+    for options in loaded.checks:   # the nightly job pings at 02:00 and runs ~40 min; Thursday's run failed
+        if options.type == "heartbeat":
+            for day in range(7):
+                began = week.at(day, 2) + week.rng.uniform(0, 60)
+                took = 38 * 60 + week.rng.uniform(0, 300)
+                record(store.conn, options.name, "start", began)
+                failed = day == 3
+                record(store.conn, options.name, "fail" if failed else "success", began + took,
+                       exit_status=2 if failed else 0, duration=took,
+                       message="pg_dump: error: could not write to output file: No space left on device"
+                       if failed else None)
     audit = [  # started, action, check, trigger status, decision, source, outcome
         (week.at(2, 14, 12), "restart-beauth", "beauth-health", "critical", "ran", "policy", "success"),
         (week.at(2, 14, 13), "page-oncall", "beauth-health", "critical", "ran", "escalation", "success"),

@@ -18,11 +18,13 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     types = {c.type for c in loaded.checks}
     assert {"http", "tls_cert", "postgres", "pg_replication", "pg_connections", "redis", "redis_replication",
             "systemd_unit", "nagios", "cpu", "memory", "disk", "process", "backup_files", "backup_set", "s3_backup",
-            "wal_archive", "restore_test"} <= types
+            "wal_archive", "restore_test", "heartbeat"} <= types
     # the nightly set (dumps + base backup) is judged as one backup, its S3 copy member by member
     by_name = {c.name: c for c in loaded.checks}
     assert by_name["db-dumps-s3"].set and by_name["db-dumps-s3"].local_path == by_name["db-nightly-set"].path
     assert by_name["wal-archive"].critical == 3600.0, "RPO ≤ 1 h"
+    # the nightly cron job reports itself: late after 02:00 without a success, down 2 h later, paged
+    assert (by_name["nightly-backup-job"].schedule, by_name["nightly-backup-job"].grace) == ("02:00", 7200.0)
     # seed 004's automated responses are wired: restarts, clean-up at disk > 90 %, Redis eviction, worker pool,
     # weekly ANALYZE, with PagerDuty/Slack escalation
     assert {a.type for a in loaded.config.actions} == {"systemd_restart", "cleanup_files", "redis_evict",
@@ -35,5 +37,8 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     assert (window.at, window.duration) == ("sun 02:00", 5400.0)
     analyzed = {c.name for c in loaded.checks if any(b.action == "analyze-tables" for b in c.actions)}
     assert analyzed and not analyzed & set(window.checks)
+    # the Redis role's file in conf.d adds its checks and its eviction action
+    assert "conf.d/redis.yaml" in loaded.origins[("checks", "redis")]
+    assert "conf.d/redis.yaml" in loaded.origins[("actions", "evict-idle-cache")]
     dumped = loaded.config.model_dump_json()
     assert "not-used" not in dumped and "${credential:pg.dsn}" in dumped
