@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 
-from agent import __version__, children, logs
+from agent import __version__, children, heartbeat, logs
 from agent.calendar import CalendarSpec, parse_calendar
 from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
@@ -61,6 +61,10 @@ class Daemon:
         self._sink_thread = threading.Thread(target=self._sink, name="sink", daemon=True)
         self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
+        self._identity = heartbeat.process_identity()
+        self._started_at = time.time()
+        self._beat_due = 0.0
+        self._beat_pending: dict[str, Status] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -77,9 +81,12 @@ class Daemon:
         self.server.serve_in_thread()
         self._sink_thread.start()
         self.exposition.refresh()
-        self._log(f"agent started (version {__version__}, {len(self.jobs)} checks)")
+        dry = " in dry run: no corrective action executes" if self._dry_run() else ""
+        self._log(f"agent started (version {__version__}, {len(self.jobs)} checks){dry}")
         logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
-                   store=str(self.loaded.db_path), pid=os.getpid())
+                   store=str(self.loaded.db_path), pid=os.getpid(),
+                   dry_run="true" if self._dry_run() else None)
+        self._beat(time.time())
         notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
         _release_startup_memory()
         try:
@@ -120,6 +127,8 @@ class Daemon:
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
+            if now >= self._beat_due or self._beat_news():
+                self._beat(now)
             status = self._status_line()
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={status}")
@@ -149,6 +158,7 @@ class Daemon:
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
         self._stop_children()
+        self._beat(time.time(), stopped=True)
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -233,6 +243,7 @@ class Daemon:
             self._log(f"config reloaded ({len(self.jobs)} checks)")
             logs.event("config.reloaded", checks=len(self.jobs))
         self.exposition.refresh()
+        self._beat_due = 0.0   # the next loop tells `status` about added and removed checks
         notify("READY=1", f"STATUS={self._status_line()}")
 
     # -- scheduling and results ------------------------------------------------------------------------
@@ -389,6 +400,28 @@ class Daemon:
 
     # -- health ----------------------------------------------------------------------------------------
 
+    def _dry_run(self) -> bool:
+        return self.dry_run or self.loaded.config.agent.dry_run
+
+    def _beat_news(self) -> bool:
+        """A pending breach began or ended since the last heartbeat: `status` shows when it turns, so say
+        it now rather than at the next regular beat."""
+        return self._pending_breaches() != self._beat_pending
+
+    def _pending_breaches(self) -> dict[str, Status]:
+        return {name: job.latest.pending for name, job in list(self.jobs.items())
+                if job.latest is not None and job.latest.pending is not Status.OK}
+
+    def _beat(self, now: float, stopped: bool = False) -> None:
+        """Write the heartbeat `maint-agent status` reads (agent/heartbeat.py): from the scheduler loop only,
+        so a hung loop stops it; a failed write is counted like any other, never fatal."""
+        self._beat_due = now + heartbeat.HEARTBEAT_SECONDS
+        self._beat_pending = self._pending_breaches()
+        record = {**self._identity, "version": __version__, "started": self._started_at, "beat": now,
+                  "stopped": now if stopped else None, "dry_run": self._dry_run(), "config": str(self.loaded.path),
+                  "checks": {name: _job_beat(job) for name, job in list(self.jobs.items())}}
+        self._safely("heartbeat", self.store.set_state, heartbeat.HEARTBEAT_KEY, heartbeat.encode(record))
+
     def _health(self) -> tuple[bool, str]:
         stalled = time.monotonic() - self._heartbeat
         if stalled > 10 * MAX_TICK_SECONDS:
@@ -404,6 +437,18 @@ class Daemon:
                 counts[job.latest.status] += 1
         bad = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n and s is not Status.OK)
         return f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
+
+
+def _job_beat(job: Job) -> dict:
+    """What only the daemon knows of a check: when it runs next, its interval (None: a calendar), and
+    when a pending breach turns into its status if it holds."""
+    latest, window = job.latest, job.window
+    pending_at = None
+    if latest is not None and latest.pending is not Status.OK:
+        since = window.critical_since if latest.pending is Status.CRITICAL else window.warning_since
+        pending_at = since + job.options.sustained if since is not None else None
+    return {"next": job.next_due, "every": job.trigger.seconds if isinstance(job.trigger, Interval) else None,
+            "pending_at": pending_at}
 
 
 def _stall_for_tests() -> None:
