@@ -74,7 +74,7 @@ def _table(rows: list[dict], columns: list[str], out, headers: dict[str, str], p
     if not rows:
         out.write("(none)\n")
         return
-    titles = [headers.get(c, c.upper()) for c in columns]
+    titles = [headers.get(c, c.replace("_", " ").upper()) for c in columns]
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(t), *(len(r[i]) for r in cells)) for i, t in enumerate(titles)]
     width = shutil.get_terminal_size((160, 24)).columns if out.isatty() else 10**6
