@@ -1,17 +1,17 @@
 """Input and errors: an unknown name fails with "did you mean" everywhere, --config goes before or after
-the command, an unquoted time gets a hint, a taken port names its address, and JSON has one style."""
+the command, an unquoted time gets a hint, and JSON has one style
+(a taken port: tests/agent/test_daemon.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
 from agent.result import Evaluated, Status
 from agent.store import Store
-from tests.conftest import AGENT, REPO, run_cli, wait_for
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -84,28 +84,6 @@ def test_config_check_hints_to_quote_a_time_yaml_read_as_a_number(write_config):
     assert out.returncode == 2
     assert f"{config}:2: schedules.daily: " in out.stderr and "quote times: '12:30'" in out.stderr
     assert "quote times: '2:30'" in out.stderr
-
-
-def test_a_taken_port_names_the_address_and_suggests_another_agent(agent_factory):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    port = holder.getsockname()[1]
-    try:
-        agent = agent_factory(f"""
-            agent: {{state_dir: {{state}}}}
-            http: {{listen: "127.0.0.1:{port}"}}
-            checks:
-              - {{name: fine, type: nagios, every: 1m, command: [/bin/true]}}
-        """.replace("{{state}}", "{state}"))
-        import subprocess
-        done = subprocess.run([*AGENT, "run", "--config", str(agent.config)], cwd=REPO, capture_output=True,
-                              text=True, timeout=60)
-    finally:
-        holder.close()
-    assert done.returncode == 1
-    assert (f"cannot listen on 127.0.0.1:{port}: address already in use; another maint-agent may be running"
-            in done.stderr), done.stderr
 
 
 @pytest.mark.parametrize("command", [["history"], ["checks"], ["log", "list"], ["actions"], ["checklist"],
