@@ -44,9 +44,13 @@ def status_json(agent) -> tuple[int, dict]:
 
 def test_status_says_the_agent_is_running_then_down_when_it_is_stopped(agent_factory):
     agent = agent_factory(DAEMON.format()).start()
-    _, view = wait_for(lambda: (lambda r: r if len(r[1]["checks"]) == 6 and r[1]["counts"].get("critical")
-                                and r[1]["counts"].get("pending") else None)(status_json(agent)),
-                       what="results of every interval check")
+    def settled():
+        code, view = status_json(agent)
+        rows = {row["check"]: row for row in view["checks"]}
+        return view if rows["broken"]["status"] == "critical" and rows["shaky"]["status"] == "warning" and \
+            rows["fine"]["status"] == "ok" and rows["filling"]["pending_in_seconds"] is not None else None
+
+    view = wait_for(settled, what="results of every interval check and the heartbeat of the pending breach")
     assert view["agent"]["running"] and view["agent"]["pid"] == agent.proc.pid
     assert view["agent"]["timezone"] == "Asia/Ho_Chi_Minh" and view["agent"]["newest_result_age_seconds"] < 5
     names = [row["check"] for row in view["checks"]]
