@@ -404,7 +404,7 @@ def cmd_check(args) -> int:
 def cmd_status(args) -> int:
     from agent import heartbeat
     from agent.history import latest_runs
-    from agent.output import json_value, use_colour
+    from agent.output import json_document, use_colour
     from agent.statusview import build, header_line, status_cell, summary_cell
     from agent.timefmt import ago, zone_text
     conn, lean = _open_store(args)
@@ -418,8 +418,7 @@ def cmd_status(args) -> int:
     zone = zone_text(lean.tz, now)
     if args.format == "json":
         agent = {**view.agent, "modes": view.modes, "timezone": str(lean.tz)}
-        sys.stdout.write('{"agent":' + json_value(agent) + ',\n"counts":' + json_value(view.counts)
-                         + ',\n"checks":' + _json_rows(view.rows) + "}\n")
+        sys.stdout.write(json_document({"agent": agent, "counts": view.counts, "checks": view.rows}))
     elif args.format == "csv":
         emit(view.rows, "csv", [])
     else:
@@ -433,11 +432,6 @@ def cmd_status(args) -> int:
         emit(rows, "table", ["check", "status_text", "last_run", "age", "summary_text"],
              headers={"status_text": "STATUS", "summary_text": "SUMMARY", **_headers(when, "last_run")}, paint=_paint)
     return EXIT_PROBLEM if view.problem else EXIT_OK
-
-
-def _json_rows(rows: list[dict]) -> str:
-    from agent.output import json_lines
-    return json_lines(rows).rstrip("\n")
 
 
 def _paint(row: dict, column: str) -> str | None:

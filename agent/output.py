@@ -1,8 +1,8 @@
 """Rows out as an aligned table, JSON or CSV (the CLI's `--format`).
 
 One JSON style for every command: a list is a JSON array with one compact object per line (what
-`history --format json` streams from SQLite, so grep and jq -c both work); a single document (`status`)
-is an object whose lists follow the same rule. Keys are snake_case with the unit in the name
+`history --format json` streams from SQLite, so grep and jq -c both work); a single document (`status`,
+`report`) is an object with one key per line whose lists follow the same rule. Keys are snake_case with the unit in the name
 (`duration_seconds`), times ISO 8601 UTC with milliseconds (agent/timefmt.py), statuses lower case,
 absent values null. CSV has the same columns and values as the JSON rows.
 
@@ -49,6 +49,19 @@ def json_lines(rows: list) -> str:
     if not rows:
         return "[]\n"
     return "[\n" + ",\n".join(json_value(row) for row in rows) + "\n]\n"
+
+
+def json_document(data: dict) -> str:
+    """An object (`status`, `report`): one top-level key per line, a list of objects under a key one
+    object per line, like every list."""
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            text = "[\n" + ",\n".join(json_value(item) for item in value) + "\n]"
+        else:
+            text = json_value(value)
+        parts.append(f"{json_value(key)}:{text}")
+    return "{" + ",\n".join(parts) + "}\n"
 
 
 def json_value(value) -> str:

@@ -42,7 +42,7 @@ import json
 import math
 import sqlite3
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -749,7 +749,9 @@ def _plain(value: Any, key: str = "") -> Any:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(to_dict(report), indent=1, ensure_ascii=False) + "\n"
+    """The CLI's one JSON style (agent/output.py): a key per line, each list one object per line."""
+    from agent.output import json_document
+    return json_document(to_dict(report))
 
 
 _CSV_ITEMS = {"goals": "name", "checklist": "item", "checks": "check", "incidents": "check", "actions": "action",

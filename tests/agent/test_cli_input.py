@@ -102,11 +102,14 @@ def test_json_output_is_one_style_an_array_with_one_object_per_line(configured, 
         assert lines == ["[]"]
 
 
-def test_status_json_is_an_object_whose_lists_follow_the_same_style(configured):
-    out = run_cli("status", "--format", "json", config=configured)
+@pytest.mark.parametrize("command", [["status", "--format", "json"], ["report", "--period", "day", "--format", "json"]])
+def test_json_documents_put_a_key_per_line_and_list_objects_one_per_line(configured, command):
+    out = run_cli(*command, config=configured)
     data = json.loads(out.stdout)
-    assert set(data) == {"agent", "counts", "checks"} and isinstance(data["checks"], list)
-    assert out.stdout.splitlines()[-1] == "]}" and len(out.stdout.splitlines()) == 4 + len(data["checks"])
+    lists = [v for v in data.values() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)]
+    assert len(out.stdout.splitlines()) == len(data) + sum(len(v) + 1 for v in lists)
+    if command[0] == "status":
+        assert set(data) == {"agent", "counts", "checks"} and out.stdout.splitlines()[-1] == "]}"
 
 
 def test_history_export_lists_its_formats_when_given_another(configured):
