@@ -80,7 +80,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
             row["output"] = r["output"]
             row["dry_run"] = bool(r["dry_run"])
         rows.append(row)
-    emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"], headers=_headers(when, "time"))
+    emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"],
+         headers=_headers(when, "time"))
     return EXIT_OK
 
 

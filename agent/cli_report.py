@@ -90,7 +90,8 @@ def _section(loaded, name: str | None):
     section = next((r for r in reports if r.name == name), None)
     if section is None:
         from agent.cli import unknown_name
-        _fail(unknown_name("report", name, [r.name for r in reports]) + ("" if reports else " (no reports: configured)"))
+        _fail(unknown_name("report", name, [r.name for r in reports])
+              + ("" if reports else " (no reports: configured)"))
     return section
 
 

@@ -2,8 +2,8 @@
 
 One JSON style for every command: a list is a JSON array with one compact object per line (what
 `history --format json` streams from SQLite, so grep and jq -c both work); a single document (`status`,
-`report`) is an object with one key per line whose lists follow the same rule. Keys are snake_case with the unit in the name
-(`duration_seconds`), times ISO 8601 UTC with milliseconds (agent/timefmt.py), statuses lower case,
+`report`) is an object with one key per line whose lists follow the same rule. Keys are snake_case with the
+unit in the name (`duration_seconds`), times ISO 8601 UTC with milliseconds (agent/timefmt.py), statuses lower case,
 absent values null. CSV has the same columns and values as the JSON rows.
 
 Cells and fields hold what checks and peers said: control characters are escaped in every format

@@ -82,8 +82,8 @@ def _rank(row: dict) -> float:
 
 def _row(check: ConfiguredCheck, run: dict | None, beat: dict | None, live: Liveness, now: float,
          when: Callable) -> dict[str, Any]:
-    row: dict[str, Any] = {"check": check.name, "type": check.type, "status": None, "stale": False, "stale_reason": None,
-                           "pending": None, "pending_in_seconds": None, "last_run": None, "age_seconds": None,
+    row: dict[str, Any] = {"check": check.name, "type": check.type, "status": None, "stale": False,
+                           "stale_reason": None, "pending": None, "pending_in_seconds": None, "last_run": None, "age_seconds": None,
                            "next_due": None, "duration_seconds": None, "summary": None, "marks": []}
     next_due = _next_due(beat, check, now) if live.running else None
     if not check.enabled:

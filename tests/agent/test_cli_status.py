@@ -138,7 +138,8 @@ def test_status_view_flags_interval_result_older_than_three_intervals_as_stale_a
     checks = [ConfiguredCheck("fresh", "load", True, 60.0), ConfiguredCheck("old", "load", True, 60.0)]
     v = view(checks, {"fresh": run(age=179), "old": run(age=181)})
     rows = {r["check"]: r for r in v.rows}
-    assert not rows["fresh"]["stale"] and rows["old"]["stale"] and rows["old"]["stale_reason"] == "ran 3m1s ago, every 1m"
+    assert not rows["fresh"]["stale"] and rows["old"]["stale"]
+    assert rows["old"]["stale_reason"] == "ran 3m1s ago, every 1m"
     assert [r["check"] for r in v.rows] == ["old", "fresh"], "a stale OK ranks above OK"
     assert v.problem and status_cell(rows["old"]) == "ok, stale"
 

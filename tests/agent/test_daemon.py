@@ -210,7 +210,8 @@ def test_daemon_port_in_use_exits_one_with_reason(agent_factory):
         agent = agent_factory(BASE.replace("{port}", str(port)) + "  - {name: load, type: load}\n")
         out = agent.cli("run")
     assert out.returncode == 1 and "event=agent.failed" in out.stderr
-    assert f"cannot listen on 127.0.0.1:{port}: address already in use; another maint-agent may be running" in out.stderr
+    assert (f"cannot listen on 127.0.0.1:{port}: address already in use; another maint-agent may be running"
+            in out.stderr)
 
 
 def test_daemon_hung_huge_and_broken_checks_leave_fast_check_on_time(agent_factory):
