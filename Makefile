@@ -7,8 +7,12 @@ STAMP  := $(VENV)/.installed
 # the suite mostly waits on real servers: three workers on two cores halve its wall time
 TEST_WORKERS ?= 3
 
-# `make install`: the agent in its own venv under PREFIX, the systemd unit, its system user, the polkit rule
-# and (only when absent) /etc/maint-agent/agent.yaml. DESTDIR stages everything under another root.
+# `make install`: the agent in its own venv under PREFIX, the systemd unit, its system user, the polkit rule,
+# the docs the config refers to (share/doc: config reference, example profile, deploy guide) and (only when
+# absent) /etc/maint-agent/agent.yaml. DESTDIR stages everything under another root. The venv is built on the
+# system interpreter, whatever python runs make: its pyvenv.cfg then says `home = /usr/bin`, true on every
+# Debian host with the same Python, so a staged tree runs wherever it is copied.
+SYSTEM_PYTHON ?= /usr/bin/python3
 PREFIX  ?= /opt/maint-agent
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
@@ -67,16 +71,18 @@ install: install-venv install-files
 	@echo "  systemd-sysusers && systemctl daemon-reload && systemctl enable --now maint-agent"
 
 install-venv:
-	$(PYTHON) -m venv --clear $(VENVDIR)
+	$(SYSTEM_PYTHON) -m venv --clear $(VENVDIR)
 	$(VENVDIR)/bin/pip install --quiet --no-cache-dir '.$(if $(EXTRAS),[$(EXTRAS)])'
 	@# a staged venv (DESTDIR) must still run from PREFIX once copied to the real root
 	$(if $(DESTDIR),grep -rlI '$(VENVDIR)' $(VENVDIR)/bin $(VENVDIR)/pyvenv.cfg | xargs sed -i 's|$(VENVDIR)|$(PREFIX)|g')
 	rm -rf build
 
 install-files:
-	install -d -m 0755 $(DOCDIR)/dropins
-	install -m 0644 docs/deploy.md systemd/web-config.example.yml systemd/sudoers.maint-agent $(DOCDIR)/
+	install -d -m 0755 $(DOCDIR)/dropins $(DOCDIR)/examples
+	install -m 0644 docs/deploy.md docs/config-reference.md systemd/web-config.example.yml \
+		systemd/sudoers.maint-agent $(DOCDIR)/
 	install -m 0644 systemd/dropins/*.conf $(DOCDIR)/dropins/
+	install -m 0644 examples/ai-camera.yaml $(DOCDIR)/examples/
 	install -d -m 0755 $(ROOT)$(UNITDIR) $(ROOT)/usr/lib/sysusers.d $(ROOT)/usr/share/polkit-1/rules.d
 	sed 's|/opt/maint-agent/|$(PREFIX)/|g' systemd/maint-agent.service > $(ROOT)$(UNITDIR)/maint-agent.service
 	chmod 0644 $(ROOT)$(UNITDIR)/maint-agent.service
@@ -91,7 +97,8 @@ install-files:
 	install -d -m 0700 $(ETC)/credentials
 	install -d -m 0750 $(ETC)/conf.d
 	@if [ -e $(ETC)/agent.yaml ]; then echo "kept the existing $(ETC)/agent.yaml"; \
-	else install -m 0640 systemd/agent.example.yaml $(ETC)/agent.yaml; fi
+	else (umask 027 && sed 's|/opt/maint-agent/|$(PREFIX)/|g' systemd/agent.example.yaml > $(ETC)/agent.yaml) && \
+		chmod 0640 $(ETC)/agent.yaml; fi
 	@if [ -z '$(DESTDIR)' ]; then systemd-sysusers /usr/lib/sysusers.d/maint-agent.conf && \
 		chgrp maint-agent $(ETC)/agent.yaml $(ETC)/conf.d; fi
 

@@ -13,11 +13,14 @@ import importlib
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from agent.history import StoreUnusable
 from agent.output import FORMATS, emit
+from agent.statusview import ConfiguredCheck
+from agent.timefmt import TIME_FORMS
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
@@ -51,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # -c/--config before the command word (`maint-agent -c FILE status`) or after it: the subcommands'
+    # option has no default, so it never resets a value given before the word
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, default=None,
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
                         help="config file (default: $MAINT_AGENT_CONFIG, ./agent.yaml, /etc/maint-agent/agent.yaml)")
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -61,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from agent import __version__
     parser.add_argument("--version", action="version", version=f"maint-agent {__version__}")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="config file, before or after the command (default: $MAINT_AGENT_CONFIG, "
+                             "./agent.yaml, /etc/maint-agent/agent.yaml)")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("run", parents=[common], help="run the agent in the foreground (what systemd starts)")
@@ -68,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate and audit every action as 'would run'; no corrective action executes")
     p.set_defaults(handler=cmd_run)
 
-    config = sub.add_parser("config", help="validate, show the effective config, or print its JSON Schema")
+    config = sub.add_parser("config", parents=[common],
+                            help="validate, show the effective config, or print its JSON Schema")
     config_sub = config.add_subparsers(title="config commands", metavar="COMMAND")
     p = config_sub.add_parser("check", parents=[common],
                               help="validate a config file: exit 0 with a summary, or 2 with every error; "
@@ -77,34 +86,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when the config, a secret file or the TLS key is readable or writable by others or "
                         "owned by another user; the config must be private even without literal secrets")
+    p.add_argument("--offline", "--no-secrets", dest="offline", action="store_true",
+                   help="validate everything but whether the secrets can be read (a config repository's CI, a "
+                        "host without the credentials): references are checked for form only")
     p.set_defaults(handler=cmd_config_check)
     p = config_sub.add_parser("show", parents=[common],
-                              help="print the effective config as YAML, defaults filled in; secrets appear as their "
-                                   "reference, literal ones as ***")
+                              help="print the effective config as YAML, defaults filled in, in the units you "
+                                   "write (90d, 10GiB, 85%%); secrets appear as their reference, literal ones as ***")
     p.add_argument("file", nargs="?", type=Path, help="config file (default as for --config)")
     p.set_defaults(handler=cmd_config_show)
     p = config_sub.add_parser("schema", help="print the config's JSON Schema")
     p.set_defaults(handler=cmd_config_schema)
     config.set_defaults(handler=lambda a: (config.print_help(), EXIT_USAGE)[1])
 
-    p = sub.add_parser("checks", parents=[common, fmt], help="list configured checks with schedule, next due, last status")
+    p = sub.add_parser("checks", parents=[common, fmt],
+                       help="list configured checks (disabled ones marked) with schedule, next due, last status")
     p.set_defaults(handler=cmd_checks)
 
     p = sub.add_parser("check", parents=[common, fmt],
-                       help="run one check now and print its result (exit 0 OK, 1 WARNING/CRITICAL, 3 UNKNOWN); "
-                            "not recorded in the store")
+                       help="run one check now and print its result with the thresholds that applied (exit 0 OK, "
+                            "1 WARNING/CRITICAL, 3 UNKNOWN); writes nothing: not the store, not a baseline")
     p.add_argument("name")
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("status", parents=[common, fmt],
-                       help="latest result of every configured check (exit 1 when any is not OK)")
+                       help="is the agent running, and the latest result of every configured check, worst first "
+                            "(exit 1 when the agent is not running or any check is not OK or stale)")
     p.add_argument("--all", action="store_true", help="also checks that are no longer in the config")
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("history", parents=[common, fmt], help="past runs, newest first")
     p.add_argument("--check", help="only this check")
     p.add_argument("--status", help="comma-separated statuses: ok,warning,critical,unknown")
-    p.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (local time)")
+    p.add_argument("--since", help=f"{TIME_FORMS} (in the agent's time zone)")
     p.add_argument("--until", help="same forms as --since; exclusive")
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
@@ -122,34 +136,62 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def unknown_name(kind: str, name: str, known) -> str:
+    """`no check named 'dsk' (did you mean 'disk'?)`, or the known names when none is close."""
+    import difflib
+    known = sorted({k for k in known if k})
+    hint = difflib.get_close_matches(name, known, n=1)
+    if hint:
+        return f"no {kind} named {name!r} (did you mean {hint[0]!r}?)"
+    return f"no {kind} named {name!r}" + (f"; known: {', '.join(known)}" if known else "")
+
+
 def _config_path(args) -> Path:
     from agent.paths import default_config
-    return args.config or default_config()
+    return getattr(args, "config", None) or default_config()
 
 
-def _load(path: Path):
-    """Full validation (imports pydantic); None after printing every error."""
+def _load(path: Path, offline: bool = True):
+    """Full validation (imports pydantic); None after printing every error. `offline` (what every command
+    but `run`, `config check` and the senders uses) checks secret references for form, without reading
+    them: an operator's shell has no $CREDENTIALS_DIRECTORY, and listing checks needs no password."""
     from agent.config import load_config
+    from agent.fields import secrets_offline
     from agent.yamlsrc import ConfigError
     try:
-        return load_config(path)
+        with secrets_offline(offline):
+            return load_config(path)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return None
 
 
-def _read_fast(path: Path) -> tuple[Path, set[str]]:
-    """The store's path and the configured check names from the YAML alone, without validating the
-    whole config (keeps `status` and `history` fast)."""
-    db, checks = _read_checks(path)
-    return db, {name for name, entry in checks.items() if entry.get("enabled", True)}
+@dataclass(frozen=True)
+class LeanConfig:
+    """What the lean commands need from the config, read from the YAML alone without validating the whole
+    file (keeps `status` and `history` fast and free of pydantic and of the secrets)."""
+
+    path: Path
+    db: Path
+    tz: ZoneInfo
+    hostname: str | None
+    checks: tuple[ConfiguredCheck, ...]
+
+    @property
+    def names(self) -> set[str]:
+        """The enabled checks' names."""
+        return {c.name for c in self.checks if c.enabled}
+
+    @property
+    def all_names(self) -> set[str]:
+        return {c.name for c in self.checks}
 
 
-def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
-    """The store's path and every check entry by name (as written, disabled ones too), from the YAML alone."""
+def _read_yaml(path: Path) -> dict:
+    """The config file's mapping, parsed without validation; ValueError (ConfigError for an unreadable or
+    non-UTF-8 file) when it cannot be read."""
     import yaml
-    from agent.paths import store_path
     from agent.yamlsrc import read_text
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
@@ -158,63 +200,88 @@ def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
         raise ValueError(f"invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("the config must be a mapping of sections")
+    return data
+
+
+def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
+    """The store's path and every check entry by name (as written, disabled ones, conf.d ones too)."""
     from agent.includes import read_checks_fast
-    agent = data.get("agent") or {}
-    store = data.get("store") or {}
+    from agent.paths import store_path
+    data = _read_yaml(path)
+    agent, store = data.get("agent") or {}, data.get("store") or {}
     return store_path(path, agent.get("state_dir"), store.get("path")), read_checks_fast(path, data)
 
 
-def _open_store(args):
-    """(read-only connection, configured check names); exits 2 with the reason when either is missing."""
-    from agent.history import StoreMissing, open_readonly
+def _read_fast(path: Path) -> LeanConfig:
+    """The config's store, zone and checks; ValueError (or OSError) when the file cannot be read."""
+    from agent.includes import read_checks_fast
+    from agent.paths import store_path
+    from agent.timefmt import agent_zone
+    data = _read_yaml(path)
+    agent = data.get("agent") or {}
+    store = data.get("store") or {}
+    default = _seconds(agent.get("default_interval"), 60.0)
+    checks = tuple(ConfiguredCheck(str(c["name"]), str(c.get("type") or "?"), c.get("enabled", True) is not False,
+                                   None if c.get("schedule") is not None else _seconds(c.get("every"), default))
+                   for c in read_checks_fast(path, data).values() if isinstance(c, dict) and c.get("name"))
+    return LeanConfig(Path(path), store_path(path, agent.get("state_dir"), store.get("path")),
+                      agent_zone(agent.get("timezone")), agent.get("hostname"), checks)
+
+
+def _seconds(value, default: float) -> float:
+    from agent.units import parse_duration
+    try:
+        return parse_duration(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _lean(args) -> LeanConfig:
+    """The lean config of --config; exits 2 with the reason when it cannot be read."""
     from agent.yamlsrc import ConfigError
     path = _config_path(args)
     try:
-        db, names = _read_fast(path)
+        return _read_fast(path)
     except ConfigError as exc:   # unreadable or not UTF-8: file:line: reason
         raise SystemExit(_fail(str(exc)))
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
+
+
+def _open_store(args):
+    """(read-only connection, lean config); exits 2 with the reason when either is missing."""
+    from agent.history import StoreMissing, open_readonly
+    lean = _lean(args)
     try:
-        return open_readonly(db), names
+        return open_readonly(lean.db), lean
     except StoreMissing as exc:
         raise SystemExit(_fail(str(exc)))
 
 
-def _time_range(args, now: float) -> tuple[float | None, float | None]:
-    """`--since` and `--until` of a listing command (either may be absent); ValueError names a bad one."""
-    since = _parse_when(args.since, now) if args.since else None
-    until = _parse_when(args.until, now) if args.until else None
+def _time_range(args, now: float, tz: ZoneInfo) -> tuple[float | None, float | None]:
+    """`--since` and `--until` of a listing command (either may be absent), read in the agent's zone;
+    ValueError names a bad one."""
+    since = _parse_when(args.since, now, tz) if getattr(args, "since", None) else None
+    until = _parse_when(args.until, now, tz) if getattr(args, "until", None) else None
     return since, until
 
 
-def _parse_when(text: str, now: float) -> float:
-    """'7d' → now − 7 days; '2026-11-01' or '2026-11-01T08:00' → that local time."""
-    from agent.units import parse_duration
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"invalid time {text!r} (use 7d, 12h, 2026-11-01 or 2026-11-01T08:00)") from None
+def _parse_when(text: str, now: float, tz: ZoneInfo) -> float:
+    """'7d' → now − 7 days; '2026-11-01' or '2026-11-01T08:00' → that time in the agent's zone `tz`."""
+    from agent.timefmt import parse_when
+    return parse_when(text, now, tz)
 
 
-def _local(value: float | None) -> str | None:
-    """Tables are for people: local wall time, like journalctl."""
-    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else None
+def _time_format(fmt: str, tz: ZoneInfo, now: float | None = None):
+    """Tables show wall time in the agent's zone (named in their headers); JSON and CSV ISO 8601 UTC."""
+    from agent.timefmt import time_format
+    return time_format(fmt, tz, time.time() if now is None else now)
 
 
-def _time_format(fmt: str):
-    return _local if fmt == "table" else _iso
-
-
-def _iso(value: float | None) -> str | None:
-    """JSON and CSV are for programs: ISO 8601 in UTC."""
-    if not value:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _headers(when, *columns: str) -> dict[str, str]:
+    """Table titles of time columns with the zone they are in: `LAST RUN (CET)`."""
+    header = getattr(when, "header", None)
+    return {c: header(c) for c in columns} if header else {}
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -225,7 +292,7 @@ def cmd_run(args) -> int:
     import signal
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # a reload before the daemon is up must not kill it
     os.umask(0o077)   # the store, state and anything a check leaves are the agent's alone, however it was started
-    loaded = _load(_config_path(args))
+    loaded = _load(_config_path(args), offline=False)
     if loaded is None:
         return EXIT_USAGE
     from agent.daemon import Daemon
@@ -237,12 +304,23 @@ def cmd_run(args) -> int:
         logs.event("agent.failed", "error", error=str(exc))
         return EXIT_USAGE
     except (OSError, RuntimeError, sqlite3.Error) as exc:   # port taken, store unreadable or from a newer agent
-        logs.event("agent.failed", "error", error=str(exc))
+        logs.event("agent.failed", "error", error=_start_error(exc, loaded.config.http.listen))
         return 1
 
 
+def _start_error(exc: Exception, listen: str) -> str:
+    """Why the agent could not start, with what to do when its address is taken."""
+    import errno
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {listen}: address already in use; another maint-agent may be running with "
+                f"this config (see `maint-agent status`), or another program holds the port: set http.listen "
+                f"to a free one")
+    return str(exc)
+
+
 def cmd_config_check(args) -> int:
-    loaded = _load(args.file or _config_path(args))
+    path = args.file or _config_path(args)
+    loaded = _load(path, offline=args.offline)
     if loaded is None:
         return EXIT_USAGE
     from agent.config import exposed_files
@@ -251,7 +329,7 @@ def cmd_config_check(args) -> int:
         print(f"{'error' if args.strict else 'warning'}: {problem}", file=sys.stderr)
     if exposed and args.strict:
         return EXIT_USAGE
-    print(loaded.summary())
+    print(loaded.summary() + ("; secrets not read (--offline)" if args.offline else ""))
     return EXIT_OK
 
 
@@ -259,6 +337,8 @@ def cmd_config_show(args) -> int:
     loaded = _load(args.file or _config_path(args))
     if loaded is None:
         return EXIT_USAGE
+    import yaml
+    from agent.configview import human_config
     from agent.fields import is_reference
     from agent.redact import REDACT, secrets_in
     literals = {str(s) for s in secrets_in(loaded.config) if not is_reference(s)}
@@ -275,10 +355,10 @@ def cmd_config_show(args) -> int:
             return value
         return "***" if value in literals else REDACT(value)
 
-    document = mask(loaded.config.model_dump(mode="json", by_alias=True))
+    document = mask(human_config(loaded.config))
     document.pop("include", None)   # merged below: the output is one complete config
-    header = (f"# effective config of {loaded.path}: defaults filled in, durations in seconds, sizes in "
-              f"bytes, ratios 0..1\n")
+    header = (f"# effective config of {loaded.path}: defaults filled in; durations, sizes and "
+              f"percentages in the units config files take (90d, 10GiB, 85%)\n")
     if loaded.included:
         header += "# merged from the files it includes: " + ", ".join(str(p) for p in loaded.included) + "\n"
     sys.stdout.write(header + _with_origins(document, loaded.origins))
@@ -332,13 +412,15 @@ def cmd_checks(args) -> int:
     if loaded is None:
         return EXIT_USAGE
     from agent.history import StoreMissing, latest_runs, open_readonly, scheduler_state
-    from agent.scheduler import describe, jitter_key_for, plan_start
+    from agent.scheduler import compact, describe, jitter_key_for, plan_start
     try:
         conn = open_readonly(loaded.db_path)
         persisted, latest = scheduler_state(conn), {r["check_name"]: r for r in latest_runs(conn)}
     except StoreMissing:
         persisted, latest = {}, {}
-    now, when = time.time(), _time_format(args.format)
+    now = time.time()
+    when = _time_format(args.format, loaded.tz, now)
+    table = args.format == "table"
     rows = []
     for options in loaded.checks:
         trigger = loaded.triggers[options.name]
@@ -346,11 +428,13 @@ def cmd_checks(args) -> int:
         plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key_for(loaded.config.agent.hostname,
                                                                               options.name), options.jitter)
         last = latest.get(options.name)
-        rows.append({"check": options.name, "type": options.type, "schedule": describe(trigger),
-                     "enabled": options.enabled, "next_due": when(plan.next_due) if options.enabled else None,
+        next_due = when(plan.next_due) if options.enabled else ("disabled" if table else None)
+        rows.append({"check": options.name, "type": options.type, "enabled": options.enabled,
+                     "schedule": compact(trigger), "schedule_description": describe(trigger), "next_due": next_due,
                      "last_run": when(last["started"]) if last else None,
                      "last_status": STATUS_NAMES[last["status"]] if last else None})
-    emit(rows, args.format, ["check", "type", "schedule", "next_due", "last_run", "last_status"])
+    emit(rows, args.format, ["check", "type", "schedule", "next_due", "last_run", "last_status"],
+         headers=_headers(when, "next_due", "last_run"))
     return EXIT_OK
 
 
@@ -360,21 +444,20 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     options = next((c for c in loaded.checks if c.name == args.name), None)
     if options is None:
-        import difflib
-        hint = difflib.get_close_matches(args.name, [c.name for c in loaded.checks], n=1)
-        return _fail(f"no check named {args.name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return _fail(unknown_name("check", args.name, [c.name for c in loaded.checks]))
+    from agent.checkview import result_lines, result_row
     from agent.evaluate import WindowState, evaluate
     from agent.job import Job
     from agent.redact import REDACT, redacted_outcome
     from agent.result import Status
     from agent.runner import Runner
-    from agent.terminal import printable
     from checks import CHECK_TYPES
 
     REDACT.refresh(loaded.config)   # what the daemon knows after loading this config, so the same is masked
 
     job = Job(CHECK_TYPES[options.type](options), loaded.triggers[options.name], loaded.timeout_for(options))
     outcome = []
+    # keep_state=False: a one-off run reads what the daemon keeps (baselines, log offsets) and never writes it
     runner = Runner(1, lambda *a: outcome.append(a), state_dir=loaded.db_path.parent, keep_state=False,
                     store=loaded.db_path, tz=loaded.tz)
     runner.request(job, time.time())
@@ -384,43 +467,65 @@ def cmd_check(args) -> int:
     _, result, started, duration, _ = outcome[0]
     verdict = evaluate(job.check, result, WindowState(), started + duration)
     summary, _ = redacted_outcome(verdict.summary, None, REDACT)
-    row = {"check": options.name, "status": verdict.status.label, "pending": verdict.pending.label
-           if verdict.pending is not Status.OK else None, "duration_seconds": round(duration, 4),
-           "summary": summary, "metrics": {s.key: s.value for s in result.samples}}
-    emit([row], args.format, ["check", "status", "duration_seconds", "summary"])
-    if args.format == "table" and row["metrics"]:
-        for key, value in row["metrics"].items():
-            print(f"  {printable(key)} = {value:g}")
+    row = result_row(job.check, verdict, result, summary, duration)
+    if args.format == "table":
+        sys.stdout.write(result_lines(job.check, row, result))
+    else:
+        emit([row], args.format, list(row))
     if verdict.status is Status.UNKNOWN:
         return EXIT_UNKNOWN
     return EXIT_OK if verdict.status is Status.OK else EXIT_PROBLEM
 
 
 def cmd_status(args) -> int:
-    from agent.history import latest_states, maintenance_now
-    conn, configured = _open_store(args)
-    configured.discard(None)
-    when = _time_format(args.format)
-    rows = [{"check": r["check_name"], "type": r["type"], "status": STATUS_NAMES[r["status"]],
-             "pending": STATUS_NAMES[r["pending"]] if r["pending"] else None,
-             "last_run": when(r["started"]), "duration_seconds": round(r["duration"], 4), "summary": r["summary"]}
-            for r in latest_states(conn) if args.all or r["check_name"] in configured]
-    seen = {r["check"] for r in rows}
-    rows += [{"check": name, "type": None, "status": None, "pending": None, "last_run": None, "duration_seconds": None,
-              "summary": "never run"} for name in sorted(configured - seen)]
-    until = maintenance_now(conn, {r["check"] for r in rows}, time.time())
-    for row in rows:
-        row["maintenance_until"] = when(until[row["check"]]) if row["check"] in until else None
-    columns = ["check", "status", "last_run", "summary"] + (["maintenance_until"] if until else [])
-    emit(rows, args.format, columns)
-    return EXIT_PROBLEM if any(r["status"] not in ("ok", None) for r in rows) else EXIT_OK
+    from agent import liveness as heartbeat
+    from agent.history import latest_runs, maintenance_now
+    from agent.output import json_document, use_colour
+    from agent.statusview import build, header_line, status_cell, summary_cell
+    from agent.timefmt import ago, zone_text
+    conn, lean = _open_store(args)
+    now = time.time()
+    when = _time_format(args.format, lean.tz, now)
+    record = heartbeat.read(conn)
+    live = heartbeat.liveness(record, now, heartbeat.process_alive(record) if record else None)
+    latest = {r["check_name"]: dict(r) for r in latest_runs(conn)}
+    newest = conn.execute("SELECT max(started + duration) FROM check_runs").fetchone()[0]
+    view = build(list(lean.checks), latest, record, live, newest, now, when, retired=args.all,
+                 maintenance=maintenance_now(conn, lean.all_names, now))
+    zone = zone_text(lean.tz, now)
+    if args.format == "json":
+        agent = {**view.agent, "modes": view.modes, "timezone": str(lean.tz)}
+        sys.stdout.write(json_document({"agent": agent, "counts": view.counts, "checks": view.rows}))
+    elif args.format == "csv":
+        emit(view.rows, "csv", [])
+    else:
+        colour = use_colour(sys.stdout)
+        header = header_line(view, lean.hostname, zone, now)
+        if colour and not view.agent["running"]:
+            header = header.replace("NOT RUNNING", "\x1b[1;31mNOT RUNNING\x1b[0m", 1)
+        print(header)
+        rows = [{**row, "status_text": status_cell(row), "summary_text": summary_cell(row),
+                 "age": ago(row["age_seconds"]) if row["age_seconds"] is not None else None} for row in view.rows]
+        emit(rows, "table", ["check", "status_text", "last_run", "age", "summary_text"],
+             headers={"status_text": "STATUS", "summary_text": "SUMMARY", **_headers(when, "last_run")}, paint=_paint)
+    return EXIT_PROBLEM if view.problem else EXIT_OK
+
+
+def _paint(row: dict, column: str) -> str | None:
+    """Status colours: red critical, magenta unknown, yellow warning, stale or pending, green OK, dim others."""
+    if column != "status_text":
+        return None
+    if row["stale"] or (row["status"] == "ok" and row["pending"]):
+        return "33"
+    return {"critical": "1;31", "unknown": "35", "warning": "33", "ok": "32"}.get(row["status"], "2")
 
 
 def cmd_history(args) -> int:
     from agent.history import runs, runs_json
     now = time.time()
+    conn, lean = _open_store(args)
     try:
-        since, until = _time_range(args, now)
+        since, until = _time_range(args, now, lean.tz)
         statuses = [STATUS_NAMES.index(s.strip().lower()) for s in args.status.split(",")] if args.status else None
     except ValueError as exc:
         return _fail(str(exc) if "invalid time" in str(exc) else
@@ -429,18 +534,21 @@ def cmd_history(args) -> int:
         args.limit = 100 if args.format == "table" else 0
     if args.limit < 0:
         return _fail("--limit must be 0 (no limit) or more")
-    conn, _ = _open_store(args)
+    if args.check and args.check not in lean.all_names:
+        stored = {row[0] for row in conn.execute("SELECT name FROM checks")}
+        if args.check not in stored:
+            return _fail(unknown_name("check", args.check, lean.all_names | stored))
     query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     if args.format == "json":
         from agent.terminal import json_c1_escaped
         objects = [json_c1_escaped(text) for text in runs_json(conn, **query)]
         sys.stdout.write("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n")
         return EXIT_OK
-    when = _time_format(args.format)
+    when = _time_format(args.format, lean.tz, now)
     rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],
              "duration_seconds": round(r["duration"], 4), "summary": r["summary"], "metrics": r["metrics"]}
             for r in runs(conn, **query)]
-    emit(rows, args.format, ["started", "check", "status", "summary"])
+    emit(rows, args.format, ["started", "check", "status", "summary"], headers=_headers(when, "started"))
     return EXIT_OK
 
 

@@ -9,7 +9,8 @@ def register(sub, common, fmt) -> None:
     p = sub.add_parser("actions", parents=[common, fmt],
                        help="the action audit: every decision (ran, dry-run, skipped for cooldown/limit/window), "
                             "newest first; `actions reset CHECK` clears exhausted remediation")
-    p.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (local time); default 7d")
+    p.add_argument("--since", help="7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (in the agent's time zone); "
+                                   "default 7d")
     p.add_argument("--check", help="only decisions for this check")
     p.add_argument("--action", help="only this action")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows (default: 100 for table)")
@@ -37,14 +38,23 @@ def cmd_actions(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when, _time_format
+    from agent.cli import EXIT_OK, _fail, _headers, _open_store, _parse_when, _time_format, unknown_name
     from agent.output import emit
+    conn, lean = _open_store(args)
+    now = time.time()
     try:
-        since = _parse_when(args.since or "7d", time.time())
+        since = _parse_when(args.since or "7d", now, lean.tz)
     except ValueError as exc:
         return _fail(str(exc))
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
-    conn, _ = _open_store(args)
+    for kind, value, column in (("check", args.check, "check_name"), ("action", args.action, "action")):
+        if value and not conn.execute(f"SELECT 1 FROM action_runs WHERE {column} = ? LIMIT 1", (value,)).fetchone():
+            known = {row[0] for row in conn.execute(f"SELECT DISTINCT {column} FROM action_runs")}
+            if kind == "check" and value in lean.all_names:
+                continue   # configured, just never acted upon: an empty list is the answer
+            if kind == "check":
+                known |= lean.all_names
+            return _fail(unknown_name(kind, value, known))
     where, params = ["started >= ?"], [since]
     for column, value in (("check_name", args.check), ("action", args.action)):
         if value:
@@ -53,7 +63,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     sql = ("SELECT id, started, duration, action, action_type, check_name, trigger_status, trigger, target, "
            "decision, source, dry_run, exit_code, outcome, verified, output, details FROM action_runs "
            f"WHERE {' AND '.join(where)} ORDER BY started DESC, id DESC" + (" LIMIT ?" if limit else ""))
-    when = _time_format(args.format)
+    when = _time_format(args.format, lean.tz, now)
     rows = []
     for r in conn.execute(sql, params + ([limit] if limit else [])):
         try:
@@ -70,24 +80,20 @@ def cmd_actions(args: argparse.Namespace) -> int:
             row["output"] = r["output"]
             row["dry_run"] = bool(r["dry_run"])
         rows.append(row)
-    emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"])
+    emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"],
+         headers=_headers(when, "time"))
     return EXIT_OK
 
 
 def cmd_actions_reset(args: argparse.Namespace) -> int:
     import time
 
-    from agent.cli import EXIT_OK, _config_path, _fail, _read_fast
+    from agent.cli import EXIT_OK, _fail, _lean, unknown_name
     from agent.store import connect
-    path = _config_path(args)
-    try:   # the store and the check names only: a reset must not need every secret of the config readable
-        db, names = _read_fast(path)
-    except (OSError, ValueError, AttributeError) as exc:
-        return _fail(f"cannot read config {path}: {exc}")
+    lean = _lean(args)   # the store and the check names only: a reset must not need the config's secrets
+    db, names = lean.db, lean.names
     if args.check not in names:
-        import difflib
-        hint = difflib.get_close_matches(args.check, names, n=1)
-        return _fail(f"no check named {args.check!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return _fail(unknown_name("check", args.check, names))
     if not db.exists():
         return _fail(f"no store at {db} (has the agent run with this config?)")
     conn = connect(db)
@@ -102,26 +108,23 @@ def cmd_action_run(args: argparse.Namespace) -> int:
     import time
 
     from actions.base import TriggerInfo
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load
+    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load, unknown_name
     from agent.output import emit
     from agent.redact import REDACT
     from agent.remediation import audit_row, execute_action
     from agent.store import Store
     from agent.terminal import printable
-    loaded = _load(_config_path(args))
+    loaded = _load(_config_path(args), offline=False)   # the action may need its secrets now
     if loaded is None:
         return EXIT_USAGE
     options = loaded.actions.get(args.name)
     if options is None:
-        import difflib
-        hint = difflib.get_close_matches(args.name, loaded.actions, n=1)
-        return _fail(f"no action named {args.name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                     + (f"; configured: {', '.join(loaded.actions)}" if loaded.actions and not hint else ""))
+        return _fail(unknown_name("action", args.name, loaded.actions))
     check = None
     if args.check:
         check = next((c for c in loaded.checks if c.name == args.check), None)
         if check is None:
-            return _fail(f"no check named {args.check!r}")
+            return _fail(unknown_name("check", args.check, [c.name for c in loaded.checks]))
     REDACT.refresh(loaded.config)
     trigger = TriggerInfo(check.name if check else "manual", "manual", f"run by hand ({_who()})",
                           check.severity if check else "P3", event="trigger", reason="manual run")

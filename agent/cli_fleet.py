@@ -78,13 +78,21 @@ def target_of(host: str, port: int) -> tuple[str, str]:
     return f"{name}{given or f':{port}'}", name.strip("[]")
 
 
+FILE_SUFFIXES = (".txt", ".list", ".hosts", ".lst", ".conf", ".cfg", ".csv", ".json", ".yaml", ".yml", ".ini")
+"""A `--hosts` value ending so that is not present is a mistyped file, not a host of that name."""
+
+
 def read_hosts(values: list[str]) -> list[tuple[str, dict[str, str]]]:
-    """Each value is a host, or a file of `host [k=v …]` lines (a value with a '/' is always a file, so a
-    mistyped path fails instead of becoming a host); return (host, labels) in order."""
+    """Each value is a host, or a file of `host [k=v …]` lines (a value with a '/' or a file suffix such as
+    `.txt` is always a file, so a mistyped path fails instead of becoming a host); return (host, labels)
+    in order."""
     hosts = []
     for value in values:
         path = Path(value)
         if not path.is_file() and "/" not in value:
+            if value.lower().endswith(FILE_SUFFIXES):
+                raise TargetError(f"no host list file {value!r} here ({Path.cwd()}): give an existing file, or a "
+                                  f"host name with its port (`{value}:{DEFAULT_PORT}`) if it really is a host")
             hosts.append((value, {}))
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -157,7 +165,7 @@ def _day(text: str) -> date:
 def _archive_config(args):
     """(loaded config, its archive section), or an exit code after saying what is missing."""
     from agent.cli import _config_path, _load
-    loaded = _load(_config_path(args))
+    loaded = _load(_config_path(args), offline=getattr(args, "handler", None) is cmd_archive_status)
     if loaded is None:
         return None, EXIT_USAGE
     section = loaded.config.archive
@@ -183,7 +191,7 @@ def cmd_archive_status(args) -> int:
         states = day_states(conn, loaded.tz, datetime.now(loaded.tz).date(), section.max_days_per_run)
     finally:
         conn.close()
-    rows = [{"day": s.day, "status": s.status, "uploaded_at": _when(s.uploaded_at, args.format),
+    rows = [{"day": s.day, "status": s.status, "uploaded_at": _when(s.uploaded_at, args.format, loaded.tz),
              "attempts": s.attempts, "lines": _lines(s.objects), "last_error": s.last_error,
              **({"objects": s.objects} if args.format == "json" else {})} for s in states]
     emit(rows, args.format, ["day", "status", "uploaded_at", "attempts", "lines", "last_error"])
@@ -198,9 +206,9 @@ def _lines(objects: dict | None) -> str | None:
     return ", ".join(f"{name} {info['lines']}" for name, info in objects.items())
 
 
-def _when(value: float | None, fmt: str) -> str | None:
+def _when(value: float | None, fmt: str, tz) -> str | None:
     from agent.cli import _time_format
-    return _time_format(fmt)(value)
+    return _time_format(fmt, tz)(value)
 
 
 def cmd_archive_run(args) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from agent.timefmt import utc_sql
+
 LOG_CATEGORIES = ("hardware", "software", "update", "security", "backup", "database", "network", "configuration",
                   "incident", "review", "other")
 """What an operator's entry is about (`log add --category`). A fixed set, so reports group entries and a
@@ -19,7 +21,12 @@ CHECKLISTS = ("daily", "weekly", "monthly", "quarterly")
 """agent.checklist.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
 EXPORT_COLUMNS = ("check", "type", "started", "duration_seconds", "status", "pending", "summary", "metrics",
                   "details")
-TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (local time)"
+TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (in the agent's time zone)"
+SOURCES = ("cli", "agent", "policy")
+"""Who wrote a log entry: operators (`log add`, `checklist done`, `action run`), the agent, its remediation."""
+AGENT_CATEGORIES = ("agent", "action", "checklist", "corrective", "notification", "report")
+"""Categories the agent and the CLI write themselves, beside an operator's LOG_CATEGORIES."""
+EXPORT_FORMATS = ("jsonl", "json", "csv")
 
 
 def register(sub, common, fmt) -> None:
@@ -58,7 +65,7 @@ def _register_log(sub, common, fmt) -> None:
     p.add_argument("--since", help=TIME_HELP)
     p.add_argument("--until", help="same forms as --since; exclusive")
     p.add_argument("--category", help="comma-separated categories, e.g. hardware,agent,checklist")
-    p.add_argument("--source", help="comma-separated sources: cli (operators), agent")
+    p.add_argument("--source", help="comma-separated sources: cli (operators), agent, policy (corrective actions)")
     p.add_argument("--check", help="only entries about this check (or checklist item, e.g. weekly.security-review)")
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many entries, 0 for no limit (default: 100 for table, no limit for json/csv)")
@@ -97,8 +104,9 @@ def _register_export(history) -> None:
     p.add_argument("--since", default=argparse.SUPPRESS, help=f"{TIME_HELP} (default: everything kept)")
     p.add_argument("--until", default=argparse.SUPPRESS, help="same forms as --since; exclusive")
     p.add_argument("--check", default=argparse.SUPPRESS, help="only this check")
-    p.add_argument("--format", dest="export_format", choices=("jsonl", "csv"), default="jsonl",
-                   help="one JSON object per line, or CSV with metrics and details as JSON (default: jsonl)")
+    p.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="jsonl",
+                   help="jsonl: one JSON object per line; json: the same objects as one JSON array (one per "
+                        "line, like every --format json); csv: metrics and details as JSON (default: jsonl)")
     p.add_argument("-o", "--output", help="write to this file (replaced only when complete) instead of stdout")
     p.set_defaults(handler=cmd_history_export)
 
@@ -130,19 +138,9 @@ def _author(given: str | None) -> str:
 
 
 def _parse_at(text: str, now: float, tz) -> float:
-    """Like agent.cli._parse_when, but a date or time without a zone is read in `tz` (the agent's zone,
-    which decides periods) instead of the CLI's own."""
-    from datetime import datetime
-    from agent.units import parse_duration
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"invalid time {text!r} (use 7d, 12h, 2026-11-01 or 2026-11-01T08:00)") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+    """A time an operator typed, read in the agent's zone `tz` (agent/timefmt.py)."""
+    from agent.timefmt import parse_when
+    return parse_when(text, now, tz)
 
 
 def _past(at: float, now: float) -> float:
@@ -166,10 +164,14 @@ def _csv_list(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def _hint(name: str, choices) -> str:
+def _check_choices(option: str, values: list[str], known) -> None:
+    """Raise ValueError naming a value of a comma-separated option that is not one of `known`."""
     import difflib
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    for value in values:
+        if value not in known:
+            close = difflib.get_close_matches(value, list(known), n=1)
+            raise ValueError(f"unknown {option} {value!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; one of: {', '.join(sorted(known))}")
 
 
 # -- log ----------------------------------------------------------------------------------------------------
@@ -177,24 +179,21 @@ def _hint(name: str, choices) -> str:
 
 def cmd_log_add(args) -> int:
     import time
-    from agent.cli import EXIT_OK, _config_path, _fail, _parse_when, _read_fast
+    from agent.cli import EXIT_OK, _fail, _lean, unknown_name
     from agent.redact import REDACT
     message = args.message.strip()
     if not message:
         return _fail("the message is empty: say what was done")
+    lean = _lean(args)
+    db_path, names = lean.db, lean.all_names
     now = time.time()
     try:
-        at = _past(_parse_when(args.at, now), now) if args.at else now
+        at = _past(_parse_at(args.at, now, lean.tz), now) if args.at else now
         author = _author(args.by)
     except ValueError as exc:
         return _fail(str(exc))
-    path = _config_path(args)
-    try:
-        db_path, names = _read_fast(path)
-    except (OSError, ValueError, AttributeError) as exc:
-        return _fail(f"cannot read config {path}: {exc}")
     if args.check and args.check not in names:
-        return _fail(f"no check named {args.check!r}" + _hint(args.check, {n for n in names if n}))
+        return _fail(unknown_name("check", args.check, names))
     try:
         entry = _append(db_path, REDACT(message), at=at, category=args.category, author=author,
                         check_name=args.check)
@@ -206,16 +205,28 @@ def cmd_log_add(args) -> int:
 
 def cmd_log_list(args) -> int:
     import time
-    from agent.cli import EXIT_OK, _fail, _open_store, _time_format, _time_range
+    from agent.cli import EXIT_OK, _fail, _headers, _open_store, _time_format, _time_range, unknown_name
     from agent.output import emit
     now = time.time()
+    conn, lean = _open_store(args)
+
+    def stored(column: str) -> set[str]:
+        return {row[0] for row in conn.execute(f"SELECT DISTINCT {column} FROM maintenance_log") if row[0]}
+
     try:
-        since, until = _time_range(args, now)
+        since, until = _time_range(args, now, lean.tz)
+        _check_choices("--source", _csv_list(args.source), set(SOURCES) | stored("source"))
+        _check_choices("--category", _csv_list(args.category),
+                       set(LOG_CATEGORIES + AGENT_CATEGORIES) | stored("category"))
     except ValueError as exc:
         return _fail(str(exc))
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
     if limit < 0:
         return _fail("--limit must be 0 (no limit) or more")
+    logged = stored("check_name")
+    for name in _csv_list(args.check):
+        if name not in lean.all_names and name not in logged:
+            return _fail(unknown_name("check", name, lean.all_names | logged))
     where, params = [], []
     for column, values in (("category", _csv_list(args.category)), ("source", _csv_list(args.source)),
                            ("check_name", _csv_list(args.check))):
@@ -230,12 +241,11 @@ def cmd_log_list(args) -> int:
     sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    conn, _ = _open_store(args)
-    when = _time_format(args.format)
+    when = _time_format(args.format, lean.tz, now)
     rows = [{"id": r["id"], "at": when(r["at"]), "category": r["category"], "author": r["author"],
              "source": r["source"], "check": r["check_name"], "message": r["message"]}
             for r in conn.execute(sql, params)]
-    emit(rows, args.format, ["at", "category", "author", "check", "message"])
+    emit(rows, args.format, ["at", "category", "author", "check", "message"], headers=_headers(when, "at"))
     return EXIT_OK
 
 
@@ -245,7 +255,7 @@ def cmd_log_list(args) -> int:
 def cmd_checklist(args) -> int:
     import time
     from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load, _time_format
+    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _headers, _load, _time_format
     from agent.history import StoreMissing, open_readonly
     from agent.output import emit
     loaded = _load(_config_path(args))
@@ -257,7 +267,7 @@ def cmd_checklist(args) -> int:
         conn = open_readonly(loaded.db_path)
     except (ValueError, StoreMissing) as exc:
         return _fail(str(exc))
-    section, when = loaded.config.checklists, _time_format(args.format)
+    section, when = loaded.config.checklists, _time_format(args.format, tz, now)
     rows = []
     for name in [args.checklist] if args.checklist else CHECKLISTS:
         period = CHECKLIST_PERIODS[name]
@@ -265,7 +275,8 @@ def cmd_checklist(args) -> int:
         label = period_label(period, start, tz)
         for item in checklist_status(conn, section, period, start, end, tz=tz):
             rows.append(_checklist_row(name, label, when(start), when(end), item, when, args.format == "table"))
-    emit(rows, args.format, ["item", "title", "period", "done", "status", "when", "by", "detail"])
+    emit(rows, args.format, ["item", "title", "period", "done", "status", "when", "by", "detail"],
+         headers=_headers(when, "when"))
     return EXIT_PROBLEM if any(not r["done"] or r["status"] not in (None, "ok") for r in rows) else EXIT_OK
 
 
@@ -295,8 +306,9 @@ def cmd_checklist_done(args) -> int:
     key = args.item.strip()
     item = items.get(key)
     if item is None:
-        return _fail(f"no checklist item {key!r}" + (_hint(key, items) if items else
-                                                        " (no checklists: in the config)"))
+        from agent.cli import unknown_name
+        return _fail(unknown_name("checklist item", key, items) if items else
+                     f"no checklist item {key!r} (no checklists: in the config)")
     period = CHECKLIST_PERIODS[key.split(".", 1)[0]]
     if item.checks:
         return _fail(f"{key} is automated: it is done when {', '.join(item.checks)} ran this {period}; "
@@ -323,7 +335,7 @@ def cmd_checklist_done(args) -> int:
 
 _STATUS_SQL = "CASE {0} WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
 _EXPORT_FIELDS = {
-    "check": "c.name", "type": "c.type", "started": "strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch')",
+    "check": "c.name", "type": "c.type", "started": utc_sql("r.started"),
     "duration_seconds": "r.duration", "status": _STATUS_SQL.format("r.status"),
     "pending": f"CASE WHEN r.pending = 0 THEN NULL ELSE {_STATUS_SQL.format('r.pending')} END",
     "summary": "r.summary", "metrics": "coalesce(r.metrics, '{}')", "details": "coalesce(r.details, '{}')",
@@ -352,17 +364,18 @@ def _export_sql(jsonl: bool, check: str | None, since: float | None, until: floa
 def cmd_history_export(args) -> int:
     import sys
     import time
-    from agent.cli import EXIT_OK, _fail, _open_store, _time_range
+    from agent.cli import EXIT_OK, _fail, _open_store, _time_range, unknown_name
     now = time.time()
+    conn, lean = _open_store(args)
     try:
-        since, until = _time_range(args, now)
+        since, until = _time_range(args, now, lean.tz)
     except ValueError as exc:
         return _fail(str(exc))
-    conn, _ = _open_store(args)
     if args.check and not conn.execute("SELECT 1 FROM checks WHERE name = ?", (args.check,)).fetchone():
-        known = [row[0] for row in conn.execute("SELECT name FROM checks")]
-        return _fail(f"no runs of a check named {args.check!r} in the store" + _hint(args.check, known))
-    cursor = conn.execute(*_export_sql(args.export_format == "jsonl", args.check, since, until))
+        if args.check not in lean.all_names:
+            known = {row[0] for row in conn.execute("SELECT name FROM checks")} | lean.all_names
+            return _fail(unknown_name("check", args.check, known))
+    cursor = conn.execute(*_export_sql(args.export_format != "csv", args.check, since, until))
     if not args.output:
         _write_export(cursor, args.export_format, sys.stdout)
         return EXIT_OK
@@ -388,10 +401,14 @@ def _write_export(cursor, fmt: str, out) -> int:
     from agent.output import csv_field
     from agent.terminal import json_c1_escaped
     count = 0
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "json"):
+        array = fmt == "json"   # the CLI's one JSON style: an array, one object per line
         for (line,) in cursor:
-            out.write(json_c1_escaped(line) + "\n")
+            out.write(("[\n" if not count else ",\n") if array else "")
+            out.write(json_c1_escaped(line) + ("" if array else "\n"))
             count += 1
+        if array:
+            out.write("\n]\n" if count else "[]\n")
         return count
     import csv
     writer = csv.writer(out, lineterminator="\n")

@@ -73,7 +73,8 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
         author = _author(args.by)
     except ValueError as exc:
         return _fail(str(exc))
-    db, names = _config(args)
+    lean = _config(args)
+    db, names = lean.db, lean.all_names
     unknown = [name for name in args.checks if name not in names]
     if unknown:
         return _fail(f"no check named {unknown[0]!r}" + _hint(unknown[0], {n for n in names if n}))
@@ -107,7 +108,7 @@ def cmd_maintenance_stop(args: argparse.Namespace) -> int:
         author = _author(args.by)
     except ValueError as exc:
         return _fail(str(exc))
-    db, _ = _config(args)
+    db = _config(args).db
     if not db.exists():
         return _fail(f"no store at {db} (has the agent run with this config?)")
     now = time.time()
@@ -157,7 +158,8 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
     from agent.output import emit
     now = time.time()
     try:
-        since = _parse_when(args.since, now)
+        lean = _config(args)
+        since = _parse_when(args.since, now, lean.tz)
     except ValueError as exc:
         return _fail(str(exc))
     conn, _ = _open_store(args)
@@ -167,7 +169,7 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
         if "no such table" not in str(exc):
             raise
         windows = []
-    when = _time_format(args.format)
+    when = _time_format(args.format, lean.tz, now)
     listed = [(w, _state(w, now)) for w in windows] + [(w, "scheduled") for w in _scheduled(args, now)]
     order = {"active": 0, "scheduled": 1}
     listed.sort(key=lambda pair: (order.get(pair[1], 2), pair[0].starts if pair[1] == "scheduled" else -pair[0].starts))
@@ -237,13 +239,10 @@ def _scheduled(args, now: float) -> list:
 
 
 def _config(args):
-    """(store path, configured check names) from the YAML alone; exits 2 when the config cannot be read."""
-    from agent.cli import _config_path, _fail, _read_fast
-    path = _config_path(args)
-    try:
-        return _read_fast(path)
-    except (OSError, ValueError, AttributeError) as exc:
-        raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
+    """The lean config (store path, zone, configured checks) from the YAML alone; exits 2 when it cannot be
+    read."""
+    from agent.cli import _lean
+    return _lean(args)
 
 
 def _write(db, change):

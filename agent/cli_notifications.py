@@ -30,8 +30,8 @@ def cmd_notifications(args: argparse.Namespace) -> int:
     if statuses and not set(statuses) <= set(STATUSES):
         return _fail(f"invalid --status {args.status!r} (use {','.join(STATUSES)})")
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
-    conn, _ = _open_store(args)
-    when = _time_format(args.format)
+    conn, lean = _open_store(args)
+    when = _time_format(args.format, lean.tz)
     rows = []
     for row in listing(conn, statuses, limit or None):
         rows.append({"id": row["id"], "created": when(row["created"]), "action": row["action"],
@@ -53,7 +53,7 @@ def cmd_notifications_resend(args: argparse.Namespace) -> int:
     from agent.store import connect
     path = _config_path(args)
     try:
-        db, _ = _read_fast(path)
+        db = _read_fast(path).db
     except (OSError, ValueError, AttributeError) as exc:
         return _fail(f"cannot read config {path}: {exc}")
     if not db.exists():

@@ -28,7 +28,8 @@ def register(sub, common, fmt) -> None:
                                         "message stays in the outbox for `report resend`).")
     report.add_argument("--period", choices=PERIODS, help="default: the --report's period, else week")
     report.add_argument("--from", dest="start", metavar="DATE",
-                        help="the period holding this local date (2026-11-02), instead of the last complete one")
+                        help="the period holding this date (2026-11-02, in the agent's time zone), instead of "
+                             "the last complete one")
     report.add_argument("--format", dest="report_format", choices=REPORT_FORMATS, default="text",
                         help="output format (default: text)")
     report.add_argument("--report", metavar="NAME", help="a report from `reports:` (its period and recipients)")
@@ -46,7 +47,7 @@ def register(sub, common, fmt) -> None:
 def cmd_report(args) -> int:
     from agent.cli import EXIT_OK, EXIT_USAGE, _config_path, _fail, _load
 
-    loaded = _load(_config_path(args))
+    loaded = _load(_config_path(args), offline=not args.send)   # sending needs the SMTP password
     if loaded is None:
         return EXIT_USAGE
     section = None
@@ -88,25 +89,24 @@ def _section(loaded, name: str | None):
         return None
     section = next((r for r in reports if r.name == name), None)
     if section is None:
-        _fail(f"no report named {name!r} in reports:" + (f" (configured: {', '.join(r.name for r in reports)})"
-                                                          if reports else ""))
+        from agent.cli import unknown_name
+        _fail(unknown_name("report", name, [r.name for r in reports])
+              + ("" if reports else " (no reports: configured)"))
     return section
 
 
 def _bounds(period: str, start: str | None, tz) -> tuple[float, float]:
-    """The period holding the local date `start`, else the last complete one."""
-    from datetime import date, datetime, time as dtime
-
+    """The period holding the date `start` in the agent's zone `tz`, else the last complete one."""
     from agent.checklist import period_bounds
     from agent.report import last_complete
+    from agent.timefmt import parse_day
 
     if start is None:
         return last_complete(period, time.time(), tz)
     try:
-        day = date.fromisoformat(start)
+        return period_bounds(period, parse_day(start, tz), tz)
     except ValueError:
         raise ValueError(f"invalid --from {start!r} (use a date such as 2026-11-02)") from None
-    return period_bounds(period, datetime.combine(day, dtime(12), tz).timestamp(), tz)
 
 
 def _send(loaded, section, period: str, start: float, end: float) -> int:
@@ -142,17 +142,18 @@ def _outcome(loaded, outbox_id: int, ok: int, problem: int) -> int:
 
 
 def cmd_outbox(args) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, _open_store, _time_format
+    from agent.cli import EXIT_OK, EXIT_PROBLEM, _headers, _open_store, _time_format
     from agent.output import emit
     from agent.reporting import outbox
 
-    conn, _ = _open_store(args)
-    when = _time_format(args.format)
+    conn, lean = _open_store(args)
+    when = _time_format(args.format, lean.tz)
     rows = [{**row, **{k: when(row[k]) for k in ("created", "period_start", "period_end", "next_attempt",
                                                    "sent_at")},
              "recipients": row["recipients"] if args.format == "json" else ", ".join(row["recipients"])}
             for row in outbox(conn)]
-    emit(rows, args.format, ["id", "created", "report", "status", "attempts", "recipients", "last_error"])
+    emit(rows, args.format, ["id", "created", "report", "status", "attempts", "recipients", "last_error"],
+         headers=_headers(when, "created"))
     return EXIT_PROBLEM if any(row["status"] == "failed" for row in rows) else EXIT_OK
 
 
@@ -160,7 +161,7 @@ def cmd_resend(args) -> int:
     from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load
     from agent.reporting import deliver_pending, resend
 
-    loaded = _load(_config_path(args))
+    loaded = _load(_config_path(args), offline=False)
     if loaded is None:
         return EXIT_USAGE
     if not loaded.db_path.exists():

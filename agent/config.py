@@ -23,6 +23,7 @@ from agent.address import is_loopback, split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
 from agent.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr, is_reference
+from agent.timefmt import local_zone
 from agent.units import format_duration, format_value
 from agent.includes import MergedSource, merge_includes
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, load_yaml, read_text
@@ -129,6 +130,9 @@ class HttpSection(_Section):
     @classmethod
     def _web_config(cls, value):
         """Load the web config with the agent's config, so its errors (with its own file and line) stop a start."""
+        from agent.fields import secrets_are_offline
+        if value is not None and secrets_are_offline() and not _readable(value):
+            return value   # offline: the web config holds TLS keys and password hashes, like a secret file
         if value is not None:
             from agent.webconfig import load_web_config
             try:
@@ -136,6 +140,11 @@ class HttpSection(_Section):
             except ConfigError as exc:
                 raise ValueError("; ".join(str(issue) for issue in exc.issues)) from None
         return value
+
+
+def _readable(path: str) -> bool:
+    import os
+    return os.access(path, os.R_OK)
 
 
 class Retention(_Section):
@@ -285,22 +294,6 @@ class LoadedConfig:
                 f"listen {self.config.http.listen}")
 
 
-def local_zone() -> ZoneInfo:
-    """The host's zone from /etc/localtime (TZ wins), UTC when it cannot be told."""
-    import os
-    name = os.environ.get("TZ", "").lstrip(":")
-    if not name:
-        try:
-            target = os.path.realpath("/etc/localtime")
-            name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
-        except OSError:
-            name = ""
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
@@ -424,6 +417,10 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
     if ("input" in error and kind not in ("model_type", "dict_type") and not isinstance(given, (dict, list))
             and not (kind == "value_error" and str(given) in message)):  # our own messages usually quote it already
         message += f" (got {given!r})"
+    if kind == "string_type" and type(given) is int and given >= 60:
+        # YAML 1.1 reads an unquoted 12:30 as a base-60 number: 750
+        hours, minutes = divmod(given, 60)
+        message += f"; quote times: '{hours}:{minutes:02d}' (YAML reads an unquoted {hours}:{minutes:02d} as {given})"
     return message
 
 

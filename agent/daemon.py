@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 
-from agent import __version__, children, logs
+from agent import __version__, children, liveness, logs
 from agent.calendar import CalendarSpec, parse_calendar
 from agent.config import Calendar, Interval, LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
@@ -79,6 +79,10 @@ class Daemon:
         self._notifier = threading.Thread(target=self.outbox.serve, args=(self._stop,), name="notifier", daemon=True)
         self.tasks = Tasks(self._mark_slot)
         self.server: MetricsServer | None = None
+        self._identity = liveness.process_identity()
+        self._started_at = time.time()
+        self._beat_due = 0.0
+        self._beat_pending: dict[str, Status] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -106,9 +110,12 @@ class Daemon:
         self._safely("notification_outbox", self.outbox.refresh)
         self._notifier.start()
         self.exposition.refresh()
-        self._log(f"agent started (version {__version__}, {len(self.jobs)} checks)")
+        dry = " in dry run: no corrective action executes" if self._dry_run() else ""
+        self._log(f"agent started (version {__version__}, {len(self.jobs)} checks){dry}")
         logs.event("agent.started", version=__version__, checks=len(self.jobs), listen=cfg.http.listen,
-                   store=str(self.loaded.db_path), pid=os.getpid())
+                   store=str(self.loaded.db_path), pid=os.getpid(),
+                   dry_run="true" if self._dry_run() else None)
+        self._beat(time.time())
         notify("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
         _release_startup_memory()
         try:
@@ -156,6 +163,8 @@ class Daemon:
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
             self._publish_listener()
+            if now >= self._beat_due or self._beat_news():
+                self._beat(now)
             status = self._status_line()
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={status}")
@@ -198,6 +207,7 @@ class Daemon:
         self.outbox.wake()
         self._notifier.join(timeout=max(0.0, end - time.monotonic()) + 1.0)   # a retry in flight may finish
         self._stop_children()
+        self._beat(time.time(), stopped=True)
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -309,6 +319,7 @@ class Daemon:
             self._log(f"config reloaded ({len(self.jobs)} checks)")
             logs.event("config.reloaded", checks=len(self.jobs))
         self.exposition.refresh()
+        self._beat_due = 0.0   # the next loop tells `status` about added and removed checks
         notify("READY=1", f"STATUS={self._status_line()}")
 
     # -- scheduling and results ------------------------------------------------------------------------
@@ -556,6 +567,28 @@ class Daemon:
 
     # -- health ----------------------------------------------------------------------------------------
 
+    def _dry_run(self) -> bool:
+        return self.dry_run or self.loaded.config.agent.dry_run
+
+    def _beat_news(self) -> bool:
+        """A pending breach began or ended since the last heartbeat: `status` shows when it turns, so say
+        it now rather than at the next regular beat."""
+        return self._pending_breaches() != self._beat_pending
+
+    def _pending_breaches(self) -> dict[str, Status]:
+        return {name: job.latest.pending for name, job in list(self.jobs.items())
+                if job.latest is not None and job.latest.pending is not Status.OK}
+
+    def _beat(self, now: float, stopped: bool = False) -> None:
+        """Write the heartbeat `maint-agent status` reads (agent/liveness.py): from the scheduler loop only,
+        so a hung loop stops it; a failed write is counted like any other, never fatal."""
+        self._beat_due = now + liveness.HEARTBEAT_SECONDS
+        self._beat_pending = self._pending_breaches()
+        record = {**self._identity, "version": __version__, "started": self._started_at, "beat": now,
+                  "stopped": now if stopped else None, "dry_run": self._dry_run(), "config": str(self.loaded.path),
+                  "checks": {name: _job_beat(job) for name, job in list(self.jobs.items())}}
+        self._safely("heartbeat", self.store.set_state, liveness.HEARTBEAT_KEY, liveness.encode(record))
+
     def _health(self) -> tuple[bool, str]:
         stalled = time.monotonic() - self._heartbeat
         if stalled > 10 * MAX_TICK_SECONDS:
@@ -573,6 +606,18 @@ class Daemon:
         held = sum(name in self.state.maintenance for name in self.jobs)
         return (f"{len(self.jobs)} checks" + (f", {bad}" if bad else ", all ok")
                 + (f", {held} in maintenance" if held else ""))
+
+
+def _job_beat(job: Job) -> dict:
+    """What only the daemon knows of a check: when it runs next, its interval (None: a calendar), and
+    when a pending breach turns into its status if it holds."""
+    latest, window = job.latest, job.window
+    pending_at = None
+    if latest is not None and latest.pending is not Status.OK:
+        since = window.critical_since if latest.pending is Status.CRITICAL else window.warning_since
+        pending_at = since + job.options.sustained if since is not None else None
+    return {"next": job.next_due, "every": job.trigger.seconds if isinstance(job.trigger, Interval) else None,
+            "pending_at": pending_at}
 
 
 def _stall_for_tests() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -192,9 +194,33 @@ def _credential_path(reference: str, name: str) -> Path:
     return Path(directory) / name
 
 
+_OFFLINE: ContextVar[bool] = ContextVar("maint_agent_secrets_offline", default=False)
+
+
+@contextmanager
+def secrets_offline(enabled: bool = True):
+    """While active, loading a config checks secret references for form only and reads none (`config check
+    --offline` in a config repository's CI; the CLI's read commands, run where $CREDENTIALS_DIRECTORY is not
+    set). The daemon never loads this way: it must know at start that every secret is readable."""
+    token = _OFFLINE.set(enabled)
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
+
+
+def secrets_are_offline() -> bool:
+    return _OFFLINE.get()
+
+
 def _check_secret(value: str) -> Secret:
     """Resolve once at load so a missing variable or unreadable file is a config error, then forget the value."""
     secret = Secret(value)
+    if value.startswith("${") and value.endswith("}") and not _SECRET_RE.match(value):
+        raise ValueError(f"invalid secret reference {value} (use ${{env:NAME}}, ${{file:/path}} or "
+                         f"${{credential:NAME}})")
+    if _OFFLINE.get():
+        return secret
     try:
         secret.reveal()
     except SecretUnavailable as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from agent.timefmt import utc_sql
+
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 
 
@@ -96,7 +98,7 @@ def maintenance_now(conn: sqlite3.Connection, checks: set[str], now: float) -> d
 
 
 _STATUS_SQL = "CASE r.status WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
-_UTC_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch')"
+_UTC_SQL = utc_sql("r.started")
 _RUN_COLUMNS = ("c.name AS check_name, r.started, r.duration, r.scheduled, r.status, r.pending, r.summary,"
                 " r.metrics")
 _RUN_JSON = (f"json_object('check', c.name, 'started', {_UTC_SQL}, 'status', {_STATUS_SQL},"

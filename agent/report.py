@@ -27,7 +27,12 @@ Where the figures come from:
   times its weeks).
 - **days until full**: a least-squares line through a disk's `used_ratio{mount=…}` over the period
   (raw runs, and rollup daily averages weighted by their run count where raw runs were pruned),
-  extrapolated from its value at the period's end to 100 % (and to the check's `critical`).
+  extrapolated from its value at the period's end to 100 % (and to the check's `critical`). A line,
+  and so every trend and days-until-full, needs TREND_MIN_SPAN (a day) of data with points in at least
+  TREND_MIN_POINTS distinct hours (a rollup day counts once): two minutes of a fresh install make no
+  trend, the report says "not enough history".
+- **history start**: the oldest run the store holds (or its oldest rollup day). A period reaching back
+  before it is covered from there on, and the report says so; it has no worst status without runs.
 
 Everything is read with plain SQL on the connection given (the CLI's read-only one or the outbox's);
 Jinja2 is imported only when rendering.
@@ -49,6 +54,7 @@ from zoneinfo import ZoneInfo
 from agent.checklist import PERIOD_CHECKLISTS, checklist_status, period_bounds, period_label
 from agent.redact import REDACT
 from agent.result import Status, worst
+from agent.timefmt import iso_utc
 from agent.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -71,6 +77,8 @@ TREND_METRICS = {"cpu": "usage_ratio", "memory": "used_ratio", "swap": "used_rat
                  "redis": "memory_used_ratio", "pg_connections": "connections_used_ratio"}
 SLOW_QUERIES_LISTED = 10
 DAY = 86400.0
+TREND_MIN_SPAN = DAY            # a trend from less than a day of data is noise
+TREND_MIN_POINTS = 12           # …and from fewer than 12 distinct hours with data
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -211,6 +219,7 @@ class Series:
     last: float | None
     slope_per_day: float | None
     fitted_end: float | None    # the line's value at the period's end
+    enough: bool = True         # False: too little history for a line (slope and fitted_end are None)
 
 
 @dataclass(frozen=True)
@@ -325,6 +334,15 @@ class Report:
     maintenance_seconds: float = 0.0     # time with at least one window in force, within the period
     notes: list[str] = field(default_factory=list)
     jobs: list[JobLine] = field(default_factory=list)
+    history_start: float | None = None     # the oldest run in the store; None: no run at all
+
+    @property
+    def covered_from(self) -> float | None:
+        """Where the figures begin: the period's start, or the history's start when that is later (None when
+        the history begins after the period)."""
+        if self.history_start is None or self.history_start >= self.end:
+            return None
+        return max(self.start, self.history_start)
 
     @property
     def checklist_done(self) -> int:
@@ -360,6 +378,8 @@ class _Scope:
     rollup_days: tuple[str, ...]
     ids: dict[str, int]                 # check name → store id
     types: dict[str, str]               # check name → type (configured, else as stored)
+    history_start: float | None = None  # the oldest run, or the midnight of the oldest rollup day
+    pruned: bool = False                # retention removed raw runs the period would have used
 
     def options(self, name: str):
         return next((c for c in self.loaded.checks if c.name == name), None)
@@ -390,14 +410,20 @@ def build_report(conn: sqlite3.Connection, loaded: "LoadedConfig", period: Perio
     report = Report(
         host=loaded.config.agent.hostname, period=period, label=period_label(period, start, tz), start=start,
         end=end, timezone=str(tz), generated=now,
-        worst=worst(*(Status[c.worst.upper()] for c in checks if c.runs)).label, goals=[], checklist=checklist,
+        worst=_worst(checks), goals=[], checklist=checklist,
         checks=checks, incidents=incidents, actions=actions, maintenance=maintenance, backups=backups,
         restore_tests=_restore_tests(scope), availability=availability, disks=_disks(scope),
         trends=_trends(scope), databases=_databases(scope), slow_queries=_slow_queries(scope), log=log,
         maintenance_windows=windows, maintenance_seconds=maintenance_seconds, notes=_notes(scope, start),
-        jobs=_jobs(scope))
+        jobs=_jobs(scope), history_start=scope.history_start)
     report.goals.extend(_goals(report))
     return report
+
+
+def _worst(checks: list[CheckLine]) -> str:
+    """The worst status of the period's runs; "none" without runs (no green badge for no data)."""
+    ran = [Status[c.worst.upper()] for c in checks if c.runs]
+    return worst(*ran).label if ran else "none"
 
 
 def _scope(conn: sqlite3.Connection, loaded: "LoadedConfig", start: float, end: float, tz: ZoneInfo) -> _Scope:
@@ -411,17 +437,33 @@ def _scope(conn: sqlite3.Connection, loaded: "LoadedConfig", start: float, end: 
         ids[name] = check_id
         types.setdefault(name, kind)
     oldest = conn.execute("SELECT min(started) FROM check_runs").fetchone()[0]
-    raw_start, days = start, ()
+    first_rolled = conn.execute("SELECT min(day) FROM check_rollups").fetchone()[0]
+    starts = [t for t in (oldest, _midnight(date.fromisoformat(first_rolled), tz) if first_rolled else None)
+              if t is not None]
+    raw_start, days, pruned = start, (), False
     if oldest is not None and oldest > start:
         first_day = datetime.fromtimestamp(start, tz).date()
         oldest_day = datetime.fromtimestamp(oldest, tz).date()
-        rolled = conn.execute("SELECT 1 FROM check_rollups WHERE day = ? LIMIT 1",
-                              (oldest_day.isoformat(),)).fetchone()
+        rolled = conn.execute("SELECT sum(runs) FROM check_rollups WHERE day = ?",
+                              (oldest_day.isoformat(),)).fetchone()[0]
         last_day = datetime.fromtimestamp(end - 1, tz).date()
         through = min(oldest_day if rolled else oldest_day - timedelta(days=1), last_day)
         raw_start = max(start, min(end, _midnight(through + timedelta(days=1), tz)))
         days = tuple((first_day + timedelta(days=n)).isoformat() for n in range((through - first_day).days + 1))
-    return _Scope(conn, loaded, start, end, raw_start, days, ids, types)
+        pruned = _was_pruned(conn, oldest, oldest_day, rolled, tz) and raw_start > start
+    return _Scope(conn, loaded, start, end, raw_start, days, ids, types, min(starts, default=None), pruned)
+
+
+def _was_pruned(conn: sqlite3.Connection, oldest: float, oldest_day: date, rolled: int | None, tz: ZoneInfo) -> bool:
+    """Whether retention removed raw runs: a rollup of a day before the oldest raw run, or the oldest run's
+    day rolled up with more runs than it still has (its morning pruned). A young store has neither."""
+    if conn.execute("SELECT 1 FROM check_rollups WHERE day < ? LIMIT 1", (oldest_day.isoformat(),)).fetchone():
+        return True
+    if not rolled:
+        return False
+    kept = conn.execute("SELECT count(*) FROM check_runs WHERE started >= ? AND started < ?",
+                        (_midnight(oldest_day, tz), _midnight(oldest_day + timedelta(days=1), tz))).fetchone()[0]
+    return rolled > kept
 
 
 def _midnight(day: date, tz: ZoneInfo) -> float:
@@ -610,13 +652,16 @@ def _series(scope: _Scope, name: str, metric: str) -> dict[str, Series]:
     if check_id is None:
         return {}
     sums: dict[str, list[float]] = {}
+    spread: dict[str, list[float]] = {}    # key → [first x, last x, distinct hours with data]
     match = "(j.key = ? OR j.key GLOB ?)"
-    for key, n, sx, sy, sxx, sxy, low, high in scope.conn.execute(
-            "SELECT j.key, count(*), sum(x), sum(y), sum(x * x), sum(x * y), min(y), max(y) FROM ("
+    for key, n, sx, sy, sxx, sxy, low, high, x0, x1, hours in scope.conn.execute(
+            "SELECT j.key, count(*), sum(x), sum(y), sum(x * x), sum(x * y), min(y), max(y), min(x), max(x),"
+            " count(DISTINCT CAST(x * 24 AS INTEGER)) FROM ("
             " SELECT j.key AS key, (r.started - ?) / 86400.0 AS x, j.value AS y FROM check_runs r,"
             f" json_each(r.metrics) j WHERE r.check_id = ? AND r.started >= ? AND r.started < ? AND {match}) j"
             " GROUP BY j.key", (scope.start, check_id, scope.raw_start, scope.end, metric, metric + "{*")):
         sums[key] = [n, sx, sy, sxx, sxy, low, high]
+        spread[key] = [x0, x1, hours]
     for day, runs, key, avg, low, high in scope.conn.execute(
             "SELECT g.day, g.runs, j.key, json_extract(j.value, '$.avg'), json_extract(j.value, '$.min'),"
             f" json_extract(j.value, '$.max') FROM check_rollups g, json_each(g.metrics) j WHERE g.check_id = ?"
@@ -627,19 +672,27 @@ def _series(scope: _Scope, name: str, metric: str) -> dict[str, Series]:
         acc[0:5] = [acc[0] + runs, acc[1] + runs * x, acc[2] + runs * avg, acc[3] + runs * x * x,
                     acc[4] + runs * x * avg]
         acc[5], acc[6] = min(acc[5], low), max(acc[6], high)
+        seen = spread.setdefault(key, [x, x, 0])
+        seen[:] = [min(seen[0], x), max(seen[1], x), seen[2] + 1]
     span = (scope.end - scope.start) / DAY
-    return {key: _fit(*acc, span, *_ends(scope, check_id, key)) for key, acc in sorted(sums.items())}
+    return {key: _fit(*acc, span, *_ends(scope, check_id, key), enough=_enough(*spread[key]))
+            for key, acc in sorted(sums.items())}
+
+
+def _enough(first_x: float, last_x: float, hours: int) -> bool:
+    """Whether points from `first_x` to `last_x` (days) in `hours` distinct hours can carry a trend."""
+    return (last_x - first_x) * DAY >= TREND_MIN_SPAN and hours >= TREND_MIN_POINTS
 
 
 def _fit(n: float, sx: float, sy: float, sxx: float, sxy: float, low: float, high: float, span: float,
-         first: float | None, last: float | None) -> Series:
+         first: float | None, last: float | None, enough: bool = True) -> Series:
     denominator = n * sxx - sx * sx
-    if n < 2 or denominator <= 1e-12 * max(1.0, n * sxx):
+    if not enough or n < 2 or denominator <= 1e-12 * max(1.0, n * sxx):
         slope = fitted = None
     else:
         slope = (n * sxy - sx * sy) / denominator
         fitted = (sy - slope * sx) / n + slope * span
-    return Series(n, sy / n, low, high, first, last, slope, fitted)
+    return Series(n, sy / n, low, high, first, last, slope, fitted, enough)
 
 
 def _ends(scope: _Scope, check_id: int, key: str) -> tuple[float | None, float | None]:
@@ -715,7 +768,7 @@ def _slow_queries(scope: _Scope) -> list[SlowQuery]:
 
 
 def _notes(scope: _Scope, start: float) -> list[str]:
-    if scope.raw_start <= start:
+    if not scope.pruned:
         return []
     tz = scope.loaded.tz
     return [f"runs before {datetime.fromtimestamp(scope.raw_start, tz):%Y-%m-%d} were pruned by retention: counts "
@@ -740,7 +793,7 @@ def _goals(report: Report) -> list[Goal]:
 # -- rendering ----------------------------------------------------------------------------------------------
 
 
-_TIME_KEYS = {"start", "end", "started", "at", "generated", "last_run"}
+_TIME_KEYS = {"start", "end", "started", "at", "generated", "last_run", "history_start", "covered_from"}
 
 
 def to_dict(report: Report) -> dict[str, Any]:
@@ -758,14 +811,16 @@ def _plain(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [_plain(v, key) for v in value]
     if key in _TIME_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(to_dict(report), indent=1, ensure_ascii=False) + "\n"
+    """The CLI's one JSON style (agent/output.py): a key per line, each list one object per line."""
+    from agent.output import json_document
+    return json_document(to_dict(report))
 
 
 _CSV_ITEMS = {"goals": "name", "checklist": "item", "checks": "check", "incidents": "check", "actions": "action",
@@ -781,8 +836,8 @@ def render_csv(report: Report) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "row", "item", "metric", "value"])
     data = to_dict(report)
-    for key in ("host", "period", "label", "start", "end", "timezone", "worst", "checklist_done",
-                "mean_resolution_seconds", "maintenance_seconds"):
+    for key in ("host", "period", "label", "start", "end", "timezone", "history_start", "covered_from", "worst",
+                "checklist_done", "mean_resolution_seconds", "maintenance_seconds"):
         writer.writerow(["report", 1, "", key, _csv_value(data[key])])
     for key in ("preventive", "corrective", "preventive_ratio"):
         writer.writerow(["maintenance", 1, "", key, _csv_value(data["maintenance"][key])])

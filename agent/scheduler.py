@@ -76,3 +76,11 @@ def describe(trigger: Trigger) -> str:
         return f"every {format_duration(trigger.seconds)}"
     return trigger.spec.describe() if trigger.name == trigger.spec.text else f"{trigger.name} ({trigger.spec.describe()})"
 
+
+
+def compact(trigger: Trigger) -> str:
+    """The schedule as the config says it, for a table column: `every 15s`, `daily 02:00`, `sun 02:30`."""
+    if isinstance(trigger, Interval):
+        return f"every {format_duration(trigger.seconds)}"
+    text = trigger.spec.text
+    return text if trigger.name == text else f"{trigger.name} {text}"

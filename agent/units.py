@@ -94,7 +94,12 @@ def parse_ratio(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Return a short human form: 150ms, 42s, 5m, 1h30m, 2d3h."""
+    """Return a short human form: 250µs, 1.5ms, 150ms, 42s, 5m, 1h30m, 2d3h (sub-millisecond times
+    keep their digits: a loopback connect takes microseconds, not "0ms")."""
+    if 0 < seconds < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if 0 < seconds < 0.01:
+        return f"{seconds * 1000:.2g}ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -126,3 +131,32 @@ def format_value(value: float, unit: str) -> str:
     if unit == "bytes":
         return format_size(value)
     return f"{value:g}"
+
+
+def duration_text(seconds: float) -> str:
+    """Return a duration exactly as a config file may write it: 90d, 1h30m, 1m0.5s, 250ms, 0.25ms."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:.10g}ms"
+    parts, whole = [], int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    rest = whole + (seconds - int(seconds))
+    if rest or not parts:
+        parts.append(f"{rest:.10g}s")
+    return "".join(parts)
+
+
+def size_text(size: int) -> str:
+    """Return a size exactly as a config file may write it: 10GiB, 500MB, 1234B."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
+                         ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def ratio_text(ratio: float) -> str:
+    """Return a ratio as the percentage a config file may write: 0.85 → 85%, 0.855 → 85.5%."""
+    return f"{ratio * 100:.10g}%"

@@ -256,6 +256,10 @@ class ConfigDriftCheck(Check):
             return CheckResult.unknown(f"timed out after {ctx.timeout:g}s while hashing {exc}")
         unreadable = sorted(p for p, f in current.items() if "error" in f)
         now = ctx.wall()
+        if baseline is None and not ctx.keep_state:   # a one-off `maint-agent check` writes nothing
+            return self._result(Status.OK, f"no baseline yet ({file_count(len(current))}): the agent records one "
+                                f"at its first run, or `maint-agent config-drift accept {self.options.name}`",
+                                current, Drift(), 0.0, unreadable)
         if baseline is None:
             try:
                 save_baseline(path, current, now)

@@ -325,7 +325,7 @@ class HttpCheck(Check):
             excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
             return CheckResult.critical("; ".join(problems), samples, body_excerpt=excerpt)
         size = format_size(len(body)) + (" (truncated)" if truncated else "")
-        return CheckResult.ok(f"{head} in {elapsed * 1000:.0f}ms, {size}", samples)
+        return CheckResult.ok(f"{head} in {format_duration(elapsed)}, {size}", samples)
 
     def _body_problems(self, response, body: bytes, truncated: bool) -> list[str]:
         opts = self.options
@@ -520,7 +520,7 @@ class TcpCheck(Check):
         except OSError as exc:
             return CheckResult.critical(describe_connect_error(exc, timeout))
         samples = [sample("connect_seconds", connect_seconds)]
-        summary = f"connected in {connect_seconds * 1000:.1f}ms"
+        summary = f"connected in {format_duration(connect_seconds)}"
         with sock:
             t0 = time.perf_counter()
             try:
@@ -540,7 +540,7 @@ class TcpCheck(Check):
                                         received=received[:EXCERPT_CHARS].decode("utf-8", "replace"))
         response = time.perf_counter() - t0
         samples.append(sample("response_seconds", response))
-        return CheckResult.ok(f"{summary}, {opts.expect!r} after {response * 1000:.1f}ms", samples)
+        return CheckResult.ok(f"{summary}, {opts.expect!r} after {format_duration(response)}", samples)
 
 
 def _read_until(sock: socket.socket, wanted: bytes, remaining) -> tuple[bytes, str]:

@@ -191,7 +191,8 @@ class RedisCheck(Check):
             samples.append(sample("evicted_keys_per_second", rate))
             evictions += f" ({rate:.3g}/s)"
         return CheckResult.ok(
-            f"{role}, {memory}, {evictions}, {clients} client{'s' * (clients != 1)}, PING {rtt * 1000:.1f}ms", samples)
+            f"{role}, {memory}, {evictions}, {clients} client{'s' * (clients != 1)}, PING {format_duration(rtt)}",
+            samples)
 
     def _eviction_rate(self, run_id: str, evicted: int, now: float) -> float | None:
         """Keys evicted per second since the previous run; None on the first run or after a restart."""

@@ -224,7 +224,7 @@ class NetworkLatencyCheck(Check):
                 continue
             average = sum(times) / len(times)
             samples.append(sample("latency_seconds", average, target=target))
-            parts.append(f"{target} {average * 1000:.1f}ms")
+            parts.append(f"{target} {format_duration(average)}")
         if failures:
             return CheckResult.critical("; ".join(failures + parts), samples)
         return CheckResult.ok("connect " + ", ".join(parts), samples)

@@ -42,3 +42,32 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     assert "conf.d/redis.yaml" in loaded.origins[("actions", "evict-idle-cache")]
     dumped = loaded.config.model_dump_json()
     assert "not-used" not in dumped and "${credential:pg.dsn}" in dumped
+
+
+def test_example_profile_passes_config_check_offline_without_any_credential():
+    """A config repository's CI has no secrets: --offline checks everything else."""
+    import os
+    import subprocess
+    from tests.conftest import AGENT
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    offline = subprocess.run([*AGENT, "config", "check", "--offline", "examples/ai-camera.yaml"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert offline.returncode == 0, offline.stderr
+    assert "OK: 28 checks" in offline.stdout and "secrets not read (--offline)" in offline.stdout
+    online = subprocess.run([*AGENT, "config", "check", "examples/ai-camera.yaml"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert online.returncode == 2 and "CREDENTIALS_DIRECTORY is not set" in online.stderr
+
+
+def test_config_check_offline_still_reports_every_other_error(tmp_path):
+    import subprocess
+    from tests.conftest import AGENT
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("smtp: {host: mail, sender: a@example.com, password: '${credentail:smtp}'}\n"
+                   "checks:\n  - {name: cpu, type: cpu, warning: 95%, critical: 90%}\n"
+                   "  - {name: db, type: postgres, dsn: '${credential:pg.dsn}'}\n")
+    out = subprocess.run([*AGENT, "config", "check", "--no-secrets", str(bad)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert "smtp.password: invalid secret reference" in out.stderr
+    assert "checks[0].warning: must be below critical" in out.stderr and "pg.dsn" not in out.stderr

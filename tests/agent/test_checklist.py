@@ -262,7 +262,9 @@ def test_cli_checklist_shows_period_items_and_exits_one_until_all_done(checklist
     out = run_cli("checklist", "weekly", config=checklist_config)
     assert out.returncode == 1, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["ITEM", "TITLE", "PERIOD", "DONE", "STATUS", "WHEN", "BY", "DETAIL"]
+    header = lines[0].split()
+    assert header[:6] + header[7:] == ["ITEM", "TITLE", "PERIOD", "DONE", "STATUS", "WHEN", "BY", "DETAIL"]
+    assert header[6] in ("(CET)", "(CEST)"), "times in the agent's zone, named"
     assert lines[1].startswith("weekly.capacity ") and " yes " in lines[1] and "1 runs" in lines[1]
     assert lines[2].startswith("weekly.security-review ") and " no " in lines[2]
 
@@ -304,7 +306,7 @@ def test_cli_checklist_at_shows_an_earlier_period(checklist_config):
 def test_cli_checklist_done_unknown_item_exits_two_with_hint(checklist_config):
     out = run_cli("checklist", "done", "weekly.security-reveiw", "--note", "x", config=checklist_config)
     assert out.returncode == 2
-    assert "no checklist item 'weekly.security-reveiw' (did you mean 'weekly.security-review'?)" in out.stderr
+    assert "no checklist item named 'weekly.security-reveiw' (did you mean 'weekly.security-review'?)" in out.stderr
     bare = run_cli("checklist", "done", "security-review", "--note", "x", config=checklist_config)
     assert bare.returncode == 2 and "did you mean 'weekly.security-review'" in bare.stderr
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from agent.config import load_config
+from agent.checklist import period_bounds
 from agent.report import build_report, last_complete, render_csv, render_html, render_json, render_text
 from agent.result import Evaluated, Status, sample
 from agent.store import Store
@@ -204,7 +205,7 @@ def test_report_week_figures_match_the_seeded_history(seeded):
     assert cpu.series.mean == pytest.approx(0.25) and cpu.series.high == pytest.approx(0.3)
     [database] = report.databases
     assert database.growth_bytes == pytest.approx(6 * 5e7)
-    assert database.series.slope_per_day == pytest.approx(5e7)
+    assert database.series.slope_per_day is None and not database.series.enough, "7 daily points: no trend"
 
     assert [q.mean_seconds for q in report.slow_queries] == [0.8, 0.05]
     assert "hunter22" not in report.slow_queries[0].query
@@ -247,7 +248,7 @@ def test_report_renderings_carry_the_same_figures(seeded):
     assert "99.206%" in html and "43 days" in html
     assert "<script" not in html and "<link" not in html and "<style" not in html and "src=" not in html
     data = json.loads(render_json(report))
-    assert data["start"] == "2026-03-02T00:00:00Z" and data["availability"][0]["ratio"] == pytest.approx(1000 / 1008)
+    assert data["start"] == "2026-03-02T00:00:00.000Z" and data["availability"][0]["ratio"] == pytest.approx(1000 / 1008)
     assert data["maintenance"]["preventive_ratio"] == pytest.approx(4 / 7)
     rows = list(csv.DictReader(io.StringIO(render_csv(report))))
     by_key = {(r["section"], r["item"], r["metric"]): r["value"] for r in rows}
@@ -262,7 +263,7 @@ def test_report_of_an_empty_store_renders_every_format_without_data(tmp_path, wr
     loaded = load_config(write_config(CONFIG.format(tmp=tmp_path, smtp=NO_SMTP)))
     store = Store(loaded.db_path)
     report = build_report(store.conn, loaded, "week", START, END, now=END)
-    assert report.worst == "ok" and not report.incidents
+    assert report.worst == "none" and not report.incidents
     assert all(g.value is None for g in report.goals if g.name != "maintenance time")
     assert report.maintenance_seconds == 0 and report.goals[-1].met is True
     assert "no data" in render_text(report) and "no http check ran in this period" in render_html(report)
@@ -371,4 +372,55 @@ def test_report_period_long_pruned_comes_only_from_its_own_rollup_days(tmp_path,
     report = build_report(store.conn, loaded, "week", START, END, now=START + 31 * DAY)
     assert next(c for c in report.checks if c.check == "cpu").runs == 7 * 24
     assert report.incidents == [] and report.trends[0].series.mean == pytest.approx(0.5)
+    store.close()
+
+
+def fresh_store(tmp_path, write_config, minutes: int = 2, every: float = 10.0):
+    """What a new install has after `minutes` of running: disk results every `every` seconds, ending now."""
+    config = write_config(f"""
+        agent: {{hostname: web-1, timezone: UTC, state_dir: {tmp_path}/var}}
+        checks:
+          - {{name: disk, type: disk, every: 10s, mounts: [/], critical: 90%}}
+    """)
+    loaded = load_config(config)
+    store = Store(loaded.db_path)
+    now = datetime(2026, 3, 11, 9, 30, tzinfo=UTC).timestamp()   # a Wednesday
+    count = int(minutes * 60 / every)
+    store.record_runs([run("disk", "disk", now - (count - i) * every,
+                           samples=[sample("used_ratio", 0.40 + 0.0001 * i, mount="/")]) for i in range(count)])
+    return loaded, store, now
+
+
+def test_report_of_a_fresh_install_has_no_worst_status_no_pruned_note_and_says_where_history_starts(
+        tmp_path, write_config):
+    loaded, store, now = fresh_store(tmp_path, write_config)
+    start, end = last_complete("week", now, loaded.tz)
+    report = build_report(store.conn, loaded, "week", start, end, now)
+    text = render_text(report)
+    assert report.worst == "none" and "worst status: none (no runs in this period)" in text
+    assert "History: starts 2026-03-11 09:28, after this period: there is no data for it." in text
+    assert not report.notes and "pruned" not in text
+    title = next(line for line in render_html(report).splitlines() if "web-1 &middot;" in line)
+    assert ">none</span>" in title and ">ok</span>" not in title, "no green OK badge without runs"
+    store.close()
+
+
+def test_report_trend_and_days_until_full_need_a_day_of_history(tmp_path, write_config):
+    loaded, store, now = fresh_store(tmp_path, write_config)
+    start, end = period_bounds("day", now, loaded.tz)
+    report = build_report(store.conn, loaded, "day", start, end, now)
+    [disk] = report.disks
+    assert not disk.series.enough and disk.series.slope_per_day is None and disk.days_until_full is None
+    text = render_text(report)
+    assert "not enough history" in text and "pp/day" not in text and "days" not in text.split("CAPACITY")[1][:300]
+    assert "History: starts 2026-03-11 09:28; this report covers 2026-03-11 09:28 to " in text
+    assert "not enough history" in render_html(report)
+    store.close()
+
+
+def test_report_trend_from_a_day_of_hourly_points_is_fitted(tmp_path, write_config):
+    loaded, store, now = fresh_store(tmp_path, write_config, minutes=26 * 60, every=3600.0)
+    start, end = now - 2 * DAY, now
+    [disk] = build_report(store.conn, loaded, "week", start, end, now).disks
+    assert disk.series.enough and disk.series.slope_per_day == pytest.approx(0.0024, rel=0.01)
     store.close()

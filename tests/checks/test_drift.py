@@ -206,7 +206,10 @@ def config(write_config, etc, tmp_path) -> Path:
 
 def test_cli_diff_accept_cycle(config, etc, tmp_path):
     first = run_cli("check", "drift", config=config)
-    assert first.returncode == 0 and "baseline recorded (3 files)" in first.stdout
+    assert first.returncode == 0 and "no baseline yet (3 files)" in first.stdout
+    assert not (tmp_path / "var/config_drift/drift.json").exists(), "a one-off check writes no baseline"
+    recorded = run_cli("config-drift", "accept", "drift", config=config)
+    assert recorded.returncode == 0 and recorded.stdout.startswith("drift: baseline recorded (3 files)")
     assert (tmp_path / "var/config_drift/drift.json").exists(), "the CLI uses the daemon's state dir"
 
     clean = run_cli("config-drift", "diff", "drift", config=config)

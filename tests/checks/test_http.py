@@ -824,7 +824,7 @@ def test_tcp_unreachable_host_reports_the_connect_timeout(blackhole):
 def test_tcp_ping_answered_with_pong_is_ok(line_service):
     result = run(make(TcpCheck, target=line_service(), send="PING\r\n", expect="+PONG"))
     assert result.status is Status.OK, result.summary
-    assert re.fullmatch(r"connected in [\d.]+ms, '\+PONG' after [\d.]+ms", result.summary), result.summary
+    assert re.fullmatch(r"connected in [\d.]+(ms|µs), '\+PONG' after [\d.]+(ms|µs)", result.summary), result.summary
     assert 0 < only(result, "response_seconds") < 1
 
 

@@ -100,7 +100,7 @@ def test_config_show_fills_defaults_and_never_shows_a_value(secret_config, monke
     proc = run_cli("config", "show", str(config))
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
-    assert shown["agent"]["workers"] == 4 and shown["agent"]["check_timeout"] == 30.0, "defaults filled in"
+    assert shown["agent"]["workers"] == 4 and shown["agent"]["check_timeout"] == "30s", "defaults filled in"
     assert shown["http"]["basic_auth"]["password"] == f"${{file:{secret}}}"
     assert shown["smtp"]["password"] == "***"
     assert shown["checks"][1]["dsn"] == "${env:MAINT_TEST_DSN}"

@@ -8,6 +8,7 @@ import json
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess
     base = tmp_path_factory.mktemp("install")
     source, dest = base / "src", base / "dest"
     shutil.copytree(REPO, source, ignore=COPY_IGNORE)
-    proc = make(source, "install", f"DESTDIR={dest}", "EXTRAS=", f"UNITS={UNITS}")
+    # PYTHON= as a developer's shell has it (a pyenv or venv interpreter): the production venv must not use it
+    proc = make(source, "install", f"DESTDIR={dest}", "EXTRAS=", f"UNITS={UNITS}", f"PYTHON={sys.executable}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return source, dest, proc
 
@@ -56,6 +58,29 @@ def test_install_lays_out_venv_unit_sysusers_polkit_and_config(installed):
                            capture_output=True, text=True, timeout=60, cwd="/")
     assert check.returncode == 0, check.stderr
     assert "listen 127.0.0.1:9469" in check.stdout and "/var/lib/maint-agent/maint-agent.db" in check.stdout
+
+
+def test_install_ships_the_docs_the_installed_config_refers_to(installed):
+    _, dest, _ = installed
+    config = (dest / "etc/maint-agent/agent.yaml").read_text()
+    referred = [line.split("#", 1)[1].strip().split()[-1] for line in config.splitlines()
+                if "/share/doc/" in line]
+    assert referred == ["/opt/maint-agent/share/doc/maint-agent/examples/ai-camera.yaml",
+                        "/opt/maint-agent/share/doc/maint-agent/config-reference.md"]
+    for path in referred:
+        assert (dest / path.lstrip("/")).is_file(), path
+    assert (dest / referred[1].lstrip("/")).read_text() == (REPO / "docs/config-reference.md").read_text()
+
+
+def test_install_builds_the_venv_on_the_system_python_so_a_staged_tree_runs_anywhere(installed):
+    """pyvenv.cfg names the interpreter the venv runs on: the build machine's (a developer's .venv, pyenv)
+    would not exist on the server; /usr/bin/python3 does on every Debian host with that Python."""
+    _, dest, _ = installed
+    cfg = dict(line.split(" = ", 1) for line in (dest / "opt/maint-agent/pyvenv.cfg").read_text().splitlines()
+               if " = " in line)
+    assert cfg["home"] == "/usr/bin" and cfg.get("executable", "/usr/bin/python3").startswith("/usr/bin/python3")
+    assert (dest / "opt/maint-agent/bin/python").resolve().parent == Path("/usr/bin")
+    assert str(dest) not in (dest / "opt/maint-agent/pyvenv.cfg").read_text()
 
 
 def test_install_keeps_an_existing_config(installed):

@@ -73,7 +73,7 @@ def test_terminal_injection_plugin_output_reaches_no_terminal_raw(hostile):
     assert "\\x1b]0;pwned\\x07title \\x1b[2Jcleared\\x0dback \\x9bcsi" in outputs["status"].stdout, \
         "the escapes are visible, as \\xNN"
     assert "\\x09tab" in outputs["history"].stdout, "a tab would break the table's columns"
-    stored = json.loads(outputs["status json"].stdout)[0]["summary"]
+    stored = json.loads(outputs["status json"].stdout)["checks"][0]["summary"]
     assert stored.startswith("CRITICAL - \x1b]0;pwned\x07title"), "JSON escapes them and keeps the text as it was"
 
     assert hostile.stop() == 0
