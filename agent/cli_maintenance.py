@@ -54,7 +54,8 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
 
     from agent import maintenance
     from agent.cli import EXIT_OK, _fail
-    from agent.cli_log import _author, _hint
+    from agent.cli import unknown_name
+    from agent.cli_log import _author
     from agent.redact import REDACT
     from agent.units import format_duration, parse_duration
     if bool(args.checks) == args.all:
@@ -77,7 +78,7 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
     db, names = lean.db, lean.all_names
     unknown = [name for name in args.checks if name not in names]
     if unknown:
-        return _fail(f"no check named {unknown[0]!r}" + _hint(unknown[0], {n for n in names if n}))
+        return _fail(unknown_name("check", unknown[0], names))
     now = time.time()
     window = maintenance.Window(0, now, now + seconds, tuple(dict.fromkeys(args.checks)) or None, REDACT(reason),
                                 author, "cli")

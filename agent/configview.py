@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
+from agent.fields import DURATION_PARSERS
 from agent.units import duration_text, parse_duration, parse_ratio, parse_size, ratio_text, size_text
 
 _FORMATTERS: dict[Callable, Callable[[Any], str]] = {parse_duration: duration_text, parse_size: size_text,
-                                                     parse_ratio: ratio_text}
+                                                     parse_ratio: ratio_text,
+                                                     **dict.fromkeys(DURATION_PARSERS, duration_text)}
 
 
 def human_config(model: BaseModel) -> dict[str, Any]:

@@ -67,6 +67,9 @@ LongDuration = Annotated[float, BeforeValidator(_long_duration),
                          _duration_schema({"minimum": 0}, MAX_LONG_DURATION_SECONDS)]
 """An age or a retention period: 0 … 100 years."""
 
+DURATION_PARSERS = (_duration, _positive_duration, _long_duration)
+"""The validators of the duration field types, so `config show` can print such a field back as `90d`."""
+
 Size = Annotated[
     int,
     BeforeValidator(parse_size),

@@ -74,7 +74,8 @@ def build(configured: list[ConfiguredCheck], latest: dict[str, dict], record: di
             row["maintenance_until"] = when(maintenance[row["check"]])
     if any(row["check"] in maintenance for row in rows):
         modes.append("maintenance")
-    counts["maintenance"] = sum(row["check"] in maintenance for row in rows)
+    if any(row["check"] in maintenance for row in rows):
+        counts["maintenance"] = sum(row["check"] in maintenance for row in rows)
     agent = {"running": live.running, "state": live.state, "detail": live.detail,
              "pid": (record or {}).get("pid"), "version": (record or {}).get("version"),
              "started": when((record or {}).get("started")), "heartbeat": when((record or {}).get("beat")),

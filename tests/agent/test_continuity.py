@@ -82,10 +82,10 @@ def test_restart_exposes_last_statuses_at_ready_without_rerunning_or_logging_a_c
     assert log.count("event=check.status_changed check=weekly") == 1
 
     status = agent.cli("status", "--format", "json")
-    rows = {r["check"]: r for r in json.loads(status.stdout)}
+    rows = {r["check"]: r for r in json.loads(status.stdout)["checks"]}
     assert status.returncode == 1
     assert (rows["hourly"]["status"], rows["weekly"]["status"]) == ("critical", "warning")
-    assert (rows["quarterly"]["status"], rows["quarterly"]["summary"]) == (None, "never run")
+    assert rows["quarterly"]["status"] == "never_run" and rows["quarterly"]["summary"].startswith("next ")
 
 
 def test_restart_keeps_a_for_window_so_the_breach_turns_critical_on_time(agent_factory, tmp_path):

@@ -48,7 +48,7 @@ def metric(agent, name: str, check: str) -> float | None:
 
 
 def summary(agent, check: str) -> str:
-    rows = json.loads(agent.cli("status", "--format", "json").stdout)
+    rows = json.loads(agent.cli("status", "--format", "json").stdout)["checks"]
     return next(r["summary"] for r in rows if r["check"] == check)
 
 
