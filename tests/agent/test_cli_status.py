@@ -15,7 +15,7 @@ import pytest
 
 from agent.liveness import LOST_AFTER_SECONDS, Liveness, liveness, process_alive, process_identity
 from agent.result import Evaluated, Status
-from agent.statusview import ConfiguredCheck, build, status_cell
+from agent.statusview import ConfiguredCheck, build, header_line, status_cell, summary_cell
 from agent.store import Store
 from agent.timefmt import iso_utc
 from tests.conftest import AGENT, REPO, run_cli, wait_for
@@ -170,6 +170,20 @@ def test_status_view_never_run_checks_say_next_due_or_that_the_agent_must_reload
     assert rows["spare"]["status"] == "disabled" and rows["spare"]["marks"] == ["disabled"]
     assert [r["check"] for r in v.rows] == ["added", "weekly", "spare"] and not v.problem
     assert v.counts == {"never_run": 2, "disabled": 1, "stale": 0, "pending": 0}
+
+
+def test_status_view_marks_checks_in_maintenance_and_says_so_in_the_header():
+    checks = [ConfiguredCheck("pg", "postgres", True, 60.0), ConfiguredCheck("disk", "disk", True, 60.0)]
+    record = {"checks": {}, "pid": 1, "dry_run": False}
+    v = build(checks, {"pg": run(2), "disk": run(0)}, record, RUNNING, NOW - 1, NOW, iso_utc,
+              maintenance={"pg": NOW + 3600})
+    rows = {r["check"]: r for r in v.rows}
+    assert rows["pg"]["marks"] == ["maintenance"] and rows["pg"]["maintenance_until"] == iso_utc(NOW + 3600)
+    assert rows["disk"]["maintenance_until"] is None and "maintenance" not in rows["disk"]["marks"]
+    assert status_cell(rows["pg"]) == "critical, maintenance"
+    assert summary_cell(rows["pg"]).startswith(f"MAINTENANCE until {iso_utc(NOW + 3600)} — ")
+    assert v.modes == ["maintenance"] and v.counts["maintenance"] == 1
+    assert "MAINTENANCE" in header_line(v, "db1", "UTC", NOW)
 
 
 def test_status_view_orders_critical_unknown_warning_before_ok_then_by_name():
