@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field, model_validator
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
 from agent.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, is_reference
 from agent.units import format_duration
-from checks.postgres import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
+from checks.pg_session import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 _TABLE_RE = re.compile(rf"^(?:({_IDENT})\.)?({_IDENT})$")

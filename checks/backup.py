@@ -44,7 +44,7 @@ from agent.child_env import child_env
 from checks.dump_policy import judge
 from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments
-from checks.postgres import PgOptions, ProbeFailed, _is_down, describe_error, open_session, redact
+from checks.pg_session import PgOptions, ProbeFailed, describe_error, is_down, open_session, redact_query
 
 CHUNK_BYTES = 1024 * 1024          # one read of a backup; memory stays at a few of these whatever the file size
 _EDGE_BYTES = 4096                 # head and tail of a dump kept to recognise pg_dump scripts and their trailer
@@ -1311,7 +1311,7 @@ class RestoreTestCheck(Check):
                 attempt.may_exist = False      # someone else's: never ours to drop
                 raise _Stop(Status.UNKNOWN, f"scratch name {attempt.name} already exists; not touched") from None
             except psycopg.Error as exc:
-                if not _is_down(exc) and not conn.broken:
+                if not is_down(exc) and not conn.broken:
                     attempt.may_exist = False
                 raise _Stop(Status.UNKNOWN, f"cannot create the scratch database: {describe_error(exc, dsn)}") \
                     from None
@@ -1459,7 +1459,7 @@ class RestoreTestCheck(Check):
             raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} before sanity query "
                                         f"{query.label()!r}")
         limit = min(own, left)
-        entry = {"name": query.label(), "query": redact(query.query), "expect": query.expectation(),
+        entry = {"name": query.label(), "query": redact_query(query.query), "expect": query.expectation(),
                  "timeout_seconds": round(limit, 3)}
         began = ctx.monotonic()
         try:
