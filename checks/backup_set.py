@@ -27,14 +27,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from agent.fields import Duration
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample, worst
+from agent.result import CheckResult, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
-from checks.backup import BackupFile, CannotVerify, Verification, VerifyTimeout, verify_backup
 from checks.backup_sets import BackupSet, Member, expected_members, read_set, set_directories
+from checks.backup_verify import (
+    SIDECAR_SUFFIX, BackupFile, CannotVerify, Verification, VerifyTimeout, sidecar_key, verify_backup,
+)
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 
 OLDER_SETS = 2            # older sets read when the newest is bad, to find the last good one
-SIDECAR = ".sha256"
 
 
 @dataclass
@@ -179,7 +180,7 @@ class BackupSetCheck(Check):
         unproven = [v for v in verdict.readings if v.ok and v.checksum == "missing (required)"]
         if unproven:
             statuses.append(Status.WARNING)
-            phrases.append(f"no {SIDECAR} sidecar (require_checksum): "
+            phrases.append(f"no {SIDECAR_SUFFIX} sidecar (require_checksum): "
                            f"{', '.join(os.path.relpath(v.file.path, judged.path) for v in unproven)}")
         if verdict.good:
             formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(Counter(v.format for v in verdict.readings).items()))
@@ -190,9 +191,7 @@ class BackupSetCheck(Check):
             phrases.append(f"last good set {last_good.backup_set.name}")
         else:
             phrases.append("no good set among the newest")
-        summary = "; ".join(phrases + notes)
-        if len(summary) > SUMMARY_CAP_CHARS:
-            summary = summary[:SUMMARY_CAP_CHARS - 1] + "…"
+        summary = cap_summary("; ".join(phrases + notes))
         return CheckResult(worst(*statuses), summary, tuple(samples), details)
 
     def _in_progress(self, newest: BackupSet, now: float) -> str | None:
@@ -231,7 +230,7 @@ class BackupSetCheck(Check):
         return None
 
     def _verify(self, member: Member, deadline: float, ctx: CheckContext) -> Verification:
-        key = (member.path, member.key, _sidecar_identity(member.path))
+        key = (member.path, member.key, sidecar_key(member.path))
         cached = self._verified.get(key)
         if cached is not None:
             cached.cached = True
@@ -246,12 +245,3 @@ class BackupSetCheck(Check):
     def _forget_absent(self, sets: list[BackupSet]) -> None:
         present = {(m.path, m.key) for s in sets for m in s.members}
         self._verified = {k: v for k, v in self._verified.items() if (k[0], k[1]) in present}
-
-
-def _sidecar_identity(path: str) -> tuple:
-    """The `<file>.sha256` sidecar's (inode, size, mtime): a new sidecar means reading the member again."""
-    try:
-        st = os.stat(path + SIDECAR)
-    except OSError:
-        return ()
-    return st.st_ino, st.st_size, st.st_mtime_ns
