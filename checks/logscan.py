@@ -51,11 +51,11 @@ from pydantic import Field, field_validator, model_validator
 from agent import children
 from agent.child_env import child_env
 from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Size
+from agent.jsonfile import read_json, write_json_atomic
 from agent.redact import REDACT
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
-from checks.drift import read_json, write_json_atomic
 
 STATE_VERSION = 1
 CHUNK_BYTES = 1024 * 1024
