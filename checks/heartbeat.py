@@ -17,7 +17,6 @@ result's `recheck_at`), so late and down are noticed on time, not at the next in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Literal
@@ -26,7 +25,7 @@ from pydantic import Field, model_validator
 
 from agent.fields import Duration
 from agent.result import CheckResult, Status, sample
-from agent.units import format_duration
+from agent.units import format_duration, format_timestamp
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 State = Literal["new", "up", "late", "down", "failed"]
@@ -131,7 +130,7 @@ class HeartbeatCheck(Check):
         if ctx.store is None:
             return CheckResult.unknown("heartbeat signals live in the agent's store, which this run cannot read")
         from agent.heartbeat import Signals, first_seen, latest
-        from agent.history import StoreMissing, open_readonly
+        from agent.storefile import StoreMissing, open_readonly
         now = ctx.wall()
         try:
             conn = open_readonly(ctx.store)
@@ -172,7 +171,7 @@ class HeartbeatCheck(Check):
     @staticmethod
     def _details(signals, verdict: Judgement) -> dict:
         def when(signal):
-            return None if signal is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(signal.at))
+            return None if signal is None else format_timestamp(signal.at)
         details = {"state": verdict.state, "last_start": when(signals.start), "last_finish": when(signals.finish),
                    "last_success": when(signals.success)}
         if signals.finish is not None and signals.finish.message:
