@@ -18,7 +18,7 @@ import time
 
 from agent import __version__, children, logs
 from agent.calendar import CalendarSpec, parse_calendar
-from agent.config import Calendar, Interval, LoadedConfig, load_config
+from agent.config import LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.faults import fault_of
@@ -35,6 +35,7 @@ from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_star
 from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import SavedState, Store
+from agent.triggers import Calendar, Interval
 from agent.yamlsrc import ConfigError
 from actions import ACTION_TYPES
 from checks import CHECK_TYPES
@@ -534,7 +535,7 @@ class Daemon:
                 from agent.reporting import deliver_pending, queue_report
                 queued = queue_report(db, loaded, section, now)
                 return {"report": section.name, "queued": queued, **(deliver_pending(db, loaded, now) or {})}
-            from agent.reporting import report_schedule
+            from agent.report_config import report_schedule
             tasks.append(Task(f"_report:{section.name}",
                               Calendar(report_schedule(section, cfg.schedules), section.schedule_name), report))
         if cfg.reports:

@@ -20,7 +20,7 @@ from actions.base import ActionOptions
 from agent.archive import ArchiveSection
 from agent.checklist import ChecklistItem, ChecklistsSection
 from agent.mailer import SmtpSection
-from agent.reporting import ReportSection, ReportUpload
+from agent.report_config import ReportSection, ReportUpload
 from checks import CHECK_TYPES
 from checks.base import ActionBinding
 from checks.base import CheckOptions

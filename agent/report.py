@@ -523,7 +523,7 @@ def _actions(scope: _Scope) -> list[ActionLine]:
 
 def _action_kind(scope: _Scope, action: str, check: str | None,
                  trigger_status: str | None) -> Literal["preventive", "corrective"]:
-    from agent.config import Calendar
+    from agent.triggers import Calendar
 
     if check is None or trigger_status not in ("warning", "critical", "unknown"):
         return "preventive"      # not forced by a failure

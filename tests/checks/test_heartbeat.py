@@ -15,10 +15,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import Interval, parse_config
+from agent.config import parse_config
 from agent.heartbeat import Signal, Signals, record
 from agent.result import Status
 from agent.store import Store
+from agent.triggers import Interval
 from checks.base import CheckContext
 from checks.heartbeat import HeartbeatCheck, judge
 from tests.metrics_contract import assert_family_contract
