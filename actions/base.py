@@ -17,10 +17,9 @@ from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.fields import Duration, Name, PositiveDuration
+from agent.fields import Duration, Name, PositiveDuration, Severity
 
 OUTPUT_CAP_CHARS = 4000
-Severity = Literal["P0", "P1", "P2", "P3"]
 
 
 class ActionOptions(BaseModel):

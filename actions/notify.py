@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actions.base import Action, ActionContext, ActionOptions, ActionResult, Severity, TriggerInfo
-from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, check_http_url
+from actions.base import Action, ActionContext, ActionOptions, ActionResult, TriggerInfo
+from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, Severity, check_http_url
 from agent.mailer import EmailAddress
 from agent.redact import url_parts
 

@@ -13,11 +13,12 @@ import importlib
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from agent.history import StoreUnusable
 from agent.output import FORMATS, emit
+from agent.units import format_timestamp
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
@@ -212,9 +213,7 @@ def _time_format(fmt: str):
 
 def _iso(value: float | None) -> str | None:
     """JSON and CSV are for programs: ISO 8601 in UTC."""
-    if not value:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_timestamp(value or None, timespec="milliseconds")
 
 
 # -- commands ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import SavedState, Store
 from agent.triggers import Calendar, Interval
+from agent.units import format_timestamp
 from agent.yamlsrc import ConfigError
 from actions import ACTION_TYPES
 from checks import CHECK_TYPES
@@ -252,7 +253,7 @@ class Daemon:
             if plan.arm:
                 self._mark_fired(job, now)
             if plan.catch_up:
-                logs.event("check.catch_up", check=job.name, last_fired=_iso(fired))
+                logs.event("check.catch_up", check=job.name, last_fired=format_timestamp(fired or None, utc=False))
                 self._log(f"catch-up run of {job.name}: due time missed while the agent was down",
                           check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
@@ -605,10 +606,6 @@ def _warn_loose_store(store: Store) -> None:
 
 def _maintenance_spec(loaded: LoadedConfig) -> CalendarSpec:
     return parse_calendar(loaded.config.store.maintenance_at)
-
-
-def _iso(ts: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
 
 
 def _release_startup_memory() -> None:

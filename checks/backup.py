@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent import logs
 from agent.child_env import child_env
-from agent.fields import Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
+from agent.fields import AbsoluteGlob, Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
 from agent.result import CheckResult, Sample, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
@@ -48,12 +48,6 @@ from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segm
 from checks.pg_session import PgOptions, ProbeFailed, describe_error, is_down, open_session, redact_query
 
 _FALLBACK_FILES = 3                # older backups read when the newest fails, to find the last good one
-
-
-def _absolute_pattern(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"must be an absolute path or glob (got {value!r})")
-    return value
 
 
 def _default_keys(data: Any, **defaults: Any) -> Any:
@@ -187,7 +181,7 @@ class BackupFilesCheck(Check):
                                                            "nor critical is given")
         critical: Duration | None = Field(None, description="age of the newest backup; 48h when neither warning "
                                                             "nor critical is given")
-        path: str = Field(..., description="absolute glob of the backup files, e.g. "
+        path: AbsoluteGlob = Field(..., description="absolute glob of the backup files, e.g. "
                                            "/backups/database/*/full_backup.sql.gz; `**` matches subdirectories")
         format: Literal["auto", "gzip", "pg_custom", "tar", "plain"] = Field(
             "auto", description="how to verify the newest file; auto: by its first bytes")
@@ -201,8 +195,6 @@ class BackupFilesCheck(Check):
                                                     "written and ignored")
         pg_bin_dir: str | None = Field(None, description="where pg_restore is; default: PATH, then the newest "
                                                          "/usr/lib/postgresql/*/bin")
-
-        _path = field_validator("path")(_absolute_pattern)
 
         @model_validator(mode="before")
         @classmethod
@@ -705,7 +697,7 @@ class RestoreTestCheck(Check):
         warning: Duration | None = Field(None, description="restore duration (create + load)")
         critical: Duration | None = Field(None, description="restore duration; 4h (the seed's RTO) when neither "
                                                             "warning nor critical is given")
-        path: str = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
+        path: AbsoluteGlob = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
                                            "directories); the newest is restored")
         format: Literal["auto", "plain", "pg_custom", "pg_directory", "pg_tar"] = Field(
             "auto", description="plain: SQL script, optionally gzip-compressed; pg_custom, pg_directory, pg_tar: "
@@ -728,8 +720,6 @@ class RestoreTestCheck(Check):
                                                  description="the whole test; above the expected restore time")
         statement_timeout: PositiveDuration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
                                                                       "without its own timeout")
-
-        _path = field_validator("path")(_absolute_pattern)
 
         @model_validator(mode="before")
         @classmethod

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent.fields import Duration
+from agent.fields import AbsoluteGlob, Duration
 from agent.result import CheckResult, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
 from checks.backup_sets import BackupSet, Member, expected_members, read_set, set_directories
@@ -75,7 +75,7 @@ class BackupSetCheck(Check):
 
     class Options(CheckOptions):
         type: Literal["backup_set"]
-        path: str = Field(..., description="absolute glob of the set directories, e.g. /backups/database/*; the "
+        path: AbsoluteGlob = Field(..., description="absolute glob of the set directories, e.g. /backups/database/*; the "
                                            "greatest name is the newest (timestamped names)")
         expect: tuple[str, ...] = Field(..., min_length=1, description="member globs relative to a set directory, "
                                                                        "e.g. [full_backup.sql.gz, '**/base.tar.gz']")
@@ -89,13 +89,6 @@ class BackupSetCheck(Check):
                                                          "PATH, then the newest /usr/lib/postgresql/*/bin")
         warning: Duration | None = Field(26 * 3600.0, description="WARNING when the set is older")
         critical: Duration | None = Field(48 * 3600.0, description="CRITICAL when the set is older")
-
-        @field_validator("path")
-        @classmethod
-        def _absolute(cls, path):
-            if not path.startswith("/"):
-                raise ValueError(f"must be an absolute path or glob (got {path!r})")
-            return path
 
         @field_validator("expect")
         @classmethod

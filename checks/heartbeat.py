@@ -23,7 +23,7 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from agent.fields import Duration
+from agent.fields import Duration, PositiveDuration
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration, format_timestamp
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
@@ -110,7 +110,7 @@ class HeartbeatCheck(Check):
 
     class Options(CheckOptions):
         type: Literal["heartbeat"]
-        period: Duration | None = Field(None, description="the job runs this often (e.g. 1d): late when no success "
+        period: PositiveDuration | None = Field(None, description="the job runs this often (e.g. 1d): late when no success "
                                                        "came within it; or give `schedule:`")
         schedule: str | None = Field(
             None, description="the job's own calendar (a name from `schedules:` or a spec such as '02:00'): late "
@@ -122,8 +122,6 @@ class HeartbeatCheck(Check):
         def _rhythm(self):
             if (self.period is None) == (self.schedule is None):
                 raise ValueError("give the job's rhythm: either period (e.g. 1d) or schedule (e.g. '02:00')")
-            if self.period is not None and self.period <= 0:
-                raise ValueError("period must be longer than 0s")
             return self
 
     def run(self, ctx: CheckContext) -> CheckResult:

@@ -15,7 +15,7 @@ from checks.base import (
     Check, CheckContext, CheckOptions, CountThresholds, DurationThresholds, MetricSpec,
     RatioThresholds, Threshold,
 )
-from agent.fields import HostPort, PositiveDuration, Size
+from agent.fields import HostPort, PositiveDuration, Regex, Size
 from agent.address import split_target
 from checks.net import connect_time
 from agent.units import format_duration, format_size
@@ -241,18 +241,8 @@ class ProcessCheck(Check):
     class Options(CheckOptions, CountThresholds):
         type: Literal["process"]
         process_name: str | None = Field(None, description="exact process name (comm), e.g. celery")
-        cmdline: str | None = Field(None, description="regular expression searched in the full command line")
+        cmdline: Regex | None = Field(None, description="regular expression searched in the full command line")
         user: str | None = None
-
-        @field_validator("cmdline")
-        @classmethod
-        def _regex(cls, value):
-            if value is not None:
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise ValueError(f"invalid regular expression: {exc}") from None
-            return value
 
     METRICS = (MetricSpec("instances", "count", "Processes matching the check's pattern."),)
     THRESHOLD = Threshold(("instances",), "count", bad_when="below")

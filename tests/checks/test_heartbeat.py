@@ -144,7 +144,7 @@ def test_config_heartbeat_schedule_name_resolves_and_the_check_runs_on_its_own_i
     ("{name: dump, type: heartbeat, schedule: nigthly}",
      "agent.yaml:5: checks[0].schedule: not a schedule name (daily, weekly, monthly, quarterly, nightly) nor a "
      "calendar spec"),
-    ("{name: dump, type: heartbeat, period: 0s}", "period must be longer than 0s"),
+    ("{name: dump, type: heartbeat, period: 0s}", "agent.yaml:5: checks[0].period: must be above 0"),
 ])
 def test_config_heartbeat_errors_are_located(entry, error):
     from agent.yamlsrc import ConfigError
