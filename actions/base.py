@@ -95,6 +95,8 @@ class Action:
     TYPE: ClassVar[str]
     Options: ClassVar[type[ActionOptions]]
     NOTIFIES: ClassVar[bool] = False     # notify-type actions: sent on trigger and on resolve, never "verified"
+    EXAMPLE: ClassVar[str] = ""
+    """A short `actions:` entry in YAML, shown in docs/config-reference.md and validated by a test (as checks do)."""
 
     def __init__(self, options: ActionOptions):
         self.options = options

@@ -21,6 +21,15 @@ from checks.bounded_process import run_bounded
 
 class CommandAction(Action):
     TYPE = "command"
+    EXAMPLE = """
+        - name: restart-supervised-workers
+          type: command
+          argv: [/usr/bin/supervisorctl, restart, "workers:*"]
+          cooldown: 5m
+          max_attempts: 3
+          within: 1h
+          verify_after: 1m
+    """
 
     class Options(ActionOptions):
         type: Literal["command"]

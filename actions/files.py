@@ -117,6 +117,16 @@ class CleanupFilesAction(Action):
     """Delete (or gzip) files older than `older_than` whose names match `patterns`, only under `roots`."""
 
     TYPE = "cleanup_files"
+    EXAMPLE = """
+        - name: clean-old-files
+          type: cleanup_files
+          roots: [/backups/database, /var/log/app]
+          patterns: ["*.sql.gz", "*.log.*"]
+          older_than: 30d
+          keep_newest: 7          # the last 7 dumps stay whatever their age
+          max_bytes: 50GiB
+          cooldown: 1h
+    """
 
     class Options(ActionOptions):
         type: Literal["cleanup_files"]

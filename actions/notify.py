@@ -111,6 +111,13 @@ class NotifyAction(Action):
     """Send a check's problem, escalation or resolution to Slack, PagerDuty (Events API v2) and/or email."""
 
     TYPE = "notify"
+    EXAMPLE = """
+        - name: page-oncall
+          type: notify
+          min_severity: P1
+          pagerduty: {routing_key: "${credential:pagerduty.key}"}
+          slack: {url: "${credential:slack.webhook}"}
+    """
     NOTIFIES = True
 
     class Options(ActionOptions):

@@ -63,6 +63,15 @@ class PgMaintenanceAction(Action):
     """ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of listed or flagged tables; never DROP/DELETE."""
 
     TYPE = "pg_maintenance"
+    EXAMPLE = """
+        - name: analyze-tables
+          type: pg_maintenance
+          dsn: ${credential:pg.dsn}
+          operation: analyze      # the tables the triggering pg_tables check listed
+          cooldown: 1d
+          max_attempts: 1
+          within: 7d
+    """
 
     class Options(ActionOptions):
         type: Literal["pg_maintenance"]

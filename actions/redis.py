@@ -72,6 +72,15 @@ class RedisEvictAction(Action):
     """Remove keys matching `patterns` idle longer than `idle_longer_than` (SCAN, OBJECT IDLETIME, UNLINK)."""
 
     TYPE = "redis_evict"
+    EXAMPLE = """
+        - name: evict-idle-cache
+          type: redis_evict
+          address: 127.0.0.1:6379
+          password: ${credential:redis.password}
+          patterns: ["cache:*"]
+          idle_longer_than: 6h
+          cooldown: 15m
+    """
 
     class Options(ActionOptions):
         type: Literal["redis_evict"]

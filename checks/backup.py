@@ -173,6 +173,15 @@ class BackupFilesCheck(Check):
     """
 
     TYPE = "backup_files"
+    EXAMPLE = """
+        - name: db-dumps
+          type: backup_files
+          every: 15m
+          path: /backups/database/*/full_backup.sql.gz
+          warning: 26h            # age of the newest dump
+          critical: 48h
+          retention: {max_age: 30d, keep: {daily: 7, weekly: 4}}
+    """
     METRIC_PREFIX = "backup"
 
     class Options(CheckOptions, DurationThresholds):
@@ -690,6 +699,17 @@ class RestoreTestCheck(Check):
     """
 
     TYPE = "restore_test"
+    EXAMPLE = """
+        - name: restore-test
+          type: restore_test
+          schedule: monthly
+          timeout: 6h
+          dsn: ${credential:restore.dsn}   # a role with CREATEDB only, to the restore server
+          path: /backups/database/*/app.dump
+          sanity:
+            - {name: users exist, query: "SELECT count(*) FROM users", min: 1}
+          critical: 4h            # the recovery time objective
+    """
     METRIC_PREFIX = "backup"
 
     class Options(PgOptions, DurationThresholds):

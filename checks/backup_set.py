@@ -72,6 +72,16 @@ class BackupSetCheck(Check):
     """
 
     TYPE = "backup_set"
+    EXAMPLE = """
+        - name: db-nightly-set
+          type: backup_set
+          every: 1h
+          path: /backups/database/2*          # one directory per night
+          expect: [full_backup.sql.gz, app_backup.sql.gz, "**/base.tar.gz"]
+          complete_within: 4h
+          warning: 26h
+          critical: 48h
+    """
 
     class Options(CheckOptions):
         type: Literal["backup_set"]

@@ -133,6 +133,9 @@ class Check:
     WATCHES_SCHEDULE: ClassVar[bool] = False
     """True when `schedule:` is the calendar of what the check watches (a job's cron time), not when the check
     runs: it then runs `every` (default agent.default_interval), and when its result says so (`recheck_at`)."""
+    EXAMPLE: ClassVar[str] = ""
+    """A short `checks:` entry in YAML (indented as convenient): docs/config-reference.md shows it under the type
+    and tests/test_type_examples.py validates it, so the example an operator copies always works."""
 
     def __init__(self, options: CheckOptions):
         self.options = options

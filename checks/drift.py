@@ -189,6 +189,12 @@ class ConfigDriftCheck(Check):
     """
 
     TYPE = "config_drift"
+    EXAMPLE = """
+        - name: config-files
+          type: config_drift
+          schedule: daily
+          paths: [/etc/nginx/nginx.conf, /etc/nginx/sites-enabled/*, /etc/postgresql/15/main/*.conf]
+    """
 
     class Options(CheckOptions):
         type: Literal["config_drift"]

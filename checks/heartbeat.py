@@ -97,6 +97,14 @@ class HeartbeatCheck(Check):
     """A job's dead man's switch (`maint-agent ping NAME`); `schedule:` here is the job's own calendar."""
 
     TYPE = "heartbeat"
+    EXAMPLE = """
+        - name: nightly-backup-job    # cron: maint-agent ping nightly-backup-job -- /usr/local/bin/backup.sh
+          type: heartbeat
+          schedule: "02:00"
+          grace: 2h
+          every: 5m
+          severity: P1
+    """
     WATCHES_SCHEDULE = True
     METRICS = (
         MetricSpec("last_success_timestamp_seconds", "seconds", "Unix time of the job's latest success signal."),

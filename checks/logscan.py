@@ -288,6 +288,14 @@ class LogScanCheck(Check):
     """
 
     TYPE = "log_scan"
+    EXAMPLE = """
+        - name: app-logs
+          type: log_scan
+          every: 15m
+          paths: [/var/log/app/*.log]
+          warning: 10             # new error lines since the previous run
+          critical: 100
+    """
 
     class Options(CheckOptions):
         type: Literal["log_scan"]

@@ -29,6 +29,12 @@ _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
 
 class NagiosCheck(Check):
     TYPE = "nagios"
+    EXAMPLE = """
+        - name: load-plugin
+          type: nagios
+          every: 5m
+          command: [/usr/lib/nagios/plugins/check_load, -r, -w, "2,1.5,1.2", -c, "4,3,2"]
+    """
 
     class Options(CheckOptions):
         type: Literal["nagios"]

@@ -129,6 +129,14 @@ class PostgresCheck(PgCheck):
     """
 
     TYPE = "postgres"
+    EXAMPLE = """
+        - name: pg
+          type: postgres
+          every: 30s
+          dsn: ${credential:pg.dsn}   # systemd LoadCredential=pg.dsn:/etc/maint-agent/pg.dsn
+          expect_role: primary
+          warning: 200ms          # connect and query time
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["postgres"]
@@ -182,6 +190,14 @@ class PgConnectionsCheck(PgCheck):
     """
 
     TYPE = "pg_connections"
+    EXAMPLE = """
+        - name: pg-connections
+          type: pg_connections
+          every: 1m
+          dsn: ${credential:pg.dsn}
+          warning: 80%            # of max_connections
+          critical: 95%
+    """
 
     class Options(PgOptions, RatioThresholds):
         type: Literal["pg_connections"]
@@ -322,6 +338,15 @@ class PgReplicationCheck(PgCheck):
     """
 
     TYPE = "pg_replication"
+    EXAMPLE = """
+        - name: pg-replication
+          type: pg_replication
+          every: 30s
+          dsn: ${credential:pg.dsn}
+          expected_standbys: 1
+          warning: 60s            # replay lag
+          critical: 300s
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_replication"]
@@ -589,6 +614,14 @@ class PgArchivingCheck(PgCheck):
     """
 
     TYPE = "pg_archiving"
+    EXAMPLE = """
+        - name: pg-archiving
+          type: pg_archiving
+          every: 5m
+          dsn: ${credential:pg.dsn}
+          warning: 30m            # since the last WAL segment was archived
+          critical: 1h
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_archiving"]
@@ -689,6 +722,15 @@ class PgActivityCheck(PgCheck):
     """
 
     TYPE = "pg_activity"
+    EXAMPLE = """
+        - name: pg-activity
+          type: pg_activity
+          every: 1m
+          dsn: ${credential:pg.dsn}
+          long_query: 5m
+          warning: 5m             # the longest query or idle transaction
+          critical: 30m
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_activity"]
@@ -760,6 +802,14 @@ class PgStatementsCheck(PgCheck):
     """
 
     TYPE = "pg_statements"
+    EXAMPLE = """
+        - name: pg-slow-statements
+          type: pg_statements
+          schedule: weekly
+          dsn: ${credential:pg.dsn}
+          top: 10
+          warning: 500ms          # mean time of the slowest statement
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_statements"]
@@ -834,6 +884,15 @@ class PgTablesCheck(PgCheck):
     """
 
     TYPE = "pg_tables"
+    EXAMPLE = """
+        - name: pg-tables
+          type: pg_tables
+          schedule: daily
+          dsn: ${credential:pg.dsn}
+          warning: 20%            # dead tuples
+          critical: 50%
+          stale_after: 7d
+    """
 
     class Options(PgOptions, RatioThresholds):
         type: Literal["pg_tables"]

@@ -144,6 +144,16 @@ class RedisCheck(Check):
     """
 
     TYPE = "redis"
+    EXAMPLE = """
+        - name: redis
+          type: redis
+          every: 30s
+          host: 127.0.0.1
+          port: 6379
+          password: ${credential:redis.password}
+          warning: 90%            # used memory of maxmemory
+          critical: 97%
+    """
 
     class Options(CheckOptions, RedisConnection, RatioThresholds):
         type: Literal["redis"]
@@ -213,6 +223,15 @@ class RedisReplicationCheck(Check):
     """
 
     TYPE = "redis_replication"
+    EXAMPLE = """
+        - name: redis-replication
+          type: redis_replication
+          every: 30s
+          password: ${credential:redis.password}
+          expected_replicas: 1
+          warning: 1MiB           # replication backlog not yet acknowledged
+          critical: 64MiB
+    """
     METRIC_PREFIX = "redis"
 
     class Options(CheckOptions, RedisConnection, SizeThresholds):

@@ -423,6 +423,21 @@ class S3BackupCheck(Check):
     """
 
     TYPE = "s3_backup"
+    EXAMPLE = """
+        - name: db-dumps-s3
+          type: s3_backup
+          every: 1h
+          bucket: example-backups
+          prefix: database/
+          region: eu-central-1
+          access_key_id: ${credential:s3.key_id}
+          secret_access_key: ${credential:s3.secret}
+          local_path: /backups/database/*/full_backup.sql.gz   # the newest must be in the bucket too
+          upload_grace: 2h
+          retention_window: 30d
+          min_count: 28
+          critical: 26h
+    """
     METRIC_PREFIX = "backup_bucket"   # not backup_s3: exported names are [a-z_] only (test_metrics)
 
     class Options(CheckOptions):

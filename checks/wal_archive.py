@@ -251,6 +251,14 @@ class WalArchiveCheck(Check):
     """
 
     TYPE = "wal_archive"
+    EXAMPLE = """
+        - name: wal-archive
+          type: wal_archive
+          every: 5m
+          path: /backups/wal      # where archive_command copies the segments
+          warning: 30m
+          critical: 1h            # the recovery point objective
+    """
 
     class Options(CheckOptions):
         type: Literal["wal_archive"]
