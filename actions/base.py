@@ -40,7 +40,7 @@ class ActionOptions(BaseModel):
     within: PositiveDuration = Field(3600.0, description="the window max_attempts counts over")
     verify_after: Duration = Field(30.0, description="re-run the triggering check this long after acting")
     settle: Duration = Field(600.0, description="the check must stay OK this long before the problem counts "
-                                                "as resolved (seed 003: verify for a while before closing)")
+                                                "as resolved (verify for a while before closing)")
     escalate: tuple[Name, ...] = Field((), description="notify actions to run when this action did not help "
                                                        "or its attempts are exhausted")
 

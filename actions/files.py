@@ -1,4 +1,4 @@
-"""`cleanup_files`: delete or gzip old files matching globs, only under configured roots (seed 004: disk > 90 %).
+"""`cleanup_files`: delete or gzip old files matching globs, only under configured roots (e.g. at disk > 90 %).
 
 Safety (seed 003, data first): a root's path must hold no symlink when the
 config is loaded (`realpath(root) == root`), and at run time the root is

@@ -1,4 +1,4 @@
-"""`notify`: tell people about a check's problem, an escalation, or its resolution (seed 000: P0–P3 routes).
+"""`notify`: tell people about a check's problem, an escalation, or its resolution (routed by incident level P0–P3).
 
 Channels: a Slack-compatible incoming webhook (`{"text": …}`), PagerDuty Events
 API v2 (trigger, and resolve with the same stable `dedup_key`

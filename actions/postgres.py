@@ -1,5 +1,5 @@
-"""`pg_maintenance`: ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of named tables (seed 004: update
-statistics, optimise indexes).
+"""`pg_maintenance`: ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of named tables (routine
+maintenance: update statistics, optimise indexes).
 
 The statements come from a fixed set chosen by `operation`; table names are
 checked against an identifier pattern at config check and composed with

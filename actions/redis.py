@@ -1,4 +1,4 @@
-"""`redis_evict`: remove cache keys idle longer than a threshold (seed 004: Redis memory > 90 % → clear old cache).
+"""`redis_evict`: remove cache keys idle longer than a threshold (e.g. Redis memory > 90 % → clear old cache).
 
 Only keys matching the configured patterns, and only those whose OBJECT
 IDLETIME (seconds since last access; reading it does not touch the key) is

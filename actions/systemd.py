@@ -1,4 +1,4 @@
-"""`systemd_restart` / `systemd_start`: (re)start one unit (seed 004: restart the service when its endpoint fails).
+"""`systemd_restart` / `systemd_start`: (re)start one unit (e.g. restart a service whose endpoint fails).
 
 The argv is fixed: `systemctl --no-ask-password restart -- UNIT` (or `start`), run
 directly — the packaged unit's polkit rule lets the agent's user manage the

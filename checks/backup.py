@@ -3,7 +3,7 @@
 `backup_files` watches the dumps a backup job leaves on disk: how old the
 newest is, whether it reads back to its end, whether it shrank suspiciously,
 and whether as many are kept as the retention policy promises. `restore_test`
-is the DR drill the seeds run by hand: it restores the newest dump into a
+is the disaster recovery drill, automated: it restores the newest dump into a
 scratch database, runs sanity queries there, drops it, and reports the
 measured restore time (the RTO figure).
 
@@ -157,7 +157,7 @@ class BackupFilesCheck(Check):
     missing.
 
     The thresholds (default, when neither is given: warning 26h, critical 48h —
-    the seed's daily backup plus slack) apply to the newest file's age. When
+    a daily backup plus slack) apply to the newest file's age. When
     the newest fails, up to three older ones are read to find the newest good
     one, whose mtime is `last_success_timestamp_seconds`. A file that passed
     and has not changed since (inode, size, mtime) is not read again by this
@@ -687,7 +687,7 @@ class RestoreTestCheck(Check):
 
     `restore_duration_seconds` (create + load, the measured RTO) is what
     `warning`/`critical` judge; by default (neither given) critical 4h, the
-    seed's RTO. The run is bounded by the check's `timeout`, which defaults to
+    recovery time objective. The run is bounded by the check's `timeout`, which defaults to
     6h for this type: set it above the expected restore time (e.g. `timeout:
     4h`). At the deadline the running statement is cancelled (pg_restore
     killed), the scratch database dropped and the result is UNKNOWN. Without
@@ -715,7 +715,7 @@ class RestoreTestCheck(Check):
     class Options(PgOptions, DurationThresholds):
         type: Literal["restore_test"]
         warning: Duration | None = Field(None, description="restore duration (create + load)")
-        critical: Duration | None = Field(None, description="restore duration; 4h (the seed's RTO) when neither "
+        critical: Duration | None = Field(None, description="restore duration; 4h (the recovery time objective) when neither "
                                                             "warning nor critical is given")
         path: AbsoluteGlob = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
                                            "directories); the newest is restored")

@@ -90,7 +90,7 @@ def json_equal(actual: Any, expected: Any) -> bool:
 
 
 class HttpCheck(Check):
-    """One HTTP request; OK when the status is expected and the body matches (seed: > 200 ms warns).
+    """One HTTP request; OK when the status is expected and the body matches (the health-check procedure warns above 200 ms).
 
     The thresholds apply to `response_seconds`: from sending the request to the last byte of the
     body read (at most `max_body_size`). A new connection per run, so the time includes connecting.

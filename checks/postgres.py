@@ -596,7 +596,7 @@ class PgArchivingCheck(PgCheck):
     last success) or when failed_count rose since the previous run — so a
     failure between two runs is not missed even if a retry then succeeded.
 
-    archiver_lag_seconds (the thresholds, seed RPO ≤ 1 h) is how long the
+    archiver_lag_seconds (the thresholds; the recovery point objective is 1 h) is how long the
     oldest completed WAL segment has been waiting to be archived: the age of
     the oldest `.ready` file in pg_wal/archive_status (created when the segment
     is complete), 0 when none waits. It does not grow on an idle server, where

@@ -279,7 +279,7 @@ class NetworkLatencyCheck(Check):
 
 
 class ProcessCheck(Check):
-    """Count of processes matching a name or a command-line regex (seed: worker pool < 2).
+    """Count of processes matching a name or a command-line regex (e.g. a worker pool below 2).
 
     Thresholds are minimum counts: `critical: 2` is CRITICAL when fewer than 2 match.
     """

@@ -247,7 +247,7 @@ class WalArchiveCheck(Check):
     the backup's stop), a truncated uncompressed segment, no segments at all, the directory
     missing. WARNING: no base backup history file and no `start_segment` (continuity is then
     checked from the oldest segment, which is not proof a restore would work). Thresholds:
-    the newest segment's age (`critical` 1 h by default, the seed's RPO).
+    the newest segment's age (`critical` 1 h by default, the recovery point objective).
     """
 
     TYPE = "wal_archive"
