@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, TriggerInfo
-from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, Severity, check_http_url
+from agent.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, Severity, check_http_url
 from agent.mailer import EmailAddress
 from agent.redact import url_parts
 
@@ -94,9 +94,9 @@ class EmailChannel(_Channel):
 class Delivery(_Channel):
     """How long a notification that could not be delivered is retried (the outbox: agent/notifications.py)."""
 
-    first_retry: Duration = Field(60.0, gt=0, description="wait after the first failed attempt; doubled after each "
-                                                          "further one")
-    max_retry: Duration = Field(3600.0, gt=0, description="the longest wait between two attempts")
+    first_retry: PositiveDuration = Field(60.0, description="wait after the first failed attempt; doubled after "
+                                                            "each further one")
+    max_retry: PositiveDuration = Field(3600.0, description="the longest wait between two attempts")
     attempts: int = Field(10, ge=1, le=1000, description="attempts in all; then the notification is failed, kept "
                                                           "and listed by `maint-agent notifications` for `resend`")
 
