@@ -17,10 +17,9 @@ from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.fields import Duration, Name, PositiveDuration
+from agent.fields import Duration, Name, PositiveDuration, Severity
 
 OUTPUT_CAP_CHARS = 4000
-Severity = Literal["P0", "P1", "P2", "P3"]
 
 
 class ActionOptions(BaseModel):
@@ -41,7 +40,7 @@ class ActionOptions(BaseModel):
     within: PositiveDuration = Field(3600.0, description="the window max_attempts counts over")
     verify_after: Duration = Field(30.0, description="re-run the triggering check this long after acting")
     settle: Duration = Field(600.0, description="the check must stay OK this long before the problem counts "
-                                                "as resolved (seed 003: verify for a while before closing)")
+                                                "as resolved (verify for a while before closing)")
     escalate: tuple[Name, ...] = Field((), description="notify actions to run when this action did not help "
                                                        "or its attempts are exhausted")
 
@@ -96,6 +95,8 @@ class Action:
     TYPE: ClassVar[str]
     Options: ClassVar[type[ActionOptions]]
     NOTIFIES: ClassVar[bool] = False     # notify-type actions: sent on trigger and on resolve, never "verified"
+    EXAMPLE: ClassVar[str] = ""
+    """A short `actions:` entry in YAML, shown in docs/config-reference.md and validated by a test (as checks do)."""
 
     def __init__(self, options: ActionOptions):
         self.options = options

@@ -14,18 +14,27 @@ from pydantic import Field, field_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
 from agent.child_env import AGENT_ONLY, child_env
-from agent.fields import Secret, SecretStr, SecretUnavailable
+from agent.fields import AbsoluteArgv, Secret, SecretStr, SecretUnavailable
 from checks.bounded_process import run_bounded
 
 
 
 class CommandAction(Action):
     TYPE = "command"
+    EXAMPLE = """
+        - name: restart-supervised-workers
+          type: command
+          argv: [/usr/bin/supervisorctl, restart, "workers:*"]
+          cooldown: 5m
+          max_attempts: 3
+          within: 1h
+          verify_after: 1m
+    """
 
     class Options(ActionOptions):
         type: Literal["command"]
-        argv: tuple[str, ...] = Field(min_length=1, description="program and arguments, e.g. "
-                                                                "[/usr/bin/supervisorctl, restart, 'workers:*']")
+        argv: AbsoluteArgv = Field(description="program and arguments, e.g. "
+                                               "[/usr/bin/supervisorctl, restart, 'workers:*']")
         cwd: str = Field("/", description="working directory")
         env: dict[str, SecretStr] = Field(default_factory=dict, description="extra environment; values may be "
                                                                             "secret references")
@@ -41,13 +50,6 @@ class CommandAction(Action):
             if refused:
                 raise ValueError(f"{', '.join(refused)}: the agent's own, never passed to a command")
             return names
-
-        @field_validator("argv")
-        @classmethod
-        def _absolute(cls, argv):
-            if not argv[0].startswith("/"):
-                raise ValueError(f"program {argv[0]!r} must be an absolute path (argv list, no shell, no PATH lookup)")
-            return argv
 
     def target(self) -> str:
         return self.options.argv[0]

@@ -1,4 +1,4 @@
-"""`cleanup_files`: delete or gzip old files matching globs, only under configured roots (seed 004: disk > 90 %).
+"""`cleanup_files`: delete or gzip old files matching globs, only under configured roots (e.g. at disk > 90 %).
 
 Safety (seed 003, data first): a root's path must hold no symlink when the
 config is loaded (`realpath(root) == root`), and at run time the root is
@@ -117,6 +117,16 @@ class CleanupFilesAction(Action):
     """Delete (or gzip) files older than `older_than` whose names match `patterns`, only under `roots`."""
 
     TYPE = "cleanup_files"
+    EXAMPLE = """
+        - name: clean-old-files
+          type: cleanup_files
+          roots: [/backups/database, /var/log/app]
+          patterns: ["*.sql.gz", "*.log.*"]
+          older_than: 30d
+          keep_newest: 7          # the last 7 dumps stay whatever their age
+          max_bytes: 50GiB
+          cooldown: 1h
+    """
 
     class Options(ActionOptions):
         type: Literal["cleanup_files"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import struct
 
 _AT_EMPTY_PATH = 0x1000

@@ -1,4 +1,4 @@
-"""`notify`: tell people about a check's problem, an escalation, or its resolution (seed 000: P0–P3 routes).
+"""`notify`: tell people about a check's problem, an escalation, or its resolution (routed by incident level P0–P3).
 
 Channels: a Slack-compatible incoming webhook (`{"text": …}`), PagerDuty Events
 API v2 (trigger, and resolve with the same stable `dedup_key`
@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actions.base import Action, ActionContext, ActionOptions, ActionResult, Severity, TriggerInfo
-from agent.fields import Duration, Secret, SecretStr, SecretUnavailable, check_http_url, secrets_are_offline
+from actions.base import Action, ActionContext, ActionOptions, ActionResult, TriggerInfo
+from agent.fields import (
+    PositiveDuration, Secret, SecretStr, SecretUnavailable, Severity, check_http_url, secrets_are_offline,
+)
 from agent.mailer import EmailAddress
 from agent.redact import url_parts
 
@@ -95,9 +97,9 @@ class EmailChannel(_Channel):
 class Delivery(_Channel):
     """How long a notification that could not be delivered is retried (the outbox: agent/notifications.py)."""
 
-    first_retry: Duration = Field(60.0, gt=0, description="wait after the first failed attempt; doubled after each "
-                                                          "further one")
-    max_retry: Duration = Field(3600.0, gt=0, description="the longest wait between two attempts")
+    first_retry: PositiveDuration = Field(60.0, description="wait after the first failed attempt; doubled after "
+                                                            "each further one")
+    max_retry: PositiveDuration = Field(3600.0, description="the longest wait between two attempts")
     attempts: int = Field(10, ge=1, le=1000, description="attempts in all; then the notification is failed, kept "
                                                           "and listed by `maint-agent notifications` for `resend`")
 
@@ -112,6 +114,13 @@ class NotifyAction(Action):
     """Send a check's problem, escalation or resolution to Slack, PagerDuty (Events API v2) and/or email."""
 
     TYPE = "notify"
+    EXAMPLE = """
+        - name: page-oncall
+          type: notify
+          min_severity: P1
+          pagerduty: {routing_key: "${credential:pagerduty.key}"}
+          slack: {url: "${credential:slack.webhook}"}
+    """
     NOTIFIES = True
 
     class Options(ActionOptions):

@@ -1,5 +1,5 @@
-"""`pg_maintenance`: ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of named tables (seed 004: update
-statistics, optimise indexes).
+"""`pg_maintenance`: ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of named tables (routine
+maintenance: update statistics, optimise indexes).
 
 The statements come from a fixed set chosen by `operation`; table names are
 checked against an identifier pattern at config check and composed with
@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field, model_validator
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
 from agent.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, is_reference
 from agent.units import format_duration
-from checks.postgres import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
+from checks.pg_session import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 _TABLE_RE = re.compile(rf"^(?:({_IDENT})\.)?({_IDENT})$")
@@ -63,6 +63,15 @@ class PgMaintenanceAction(Action):
     """ANALYZE, VACUUM (ANALYZE) or REINDEX CONCURRENTLY of listed or flagged tables; never DROP/DELETE."""
 
     TYPE = "pg_maintenance"
+    EXAMPLE = """
+        - name: analyze-tables
+          type: pg_maintenance
+          dsn: ${credential:pg.dsn}
+          operation: analyze      # the tables the triggering pg_tables check listed
+          cooldown: 1d
+          max_attempts: 1
+          within: 7d
+    """
 
     class Options(ActionOptions):
         type: Literal["pg_maintenance"]

@@ -1,4 +1,4 @@
-"""`redis_evict`: remove cache keys idle longer than a threshold (seed 004: Redis memory > 90 % → clear old cache).
+"""`redis_evict`: remove cache keys idle longer than a threshold (e.g. Redis memory > 90 % → clear old cache).
 
 Only keys matching the configured patterns, and only those whose OBJECT
 IDLETIME (seconds since last access; reading it does not touch the key) is
@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
 from agent.address import split_target
-from agent.fields import Duration, HostPort, Secret, SecretStr, SecretUnavailable
+from agent.fields import HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable
 from agent.units import format_duration, format_size
 from checks.net import SocketDeadline
 
@@ -72,6 +72,15 @@ class RedisEvictAction(Action):
     """Remove keys matching `patterns` idle longer than `idle_longer_than` (SCAN, OBJECT IDLETIME, UNLINK)."""
 
     TYPE = "redis_evict"
+    EXAMPLE = """
+        - name: evict-idle-cache
+          type: redis_evict
+          address: 127.0.0.1:6379
+          password: ${credential:redis.password}
+          patterns: ["cache:*"]
+          idle_longer_than: 6h
+          cooldown: 15m
+    """
 
     class Options(ActionOptions):
         type: Literal["redis_evict"]
@@ -84,17 +93,12 @@ class RedisEvictAction(Action):
         patterns: tuple[KeyPattern, ...] = Field(min_length=1, description="SCAN MATCH globs of the keys that "
                                                  "may go, each starting with a literal prefix of at least 2 "
                                                  "characters, e.g. ['cache:*', 'thumb:*']")
-        idle_longer_than: Duration = Field(description="only keys not read or written for this long, e.g. 1h")
+        idle_longer_than: PositiveDuration = Field(description="only keys not read or written for this long, e.g. "
+                                                               "1h (above 0: a key in use is never removed)")
         batch: int = Field(500, ge=1, le=100_000, description="SCAN COUNT: keys looked at per round trip")
         max_keys: int = Field(100_000, ge=1, description="remove at most this many keys per run")
         memory_purge: bool = Field(False, description="afterwards send MEMORY PURGE (jemalloc returns freed "
                                                       "pages to the system)")
-
-        @model_validator(mode="after")
-        def _positive_idle(self):
-            if self.idle_longer_than <= 0:
-                raise ValueError("idle_longer_than must be above 0 (0 would remove keys in use)")
-            return self
 
     def target(self) -> str:
         return f"redis {self.options.address} db {self.options.db}"

@@ -1,4 +1,4 @@
-"""`systemd_restart` / `systemd_start`: (re)start one unit (seed 004: restart the service when its endpoint fails).
+"""`systemd_restart` / `systemd_start`: (re)start one unit (e.g. restart a service whose endpoint fails).
 
 The argv is fixed: `systemctl --no-ask-password restart -- UNIT` (or `start`), run
 directly — the packaged unit's polkit rule lets the agent's user manage the
@@ -116,6 +116,16 @@ class SystemdRestartAction(_SystemdAction):
     """Restart a systemd unit: `systemctl restart -- UNIT`, directly (polkit) or through `sudo -n`."""
 
     TYPE = "systemd_restart"
+    EXAMPLE = """
+        - name: restart-api
+          type: systemd_restart
+          unit: api.service
+          cooldown: 2m
+          max_attempts: 3
+          within: 1h
+          verify_after: 30s
+          escalate: [page-oncall]
+    """
     VERB = "restart"
 
     class Options(_SystemdAction.Options):
@@ -126,6 +136,13 @@ class SystemdStartAction(_SystemdAction):
     """Start a systemd unit that stopped: `systemctl start -- UNIT`, directly (polkit) or through `sudo -n`."""
 
     TYPE = "systemd_start"
+    EXAMPLE = """
+        - name: start-backup-timer
+          type: systemd_start
+          unit: backup.timer
+          confirm_active: true
+          cooldown: 10m
+    """
     VERB = "start"
 
     class Options(_SystemdAction.Options):

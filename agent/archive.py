@@ -30,7 +30,7 @@ import re
 import sqlite3
 import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 from typing import IO, Any, Iterable, Literal
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agent.calendar import CalendarSpecError, parse_calendar
 from agent.fields import PositiveDuration, Secret, SecretStr, check_http_url
 from agent.redact import REDACT
+from agent.units import format_timestamp
 
 OBJECTS = ("runs", "actions", "log")
 FIRST_DAY_KEY = "archive_first_day"      # agent_state: the oldest day the archive covers
@@ -168,13 +169,6 @@ def pending_days(conn: sqlite3.Connection, tz: ZoneInfo, today: date, max_days: 
 # --- the rows of a day ------------------------------------------------------------------------------
 
 
-def _iso(ts: float | None) -> str | None:
-    """UTC ISO 8601 with milliseconds, as `history --format json` writes it."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 _RUNS_SQL = """
     SELECT json_object('check', c.name, 'type', c.type,
                        'started', strftime('%Y-%m-%dT%H:%M:%fZ', r.started, 'unixepoch'),
@@ -198,7 +192,7 @@ def _row_lines(conn: sqlite3.Connection, table: str, time_column: str, start: fl
     columns = [d[0] for d in cursor.description]
     for values in cursor:
         row = dict(zip(columns, values))
-        row[time_column] = _iso(row[time_column])
+        row[time_column] = format_timestamp(row[time_column], timespec="milliseconds")   # as history --format json
         if isinstance(row.get("details"), str):
             try:
                 row["details"] = json.loads(row["details"])

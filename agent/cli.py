@@ -337,7 +337,6 @@ def cmd_config_show(args) -> int:
     loaded = _load(args.file or _config_path(args))
     if loaded is None:
         return EXIT_USAGE
-    import yaml
     from agent.configview import human_config
     from agent.fields import is_reference
     from agent.redact import REDACT, secrets_in

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from agent.address import is_loopback, split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
 from agent.paths import DEFAULT_STATE_DIR, store_path
+from agent.triggers import Calendar, Interval, Trigger
 from agent.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr, is_reference
 from agent.timefmt import local_zone
 from agent.units import format_duration, format_value
@@ -32,7 +33,7 @@ from actions.base import ActionOptions
 from agent.archive import ArchiveSection
 from agent.checklist import ChecklistsSection
 from agent.mailer import SmtpSection
-from agent.reporting import ReportSection
+from agent.report_config import ReportSection, report_issues
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
 
@@ -240,20 +241,6 @@ class Config(Sections):
 
 
 @dataclass(frozen=True)
-class Interval:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Calendar:
-    spec: CalendarSpec
-    name: str
-
-
-Trigger = Union[Interval, Calendar]
-
-
-@dataclass(frozen=True)
 class LoadedConfig:
     """A valid config with what was derived from it once: paths, zone, triggers."""
 
@@ -319,8 +306,8 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     _check_actions(config, checks, actions, source, issues)
     _check_maintenance(windows, checks, source, issues)
     if config is not None:
-        from agent.reporting import report_issues
-        issues.extend(source.issue(loc, message) for loc, message in report_issues(config))
+        issues.extend(source.issue(loc, message)
+                      for loc, message in report_issues(config.reports, config.schedules, config.smtp is not None))
     if issues:
         raise ConfigError(sorted(issues, key=lambda issue: issue.file != file))   # the main file's first
     sections = {name: getattr(config, name) for name in Sections.model_fields

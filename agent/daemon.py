@@ -18,7 +18,7 @@ import time
 
 from agent import __version__, children, liveness, logs
 from agent.calendar import CalendarSpec, parse_calendar
-from agent.config import Calendar, Interval, LoadedConfig, load_config
+from agent.config import LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.faults import fault_of
@@ -35,6 +35,8 @@ from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_star
 from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import SavedState, Store
+from agent.triggers import Calendar, Interval
+from agent.units import format_timestamp
 from agent.yamlsrc import ConfigError
 from actions import ACTION_TYPES
 from checks import CHECK_TYPES
@@ -261,7 +263,7 @@ class Daemon:
             if plan.arm:
                 self._mark_fired(job, now)
             if plan.catch_up:
-                logs.event("check.catch_up", check=job.name, last_fired=_iso(fired))
+                logs.event("check.catch_up", check=job.name, last_fired=format_timestamp(fired or None, utc=False))
                 self._log(f"catch-up run of {job.name}: due time missed while the agent was down",
                           check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
@@ -545,7 +547,7 @@ class Daemon:
                 from agent.reporting import deliver_pending, queue_report
                 queued = queue_report(db, loaded, section, now)
                 return {"report": section.name, "queued": queued, **(deliver_pending(db, loaded, now) or {})}
-            from agent.reporting import report_schedule
+            from agent.report_config import report_schedule
             tasks.append(Task(f"_report:{section.name}",
                               Calendar(report_schedule(section, cfg.schedules), section.schedule_name), report))
         if cfg.reports:
@@ -649,10 +651,6 @@ def _warn_loose_store(store: Store) -> None:
 
 def _maintenance_spec(loaded: LoadedConfig) -> CalendarSpec:
     return parse_calendar(loaded.config.store.maintenance_at)
-
-
-def _iso(ts: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
 
 
 def _release_startup_memory() -> None:

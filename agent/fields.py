@@ -11,7 +11,7 @@ import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -116,15 +116,50 @@ AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 """A file or program named from the root, so what runs never depends on the daemon's working directory."""
 
 
+def _absolute_glob(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must be an absolute path or glob")
+    return path
+
+
+AbsoluteGlob = Annotated[str, AfterValidator(_absolute_glob)]
+"""A file or a glob (`*`, `?`, `[…]`, `**`) named from the root."""
+
+
 def _absolute_globs(paths: tuple[str, ...]) -> tuple[str, ...]:
     for path in paths:
-        if not path.startswith("/"):
-            raise ValueError(f"{path!r} must be an absolute path or glob")
+        _absolute_glob(path)
     return paths
 
 
 AbsoluteGlobs = Annotated[tuple[str, ...], AfterValidator(_absolute_globs)]
 """Files or globs named from the root (the error names the list, as the line operators edit)."""
+
+
+def _absolute_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if not argv[0].startswith("/"):
+        raise ValueError(f"program {argv[0]!r} must be an absolute path (argv list, no shell, no PATH lookup)")
+    return argv
+
+
+AbsoluteArgv = Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_absolute_argv)]
+"""A program and its arguments, run without a shell: the program named from the root, never looked up in PATH."""
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_regex), WithJsonSchema({"type": "string", "format": "regex",
+                                                               "description": "a Python regular expression"})]
+"""A regular expression, compiled once at config check so a typo is a config error, not an UNKNOWN at run time."""
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+"""An incident level, P0 the most severe: labels a check's alerts and routes its notifications."""
 
 
 _SECRET_RE = re.compile(r"^\$\{(env|file|credential):([^}]+)\}$")

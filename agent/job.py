@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agent.config import Trigger
+from agent.triggers import Trigger
 from agent.evaluate import WindowState
 from agent.result import Evaluated
 from checks.base import Check, CheckOptions

@@ -46,7 +46,7 @@ import json
 import math
 import sqlite3
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -565,7 +565,7 @@ def _actions(scope: _Scope) -> list[ActionLine]:
 
 def _action_kind(scope: _Scope, action: str, check: str | None,
                  trigger_status: str | None) -> Literal["preventive", "corrective"]:
-    from agent.config import Calendar
+    from agent.triggers import Calendar
 
     if check is None or trigger_status not in ("warning", "critical", "unknown"):
         return "preventive"      # not forced by a failure

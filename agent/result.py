@@ -10,6 +10,11 @@ from typing import Any
 SUMMARY_CAP_CHARS = 300   # a summary is one line for a table, a log line or a mail subject
 
 
+def cap_summary(text: str, limit: int = SUMMARY_CAP_CHARS) -> str:
+    """Given a summary, return it cut to at most `limit` characters, a cut marked with "…"."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Status(enum.IntEnum):
     """Nagios order: the number is the exit code and the exported gauge value."""
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from agent.calendar import catch_up_due, jitter_offset_seconds, next_fire
-from agent.config import Calendar, Interval, Trigger
+from agent.triggers import Interval, Trigger
 from agent.units import format_duration
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from agent import logs
-from agent.config import Calendar, Interval
+from agent.triggers import Calendar, Interval
 from agent.scheduler import Plan, plan_next, plan_start
 
 

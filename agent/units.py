@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timezone
 
 _DURATION_UNITS = {
     "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
@@ -160,3 +161,13 @@ def size_text(size: int) -> str:
 def ratio_text(ratio: float) -> str:
     """Return a ratio as the percentage a config file may write: 0.85 → 85%, 0.855 → 85.5%."""
     return f"{ratio * 100:.10g}%"
+
+
+def format_timestamp(ts: float | None, *, utc: bool = True, timespec: str = "seconds") -> str | None:
+    """Given a Unix time, return it as ISO 8601: in UTC with a `Z` (what programs read: JSON, CSV, archives),
+    or with `utc=False` in local time with its offset (evidence an operator reads); None for None."""
+    if ts is None:
+        return None
+    if not utc:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec=timespec)
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")

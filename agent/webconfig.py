@@ -28,7 +28,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.fields import Duration
-from agent.yamlsrc import ConfigError, ConfigIssue, load_yaml, read_text
+from agent.yamlsrc import ConfigError, load_yaml, read_text
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}

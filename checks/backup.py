@@ -3,7 +3,7 @@
 `backup_files` watches the dumps a backup job leaves on disk: how old the
 newest is, whether it reads back to its end, whether it shrank suspiciously,
 and whether as many are kept as the retention policy promises. `restore_test`
-is the DR drill the seeds run by hand: it restores the newest dump into a
+is the disaster recovery drill, automated: it restores the newest dump into a
 scratch database, runs sanity queries there, drops it, and reports the
 measured restore time (the RTO figure).
 
@@ -19,60 +19,35 @@ evidence the store keeps), never to labels.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import re
 import secrets
-import shutil
-import tarfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent import logs
-from agent.fields import Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
+from agent.child_env import child_env
+from agent.fields import AbsoluteGlob, Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
+from agent.result import CheckResult, Sample, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
-from checks.bounded_process import Finished, StreamedOutput, run_bounded
-from agent.child_env import child_env
+from checks.backup_verify import (
+    CHUNK_BYTES, EDGE_BYTES, SIDECAR_SUFFIX, BackupFile, CannotVerify, Corrupt, GunzipReader, RawReader, Recorder,
+    Verification, VerifyTimeout, drain_raw, dump_script_problem, find_backups, find_program, read_sidecar,
+    sidecar_key, verify_backup,
+)
+from checks.bounded_process import Finished, StreamedOutput
 from checks.dump_policy import judge
 from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments
-from checks.postgres import PgOptions, ProbeFailed, _is_down, describe_error, open_session, redact
+from checks.pg_session import PgOptions, ProbeFailed, describe_error, is_down, open_session, redact_query
 
-CHUNK_BYTES = 1024 * 1024          # one read of a backup; memory stays at a few of these whatever the file size
-_EDGE_BYTES = 4096                 # head and tail of a dump kept to recognise pg_dump scripts and their trailer
-_SIDECAR = ".sha256"
 _FALLBACK_FILES = 3                # older backups read when the newest fails, to find the last good one
-_PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-
-
-class VerifyTimeout(Exception):
-    """The run's deadline passed while a backup was being read."""
-
-    def __init__(self, read_bytes: int):
-        super().__init__(read_bytes)
-        self.read_bytes = read_bytes
-
-
-class Corrupt(Exception):
-    """The backup cannot be read back; the message says how (for the operator)."""
-
-
-class CannotVerify(Exception):
-    """Verification could not run (unreadable file, missing pg_restore): the backup itself may be fine."""
-
-
-def _absolute_pattern(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"must be an absolute path or glob (got {value!r})")
-    return value
 
 
 def _default_keys(data: Any, **defaults: Any) -> Any:
@@ -82,389 +57,10 @@ def _default_keys(data: Any, **defaults: Any) -> Any:
     return data
 
 
-# --- finding the backups -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BackupFile:
-    path: str
-    size: int
-    mtime: float
-    key: tuple        # identity for the verification cache: a rewritten file is verified again
-
-    def evidence(self, now: float) -> dict:
-        return {"path": self.path, "size_bytes": self.size, "mtime": _iso(self.mtime),
-                "age_seconds": round(max(0.0, now - self.mtime), 3)}
-
-
-def find_backups(pattern: str, now: float, settle: float,
-                 dump_dirs: bool = False) -> tuple[list[BackupFile], list[BackupFile]]:
-    """Given a glob, return (backups newest first, files still being written).
-
-    Regular files only, and with `dump_dirs` also `pg_dump -Fd` directories
-    (holding a toc.dat; their size and mtime are those of their files);
-    `.sha256` sidecars are not backups. A backup modified less than `settle`
-    seconds ago is taken as still being written (a running pg_dump keeps its
-    mtime fresh) and left out, so the backup window never looks like a
-    truncated dump.
-    """
-    found, writing = [], []
-    for path in glob.glob(pattern, recursive=True):
-        if path.endswith(_SIDECAR):
-            continue
-        try:
-            st = os.stat(path)
-            if os.path.isfile(path):
-                entry = BackupFile(path, st.st_size, st.st_mtime, (st.st_ino, st.st_size, st.st_mtime_ns))
-            elif dump_dirs and os.path.isfile(os.path.join(path, "toc.dat")):
-                entry = _dump_dir(path, st)
-            else:
-                continue
-        except FileNotFoundError:      # removed between the listing and the stat (clean-up running)
-            continue
-        (writing if now - entry.mtime < settle else found).append(entry)
-    found.sort(key=lambda f: (f.mtime, f.path), reverse=True)
-    return found, writing
-
-
-def _dump_dir(path: str, st: os.stat_result) -> BackupFile:
-    """A pg_dump directory as one backup: the total size and newest mtime of its files."""
-    size, newest = 0, st.st_mtime_ns
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                size += info.st_size
-                newest = max(newest, info.st_mtime_ns)
-    return BackupFile(path, size, newest / 1e9, (st.st_ino, size, newest))
-
-
-def _bytes(count: int) -> str:
-    return f"{count} bytes" if count < 1024 else f"{format_size(count)} ({count} bytes)"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
-
-
 def _short(path: str, pattern: str) -> str:
     """The part of `path` below the glob's fixed directory: `20250105/full_backup.sql.gz`."""
     base = os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0])
     return os.path.relpath(path, base) if base else path
-
-
-def find_program(name: str, bin_dir: str | None) -> str | None:
-    """Given a client program name, return its path: in `bin_dir` when set, else PATH, else the newest
-    /usr/lib/postgresql/<version>/bin; None when absent."""
-    if bin_dir:
-        path = os.path.join(bin_dir, name)
-        return path if os.access(path, os.X_OK) else None
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(glob.glob(os.path.join(_PG_BIN_GLOB, name)),
-                      key=lambda p: [int(x) if x.isdigit() else 0 for x in p.split("/")[4].split(".")],
-                      reverse=True)
-    return next((p for p in versions if os.access(p, os.X_OK)), None)
-
-
-# --- reading a backup to its end -----------------------------------------------------------------------------
-
-class _RawReader:
-    """File-like view of a backup that hashes what it reads and stops at the deadline."""
-
-    def __init__(self, fh, deadline: float, monotonic):
-        self.fh = fh
-        self.deadline = deadline
-        self.monotonic = monotonic
-        self.sha = hashlib.sha256()
-        self.read_bytes = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self.monotonic() >= self.deadline:
-            raise VerifyTimeout(self.read_bytes)
-        data = self.fh.read(CHUNK_BYTES if n is None or n < 0 else min(n, CHUNK_BYTES))
-        self.sha.update(data)
-        self.read_bytes += len(data)
-        return data
-
-
-class _GunzipReader:
-    """File-like decompressed view of a gzip stream (members concatenated), output bounded per call.
-
-    Raise Corrupt when the data is not gzip, fails its CRC, or ends before the
-    end-of-stream marker of the member it is in (a truncated file).
-    """
-
-    def __init__(self, raw: _RawReader):
-        self.raw = raw
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.pending = b""
-        self.buffer = b""
-        self.in_member = False
-        self.raw_done = False
-        self.done = False
-        self.members = 0
-        self.out_bytes = 0
-
-    def read(self, n: int = -1) -> bytes:
-        n = CHUNK_BYTES if n is None or n < 0 else n
-        while not self.buffer and not self.done:
-            self._fill()
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        self.out_bytes += len(out)
-        return out
-
-    def _fill(self) -> None:
-        if self.pending:
-            data, self.pending = self.pending, b""
-        elif self.inflater.unconsumed_tail:
-            data = self.inflater.unconsumed_tail
-        elif not self.raw_done:
-            data = self.raw.read(CHUNK_BYTES)
-            if not data:
-                self.raw_done = True
-                return
-        else:
-            if self.in_member:
-                self.buffer = self.inflater.flush()
-                if not self.inflater.eof:
-                    raise Corrupt(f"gzip stream truncated: the file ends after {_bytes(self.raw.read_bytes)} "
-                                  f"without the end-of-stream marker")
-                self.in_member = False
-                return
-            if not self.members:
-                raise Corrupt("not a gzip stream (no data)")
-            self.done = True
-            return
-        try:
-            self.buffer = self.inflater.decompress(data, CHUNK_BYTES)
-        except zlib.error as exc:
-            if not self.in_member and "header check" in str(exc):
-                where = "data after the gzip stream is not gzip" if self.members else "not a gzip stream"
-                raise Corrupt(f"{where}: {exc}") from None
-            raise Corrupt(f"gzip data corrupt: {exc} (within the first {self.raw.read_bytes} compressed bytes)") \
-                from None
-        self.in_member = True
-        if self.inflater.eof:
-            self.members += 1
-            self.pending = self.inflater.unused_data
-            self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            self.in_member = False
-
-
-class _Recorder:
-    """Pass reads through, keeping the first and last _EDGE_BYTES and the total."""
-
-    def __init__(self, reader):
-        self.reader = reader
-        self.head = b""
-        self.tail = b""
-        self.total = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.reader.read(n)
-        if len(self.head) < _EDGE_BYTES:
-            self.head += data[: _EDGE_BYTES - len(self.head)]
-        self.tail = (self.tail + data)[-_EDGE_BYTES:]
-        self.total += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK_BYTES):
-            pass
-
-
-def _dump_script_problem(head: bytes, tail: bytes) -> str | None:
-    """Given the start and end of an SQL text, return why a pg_dump/pg_dumpall script is incomplete, if it is.
-
-    pg_dump writes `-- PostgreSQL database dump complete` as its last comment; a
-    dump that died mid-way and was piped into gzip leaves a valid gzip file
-    without it. Text not recognisable as pg_dump output is not judged.
-    """
-    for kind, marker in (("pg_dumpall", b"-- PostgreSQL database cluster dump"),
-                         ("pg_dump", b"-- PostgreSQL database dump")):
-        if marker in head:
-            if marker + b" complete" in tail:
-                return None
-            return (f"{kind} script incomplete: no '{(marker + b' complete').decode()}' at its end "
-                    f"(the dump stopped early)")
-    return None
-
-
-def detect_format(path: str, head: bytes) -> str:
-    """Given a file's first bytes, return gzip, tar (also gzip-compressed tar), pg_custom or plain."""
-    if head.startswith(b"PGDMP"):
-        return "pg_custom"
-    if head.startswith(b"\x1f\x8b"):
-        return "tar" if path.endswith((".tar.gz", ".tgz")) else "gzip"
-    if head[257:262] == b"ustar":
-        return "tar"
-    return "plain"
-
-
-@dataclass
-class Verification:
-    """What reading one backup found; `evidence()` is what the store keeps."""
-
-    file: BackupFile
-    format: str
-    ok: bool = True
-    reason: str = "ok"
-    seconds: float = 0.0
-    read_bytes: int = 0
-    content_bytes: int | None = None
-    entries: int | None = None
-    sha256: str | None = None
-    checksum: str = "no sidecar"      # match, mismatch, no sidecar, missing (required), unreadable sidecar
-    checksum_expected: str | None = None
-    verified_at: float = 0.0
-    cached: bool = False
-
-    def fail(self, reason: str) -> None:
-        if self.ok:
-            self.ok, self.reason = False, reason
-
-    def evidence(self, now: float) -> dict:
-        out = {**self.file.evidence(now), "format": self.format, "integrity": self.reason, "verified": self.ok,
-               "read_bytes": self.read_bytes, "seconds": round(self.seconds, 3), "sha256": self.sha256,
-               "checksum": self.checksum, "verified_at": _iso(self.verified_at)}
-        if self.checksum_expected and self.checksum == "mismatch":
-            out["checksum_expected"] = self.checksum_expected
-        if self.content_bytes is not None:
-            out["content_bytes"] = self.content_bytes
-        if self.entries is not None:
-            out["entries"] = self.entries
-        if self.cached:
-            out["cached"] = True
-        return out
-
-
-def _read_sidecar(path: str) -> tuple[str, str | None]:
-    """Return (state, expected hex) for `<path>.sha256` in sha256sum format (or a bare hash)."""
-    try:
-        with open(path + _SIDECAR, "rb") as fh:
-            text = fh.read(64 * 1024).decode("utf-8", "replace")
-    except FileNotFoundError:
-        return "no sidecar", None
-    except OSError as exc:
-        return f"unreadable sidecar: {exc.strerror}", None
-    name = os.path.basename(path)
-    candidates = []
-    for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if parts and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
-            listed = parts[1].lstrip("*").strip() if len(parts) > 1 else ""
-            candidates.append((listed, parts[0].lower()))
-    match = next((h for listed, h in candidates if os.path.basename(listed) == name), None)
-    if match is None and len(candidates) == 1:
-        match = candidates[0][1]
-    if match is None:
-        return "unreadable sidecar: no SHA-256 for this file in it", None
-    return "present", match
-
-
-def _sidecar_key(path: str) -> tuple:
-    try:
-        st = os.stat(path + _SIDECAR)
-        return st.st_ino, st.st_size, st.st_mtime_ns
-    except OSError:
-        return ()
-
-
-def verify_backup(f: BackupFile, fmt: str, *, deadline: float, monotonic, wall, bin_dir: str | None,
-                  min_size: int | None, require_checksum: bool) -> Verification:
-    """Given a backup, read it to its end as its format demands and compare its sidecar; return the findings.
-
-    Raise VerifyTimeout at the deadline and CannotVerify when the file cannot
-    be opened or pg_restore is missing.
-    """
-    started = monotonic()
-    try:
-        fh = open(f.path, "rb")
-    except OSError as exc:
-        raise CannotVerify(f"cannot read {f.path}: {exc.strerror}") from None
-    with fh:
-        head = fh.read(512)
-        fh.seek(0)
-        fmt = detect_format(f.path, head) if fmt == "auto" else fmt
-        v = Verification(f, fmt, verified_at=wall())
-        if f.size == 0:
-            v.fail("empty file (0 bytes)")
-        elif min_size is not None and f.size < min_size:
-            v.fail(f"below min_size {format_size(min_size)}")
-        raw = _RawReader(fh, deadline, monotonic)
-        if f.size:
-            try:
-                _read_format(v, raw, head, fmt, deadline, monotonic, bin_dir)
-            except Corrupt as exc:
-                v.fail(str(exc))
-            except (tarfile.TarError, EOFError) as exc:
-                v.fail(f"tar archive unreadable: {exc}")
-            v.read_bytes = raw.read_bytes
-            v.sha256 = raw.sha.hexdigest() if raw.read_bytes == f.size else None
-    state, expected = _read_sidecar(f.path)
-    v.checksum_expected = expected
-    if state == "present" and v.sha256:
-        v.checksum = "match" if expected == v.sha256 else "mismatch"
-        if v.checksum == "mismatch":
-            v.fail(f"sha256 mismatch: file {v.sha256[:16]}…, {os.path.basename(f.path)}{_SIDECAR} "
-                   f"{expected[:16]}…")
-    elif state == "no sidecar":
-        v.checksum = "missing (required)" if require_checksum else "no sidecar"
-    elif state != "present":
-        v.checksum = state
-    v.seconds = monotonic() - started
-    return v
-
-
-def _read_format(v: Verification, raw: _RawReader, head: bytes, fmt: str, deadline: float, monotonic,
-                 bin_dir: str | None) -> None:
-    if fmt == "pg_custom":
-        _drain_raw(raw)
-        _pg_restore_reads(v, deadline, monotonic, bin_dir)
-        return
-    gzipped = fmt == "gzip" or (fmt == "tar" and head.startswith(b"\x1f\x8b"))
-    source = _GunzipReader(raw) if gzipped else raw
-    rec = _Recorder(source)
-    if fmt == "tar":
-        with tarfile.open(fileobj=rec, mode="r|") as archive:
-            v.entries = sum(1 for _ in archive)
-        rec.drain()
-        if rec.tail[-1024:] != bytes(min(1024, len(rec.tail))) or rec.total < 1024:
-            raise Corrupt("tar archive truncated: no end-of-archive marker")
-    else:
-        rec.drain()
-        problem = _dump_script_problem(rec.head, rec.tail)
-        if problem:
-            raise Corrupt(problem)
-    if isinstance(source, _GunzipReader):
-        v.content_bytes = rec.total
-
-
-def _drain_raw(raw: _RawReader) -> None:
-    while raw.read(CHUNK_BYTES):
-        pass
-
-
-def _pg_restore_reads(v: Verification, deadline: float, monotonic, bin_dir: str | None) -> None:
-    """`pg_restore --list` (the table of contents parses), then `pg_restore -f /dev/null` (every data block
-    decompresses: --list alone reads only the header and would pass a dump corrupted further in)."""
-    program = find_program("pg_restore", bin_dir)
-    if program is None:
-        raise CannotVerify("pg_restore not found (install postgresql-client or set pg_bin_dir)")
-    for argv, what in (([program, "--list", v.file.path], "pg_restore --list"),
-                       ([program, "--file=/dev/null", v.file.path], "pg_restore (reading every data block)")):
-        try:
-            done = run_bounded(argv, deadline=deadline, env=child_env(), monotonic=monotonic)
-        except OSError as exc:
-            raise CannotVerify(f"cannot run {program}: {exc.strerror}") from None
-        if done.timed_out:
-            raise VerifyTimeout(v.file.size)
-        if done.returncode != 0:
-            raise Corrupt(f"{what} failed: {done.reason()}")
-        if v.entries is None:
-            found = re.search(r"TOC Entries:\s*(\d+)", done.output)
-            v.entries = int(found.group(1)) if found else None
 
 
 # --- retention (pure) ----------------------------------------------------------------------------------------
@@ -561,7 +157,7 @@ class BackupFilesCheck(Check):
     missing.
 
     The thresholds (default, when neither is given: warning 26h, critical 48h —
-    the seed's daily backup plus slack) apply to the newest file's age. When
+    a daily backup plus slack) apply to the newest file's age. When
     the newest fails, up to three older ones are read to find the newest good
     one, whose mtime is `last_success_timestamp_seconds`. A file that passed
     and has not changed since (inode, size, mtime) is not read again by this
@@ -577,6 +173,15 @@ class BackupFilesCheck(Check):
     """
 
     TYPE = "backup_files"
+    EXAMPLE = """
+        - name: db-dumps
+          type: backup_files
+          every: 15m
+          path: /backups/database/*/full_backup.sql.gz
+          warning: 26h            # age of the newest dump
+          critical: 48h
+          retention: {max_age: 30d, keep: {daily: 7, weekly: 4}}
+    """
     METRIC_PREFIX = "backup"
 
     class Options(CheckOptions, DurationThresholds):
@@ -585,7 +190,7 @@ class BackupFilesCheck(Check):
                                                            "nor critical is given")
         critical: Duration | None = Field(None, description="age of the newest backup; 48h when neither warning "
                                                             "nor critical is given")
-        path: str = Field(..., description="absolute glob of the backup files, e.g. "
+        path: AbsoluteGlob = Field(..., description="absolute glob of the backup files, e.g. "
                                            "/backups/database/*/full_backup.sql.gz; `**` matches subdirectories")
         format: Literal["auto", "gzip", "pg_custom", "tar", "plain"] = Field(
             "auto", description="how to verify the newest file; auto: by its first bytes")
@@ -599,8 +204,6 @@ class BackupFilesCheck(Check):
                                                     "written and ignored")
         pg_bin_dir: str | None = Field(None, description="where pg_restore is; default: PATH, then the newest "
                                                          "/usr/lib/postgresql/*/bin")
-
-        _path = field_validator("path")(_absolute_pattern)
 
         @model_validator(mode="before")
         @classmethod
@@ -661,7 +264,7 @@ class BackupFilesCheck(Check):
         name = _short(newest.path, o.path)
         described = f"{name} {format_duration(max(0.0, now - newest.mtime))} ago, {format_size(newest.size)}"
         if v.checksum == "missing (required)":
-            notes.insert(0, f"{name}: no {_SIDECAR} sidecar (require_checksum)")
+            notes.insert(0, f"{name}: no {SIDECAR_SUFFIX} sidecar (require_checksum)")
         elif v.checksum.startswith("unreadable"):
             notes.insert(0, f"{name}: {v.checksum}")
         status = Status.WARNING if notes else Status.OK
@@ -674,10 +277,10 @@ class BackupFilesCheck(Check):
                      f"{format_duration(now - good.file.mtime)} ago" if good else "no good backup among the newest")
             notes.insert(0, f"newest backup {described} ({v.format}): {v.reason} — {since}")
         notes.append(f"{len(files)} backup{'s' if len(files) != 1 else ''}")
-        return CheckResult(status, _cap("; ".join(notes)), tuple(samples), details)
+        return CheckResult(status, cap_summary("; ".join(notes)), tuple(samples), details)
 
     def _verify(self, f: BackupFile, deadline: float, ctx: CheckContext) -> Verification:
-        key = (f.path, f.key, _sidecar_key(f.path))
+        key = (f.path, f.key, sidecar_key(f.path))
         cached = self._verified.get(key)
         if cached is not None:
             cached.cached = True
@@ -745,11 +348,7 @@ class BackupFilesCheck(Check):
                    f"{format_duration(ctx.timeout)} (read {format_size(exc.read_bytes)} of {format_size(f.size)}); "
                    f"raise the check's timeout")
         details["newest"] = {**f.evidence(ctx.wall()), "integrity": "timed out", "read_bytes": exc.read_bytes}
-        return CheckResult(Status.UNKNOWN, _cap("; ".join([summary, *notes])), tuple(samples), details)
-
-
-def _cap(text: str) -> str:
-    return text if len(text) <= SUMMARY_CAP_CHARS else text[: SUMMARY_CAP_CHARS - 1] + "…"
+        return CheckResult(Status.UNKNOWN, cap_summary("; ".join([summary, *notes])), tuple(samples), details)
 
 
 # --- restore_test: the scratch database ----------------------------------------------------------------------
@@ -851,7 +450,7 @@ class _ToolFailed(Exception):
 
 
 class _ChunkReader:
-    """`read()` over an iterator of chunks (pg_restore's output), for _Recorder."""
+    """`read()` over an iterator of chunks (pg_restore's output), for Recorder."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks = chunks
@@ -869,8 +468,8 @@ class _LoadRun:
         self.loader = loader
         self.deadline = deadline
         self.monotonic = monotonic
-        self.text: _Recorder | None = None
-        self.raw: _RawReader | None = None
+        self.text: Recorder | None = None
+        self.raw: RawReader | None = None
         self.errors = ""
 
     def sql_bytes(self) -> int:
@@ -884,10 +483,10 @@ class _LoadRun:
 
     def _plain(self) -> None:
         with open(self.source.path, "rb") as fh:
-            self.raw = _RawReader(fh, self.deadline, self.monotonic)
+            self.raw = RawReader(fh, self.deadline, self.monotonic)
             gzipped = fh.read(2) == b"\x1f\x8b"
             fh.seek(0)
-            self.text = _Recorder(_GunzipReader(self.raw) if gzipped else self.raw)
+            self.text = Recorder(GunzipReader(self.raw) if gzipped else self.raw)
             self._script()
 
     def _archive(self) -> None:
@@ -895,7 +494,7 @@ class _LoadRun:
         argv = [self.program, "--file=-", "--no-owner", "--no-privileges", self.source.path]
         with StreamedOutput(argv, deadline=self.deadline, env=child_env(), monotonic=self.monotonic) as child:
             chunks = iter(child)
-            self.text = _Recorder(_ChunkReader(chunks))
+            self.text = Recorder(_ChunkReader(chunks))
             try:
                 self._script()
             except (StatementFailed, Corrupt):
@@ -929,8 +528,8 @@ class _LoadRun:
         try:
             self.loader.load(read_segments(iter(lambda: text.read(CHUNK_BYTES), b"")))
         except ScriptIncomplete as exc:
-            raise Corrupt(_dump_script_problem(text.head, text.tail) or f"the script ends early ({exc})") from None
-        problem = _dump_script_problem(text.head, text.tail)
+            raise Corrupt(dump_script_problem(text.head, text.tail) or f"the script ends early ({exc})") from None
+        problem = dump_script_problem(text.head, text.tail)
         if problem:
             raise Corrupt(problem)
 
@@ -949,13 +548,13 @@ def _owner_hint(message: str, program: str | None) -> str:
 
 
 def _peek_script(path: str) -> bytes:
-    """The first _EDGE_BYTES of the SQL text of a plain or gzip-compressed dump."""
+    """The first EDGE_BYTES of the SQL text of a plain or gzip-compressed dump."""
     with open(path, "rb") as fh:
         head = fh.read(64 * 1024)
     if not head.startswith(b"\x1f\x8b"):
-        return head[:_EDGE_BYTES]
+        return head[:EDGE_BYTES]
     try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _EDGE_BYTES)
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, EDGE_BYTES)
     except zlib.error as exc:
         raise Corrupt(f"gzip data corrupt at its start: {exc}") from None
 
@@ -1088,7 +687,7 @@ class RestoreTestCheck(Check):
 
     `restore_duration_seconds` (create + load, the measured RTO) is what
     `warning`/`critical` judge; by default (neither given) critical 4h, the
-    seed's RTO. The run is bounded by the check's `timeout`, which defaults to
+    recovery time objective. The run is bounded by the check's `timeout`, which defaults to
     6h for this type: set it above the expected restore time (e.g. `timeout:
     4h`). At the deadline the running statement is cancelled (pg_restore
     killed), the scratch database dropped and the result is UNKNOWN. Without
@@ -1100,14 +699,25 @@ class RestoreTestCheck(Check):
     """
 
     TYPE = "restore_test"
+    EXAMPLE = """
+        - name: restore-test
+          type: restore_test
+          schedule: monthly
+          timeout: 6h
+          dsn: ${credential:restore.dsn}   # a role with CREATEDB only, to the restore server
+          path: /backups/database/*/app.dump
+          sanity:
+            - {name: users exist, query: "SELECT count(*) FROM users", min: 1}
+          critical: 4h            # the recovery time objective
+    """
     METRIC_PREFIX = "backup"
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["restore_test"]
         warning: Duration | None = Field(None, description="restore duration (create + load)")
-        critical: Duration | None = Field(None, description="restore duration; 4h (the seed's RTO) when neither "
+        critical: Duration | None = Field(None, description="restore duration; 4h (the recovery time objective) when neither "
                                                             "warning nor critical is given")
-        path: str = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
+        path: AbsoluteGlob = Field(..., description="absolute path or glob of the dumps (files, or pg_dump -Fd "
                                            "directories); the newest is restored")
         format: Literal["auto", "plain", "pg_custom", "pg_directory", "pg_tar"] = Field(
             "auto", description="plain: SQL script, optionally gzip-compressed; pg_custom, pg_directory, pg_tar: "
@@ -1130,8 +740,6 @@ class RestoreTestCheck(Check):
                                                  description="the whole test; above the expected restore time")
         statement_timeout: PositiveDuration = Field(60.0, description="CREATE/DROP DATABASE and each sanity query "
                                                                       "without its own timeout")
-
-        _path = field_validator("path")(_absolute_pattern)
 
         @model_validator(mode="before")
         @classmethod
@@ -1243,12 +851,12 @@ class RestoreTestCheck(Check):
 
     def _check_sidecar_first(self, source: BackupFile, attempt: _Attempt, deadline: float, ctx) -> None:
         """Custom and tar archives: compare the sidecar before restoring (pg_restore reads the file itself)."""
-        if not self.options.verify_checksum or not os.path.exists(source.path + _SIDECAR):
+        if not self.options.verify_checksum or not os.path.exists(source.path + SIDECAR_SUFFIX):
             return
         try:
             with open(source.path, "rb") as fh:
-                raw = _RawReader(fh, deadline, ctx.monotonic)
-                _drain_raw(raw)
+                raw = RawReader(fh, deadline, ctx.monotonic)
+                drain_raw(raw)
         except VerifyTimeout:
             raise _Stop(Status.UNKNOWN, f"timed out hashing {source.path} for its sidecar") from None
         except OSError as exc:
@@ -1257,7 +865,7 @@ class RestoreTestCheck(Check):
 
     def _compare_sidecar(self, source: BackupFile, digest: str, attempt: _Attempt, consequence: str) -> None:
         attempt.details["sha256"] = digest
-        state, expected = _read_sidecar(source.path)
+        state, expected = read_sidecar(source.path)
         if state == "present":
             attempt.details["checksum"] = "match" if expected == digest else "mismatch"
             if expected != digest:
@@ -1311,7 +919,7 @@ class RestoreTestCheck(Check):
                 attempt.may_exist = False      # someone else's: never ours to drop
                 raise _Stop(Status.UNKNOWN, f"scratch name {attempt.name} already exists; not touched") from None
             except psycopg.Error as exc:
-                if not _is_down(exc) and not conn.broken:
+                if not is_down(exc) and not conn.broken:
                     attempt.may_exist = False
                 raise _Stop(Status.UNKNOWN, f"cannot create the scratch database: {describe_error(exc, dsn)}") \
                     from None
@@ -1459,7 +1067,7 @@ class RestoreTestCheck(Check):
             raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} before sanity query "
                                         f"{query.label()!r}")
         limit = min(own, left)
-        entry = {"name": query.label(), "query": redact(query.query), "expect": query.expectation(),
+        entry = {"name": query.label(), "query": redact_query(query.query), "expect": query.expectation(),
                  "timeout_seconds": round(limit, 3)}
         began = ctx.monotonic()
         try:
@@ -1538,4 +1146,4 @@ class RestoreTestCheck(Check):
         passed = status is not Status.UNKNOWN and outcome is None and bool(samples)
         base = [sample("restore_last_success_timestamp_seconds", self._last_success),
                 sample("restore_passed", 1 if passed else 0)]
-        return CheckResult(status, _cap(summary), tuple(base + list(samples)), details)
+        return CheckResult(status, cap_summary(summary), tuple(base + list(samples)), details)

@@ -26,15 +26,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent.fields import Duration
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample, worst
+from agent.fields import AbsoluteGlob, Duration
+from agent.result import CheckResult, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
-from checks.backup import BackupFile, CannotVerify, Verification, VerifyTimeout, verify_backup
 from checks.backup_sets import BackupSet, Member, expected_members, read_set, set_directories
+from checks.backup_verify import (
+    SIDECAR_SUFFIX, BackupFile, CannotVerify, Verification, VerifyTimeout, sidecar_key, verify_backup,
+)
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 
 OLDER_SETS = 2            # older sets read when the newest is bad, to find the last good one
-SIDECAR = ".sha256"
 
 
 @dataclass
@@ -71,10 +72,20 @@ class BackupSetCheck(Check):
     """
 
     TYPE = "backup_set"
+    EXAMPLE = """
+        - name: db-nightly-set
+          type: backup_set
+          every: 1h
+          path: /backups/database/2*          # one directory per night
+          expect: [full_backup.sql.gz, app_backup.sql.gz, "**/base.tar.gz"]
+          complete_within: 4h
+          warning: 26h
+          critical: 48h
+    """
 
     class Options(CheckOptions):
         type: Literal["backup_set"]
-        path: str = Field(..., description="absolute glob of the set directories, e.g. /backups/database/*; the "
+        path: AbsoluteGlob = Field(..., description="absolute glob of the set directories, e.g. /backups/database/*; the "
                                            "greatest name is the newest (timestamped names)")
         expect: tuple[str, ...] = Field(..., min_length=1, description="member globs relative to a set directory, "
                                                                        "e.g. [full_backup.sql.gz, '**/base.tar.gz']")
@@ -88,13 +99,6 @@ class BackupSetCheck(Check):
                                                          "PATH, then the newest /usr/lib/postgresql/*/bin")
         warning: Duration | None = Field(26 * 3600.0, description="WARNING when the set is older")
         critical: Duration | None = Field(48 * 3600.0, description="CRITICAL when the set is older")
-
-        @field_validator("path")
-        @classmethod
-        def _absolute(cls, path):
-            if not path.startswith("/"):
-                raise ValueError(f"must be an absolute path or glob (got {path!r})")
-            return path
 
         @field_validator("expect")
         @classmethod
@@ -179,7 +183,7 @@ class BackupSetCheck(Check):
         unproven = [v for v in verdict.readings if v.ok and v.checksum == "missing (required)"]
         if unproven:
             statuses.append(Status.WARNING)
-            phrases.append(f"no {SIDECAR} sidecar (require_checksum): "
+            phrases.append(f"no {SIDECAR_SUFFIX} sidecar (require_checksum): "
                            f"{', '.join(os.path.relpath(v.file.path, judged.path) for v in unproven)}")
         if verdict.good:
             formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(Counter(v.format for v in verdict.readings).items()))
@@ -190,9 +194,7 @@ class BackupSetCheck(Check):
             phrases.append(f"last good set {last_good.backup_set.name}")
         else:
             phrases.append("no good set among the newest")
-        summary = "; ".join(phrases + notes)
-        if len(summary) > SUMMARY_CAP_CHARS:
-            summary = summary[:SUMMARY_CAP_CHARS - 1] + "…"
+        summary = cap_summary("; ".join(phrases + notes))
         return CheckResult(worst(*statuses), summary, tuple(samples), details)
 
     def _in_progress(self, newest: BackupSet, now: float) -> str | None:
@@ -231,7 +233,7 @@ class BackupSetCheck(Check):
         return None
 
     def _verify(self, member: Member, deadline: float, ctx: CheckContext) -> Verification:
-        key = (member.path, member.key, _sidecar_identity(member.path))
+        key = (member.path, member.key, sidecar_key(member.path))
         cached = self._verified.get(key)
         if cached is not None:
             cached.cached = True
@@ -246,12 +248,3 @@ class BackupSetCheck(Check):
     def _forget_absent(self, sets: list[BackupSet]) -> None:
         present = {(m.path, m.key) for s in sets for m in s.members}
         self._verified = {k: v for k, v in self._verified.items() if (k[0], k[1]) in present}
-
-
-def _sidecar_identity(path: str) -> tuple:
-    """The `<file>.sha256` sidecar's (inode, size, mtime): a new sidecar means reading the member again."""
-    try:
-        st = os.stat(path + SIDECAR)
-    except OSError:
-        return ()
-    return st.st_ino, st.st_size, st.st_mtime_ns

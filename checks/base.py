@@ -11,7 +11,7 @@ from typing import Annotated, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent.fields import Count, Duration, Name, PositiveDuration, Ratio, Size
+from agent.fields import Count, Duration, Name, PositiveDuration, Ratio, Severity, Size
 from agent.result import CheckResult, Sample
 
 
@@ -56,8 +56,8 @@ class CheckOptions(BaseModel):
     jitter: Duration = Field(0.0, description="spread calendar runs by up to this much (stable per host)")
     sustained: Duration = Field(
         0.0, alias="for", description="a threshold breach turns WARNING/CRITICAL only after holding this long")
-    severity: Literal["P0", "P1", "P2", "P3"] = Field(
-        "P2", description="incident level (seed 000): labels alerts and notifications of this check")
+    severity: Severity = Field(
+        "P2", description="incident level, P0 the most severe: labels alerts and notifications of this check")
     actions: tuple[ActionBinding, ...] = Field((), description="corrective actions and notifications to run")
 
 
@@ -133,6 +133,9 @@ class Check:
     WATCHES_SCHEDULE: ClassVar[bool] = False
     """True when `schedule:` is the calendar of what the check watches (a job's cron time), not when the check
     runs: it then runs `every` (default agent.default_interval), and when its result says so (`recheck_at`)."""
+    EXAMPLE: ClassVar[str] = ""
+    """A short `checks:` entry in YAML (indented as convenient): docs/config-reference.md shows it under the type
+    and tests/test_type_examples.py validates it, so the example an operator copies always works."""
 
     def __init__(self, options: CheckOptions):
         self.options = options

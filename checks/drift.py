@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import grp
 import hashlib
-import json
 import os
 import pwd
 import stat
@@ -33,7 +32,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from agent.fields import AbsoluteGlobs
-from agent.outfile import replace_file
+from agent.jsonfile import read_json, write_json_atomic
 from agent.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
@@ -43,41 +42,6 @@ _CHUNK = 1024 * 1024
 
 class OutOfTime(Exception):
     """The run's deadline passed while files were being hashed."""
-
-
-def _make_dirs(directory: Path) -> None:
-    """Create `directory` (0700) and missing parents. As root, each new directory gets the owner of the
-    one above it, so `sudo maint-agent config-drift accept` leaves files the daemon's user can read."""
-    if directory.is_dir():
-        return
-    _make_dirs(directory.parent)
-    directory.mkdir(mode=0o700, exist_ok=True)
-    if os.geteuid() == 0:
-        st = directory.parent.stat()
-        os.chown(directory, st.st_uid, st.st_gid)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` (0600: it holds checksums) through a temporary file and a rename, so
-    a reader (or a crash) never sees half a file. Parent directories are created; as root, the file gets
-    the directory's owner."""
-    _make_dirs(path.parent)
-    with replace_file(path) as fh:
-        if os.geteuid() == 0:
-            st = path.parent.stat()
-            os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-        json.dump(data, fh, indent=1, sort_keys=True)
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in `path`, None when the file does not exist; raise ValueError when it is unreadable."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 # --- what a file looks like -------------------------------------------------------------------------------
@@ -225,6 +189,12 @@ class ConfigDriftCheck(Check):
     """
 
     TYPE = "config_drift"
+    EXAMPLE = """
+        - name: config-files
+          type: config_drift
+          schedule: daily
+          paths: [/etc/nginx/nginx.conf, /etc/nginx/sites-enabled/*, /etc/postgresql/15/main/*.conf]
+    """
 
     class Options(CheckOptions):
         type: Literal["config_drift"]

@@ -17,16 +17,15 @@ result's `recheck_at`), so late and down are noticed on time, not at the next in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from agent.fields import Duration
+from agent.fields import Duration, PositiveDuration
 from agent.result import CheckResult, Status, sample
-from agent.units import format_duration
+from agent.units import format_duration, format_timestamp
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 State = Literal["new", "up", "late", "down", "failed"]
@@ -98,6 +97,14 @@ class HeartbeatCheck(Check):
     """A job's dead man's switch (`maint-agent ping NAME`); `schedule:` here is the job's own calendar."""
 
     TYPE = "heartbeat"
+    EXAMPLE = """
+        - name: nightly-backup-job    # cron: maint-agent ping nightly-backup-job -- /usr/local/bin/backup.sh
+          type: heartbeat
+          schedule: "02:00"
+          grace: 2h
+          every: 5m
+          severity: P1
+    """
     WATCHES_SCHEDULE = True
     METRICS = (
         MetricSpec("last_success_timestamp_seconds", "seconds", "Unix time of the job's latest success signal."),
@@ -111,7 +118,7 @@ class HeartbeatCheck(Check):
 
     class Options(CheckOptions):
         type: Literal["heartbeat"]
-        period: Duration | None = Field(None, description="the job runs this often (e.g. 1d): late when no success "
+        period: PositiveDuration | None = Field(None, description="the job runs this often (e.g. 1d): late when no success "
                                                        "came within it; or give `schedule:`")
         schedule: str | None = Field(
             None, description="the job's own calendar (a name from `schedules:` or a spec such as '02:00'): late "
@@ -123,15 +130,13 @@ class HeartbeatCheck(Check):
         def _rhythm(self):
             if (self.period is None) == (self.schedule is None):
                 raise ValueError("give the job's rhythm: either period (e.g. 1d) or schedule (e.g. '02:00')")
-            if self.period is not None and self.period <= 0:
-                raise ValueError("period must be longer than 0s")
             return self
 
     def run(self, ctx: CheckContext) -> CheckResult:
         if ctx.store is None:
             return CheckResult.unknown("heartbeat signals live in the agent's store, which this run cannot read")
         from agent.heartbeat import Signals, first_seen, latest
-        from agent.history import StoreMissing, open_readonly
+        from agent.storefile import StoreMissing, open_readonly
         now = ctx.wall()
         try:
             conn = open_readonly(ctx.store)
@@ -172,7 +177,7 @@ class HeartbeatCheck(Check):
     @staticmethod
     def _details(signals, verdict: Judgement) -> dict:
         def when(signal):
-            return None if signal is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(signal.at))
+            return None if signal is None else format_timestamp(signal.at)
         details = {"state": verdict.state, "last_start": when(signals.start), "last_finish": when(signals.finish),
                    "last_success": when(signals.success)}
         if signals.finish is not None and signals.finish.message:

@@ -90,7 +90,7 @@ def json_equal(actual: Any, expected: Any) -> bool:
 
 
 class HttpCheck(Check):
-    """One HTTP request; OK when the status is expected and the body matches (seed: > 200 ms warns).
+    """One HTTP request; OK when the status is expected and the body matches (the health-check procedure warns above 200 ms).
 
     The thresholds apply to `response_seconds`: from sending the request to the last byte of the
     body read (at most `max_body_size`). A new connection per run, so the time includes connecting.
@@ -102,6 +102,18 @@ class HttpCheck(Check):
     """
 
     TYPE = "http"
+    EXAMPLE = """
+        - name: api-health
+          type: http
+          every: 1m
+          url: http://127.0.0.1:3000/health
+          expect_status: [200]
+          expect_json: {status: ok}
+          warning: 200ms          # response time
+          critical: 2s
+          for: 5m
+          severity: P1
+    """
 
     class Options(CheckOptions, DurationThresholds):
         type: Literal["http"]
@@ -432,6 +444,15 @@ class TlsCertCheck(Check):
     """
 
     TYPE = "tls_cert"
+    EXAMPLE = """
+        - name: public-tls
+          type: tls_cert
+          schedule: daily
+          target: 127.0.0.1:443
+          server_name: api.example.com
+          warning: 21d            # time left before the certificate expires
+          critical: 7d
+    """
     METRIC_PREFIX = "tls"
 
     class Options(CheckOptions, DurationThresholds):
@@ -494,6 +515,14 @@ class TcpCheck(Check):
     """
 
     TYPE = "tcp"
+    EXAMPLE = """
+        - name: smtp-banner
+          type: tcp
+          every: 1m
+          target: 127.0.0.1:25
+          expect: "220 "
+          warning: 100ms          # connect time
+    """
 
     class Options(CheckOptions, DurationThresholds):
         type: Literal["tcp"]

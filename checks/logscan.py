@@ -46,16 +46,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from agent import children
 from agent.child_env import child_env
-from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Size
+from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Regex, Size
+from agent.jsonfile import read_json, write_json_atomic
 from agent.redact import REDACT
 from agent.result import CheckResult, Status, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
-from checks.drift import read_json, write_json_atomic
 
 STATE_VERSION = 1
 CHUNK_BYTES = 1024 * 1024
@@ -67,15 +67,6 @@ _JOURNAL_BLIND = (   # journalctl notices (exit 0) meaning the count would be a 
      "the agent's user cannot read the system journal: add it to group systemd-journal (or adm)"),
 )
 _ROTATED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4")
-
-
-def _regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
 
 
 class OutOfTime(Exception):
@@ -297,6 +288,14 @@ class LogScanCheck(Check):
     """
 
     TYPE = "log_scan"
+    EXAMPLE = """
+        - name: app-logs
+          type: log_scan
+          every: 15m
+          paths: [/var/log/app/*.log]
+          warning: 10             # new error lines since the previous run
+          critical: 100
+    """
 
     class Options(CheckOptions):
         type: Literal["log_scan"]
@@ -305,9 +304,9 @@ class LogScanCheck(Check):
                                                        "/var/log/beauth/*.log] (source: files)")
         follow_rotated: bool = Field(True, description="read the rest of a file logrotate renamed (app.log.1, "
                                                        "app.log-20250105; not compressed ones)")
-        error_pattern: str = Field(r"\b(ERROR|CRITICAL|FATAL)\b", description="regular expression of an error "
+        error_pattern: Regex = Field(r"\b(ERROR|CRITICAL|FATAL)\b", description="regular expression of an error "
                                                                             "line")
-        warning_pattern: str | None = Field(r"\bWARN(ING)?\b", description="regular expression of a warning "
+        warning_pattern: Regex | None = Field(r"\bWARN(ING)?\b", description="regular expression of a warning "
                                                                            "line (null: not counted)")
         ignore_case: bool = Field(False, description="match the patterns case-insensitively")
         warning: Count | None = Field(0, description="WARNING above this many new lines (default: any)")
@@ -330,11 +329,6 @@ class LogScanCheck(Check):
         unit: str | None = Field(None, description="only this unit's entries (journalctl -u)")
         priority: Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"] | None = Field(
             None, description="only entries of this priority or more severe (journalctl -p)")
-
-        @field_validator("error_pattern", "warning_pattern")
-        @classmethod
-        def _patterns(cls, value):
-            return _regex(value)
 
         @model_validator(mode="after")
         def _source_options(self):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from agent.child_env import child_env
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
-from agent.fields import Secret, SecretStr
+from agent.fields import AbsoluteArgv, Secret, SecretStr
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import OUTPUT_CAP_BYTES, run_bounded  # noqa: F401 (the cap plugins are held to)
 
@@ -29,22 +29,20 @@ _UOM = {"s": ("seconds", 1.0), "ms": ("seconds", 1e-3), "us": ("seconds", 1e-6),
 
 class NagiosCheck(Check):
     TYPE = "nagios"
+    EXAMPLE = """
+        - name: load-plugin
+          type: nagios
+          every: 5m
+          command: [/usr/lib/nagios/plugins/check_load, -r, -w, "2,1.5,1.2", -c, "4,3,2"]
+    """
 
     class Options(CheckOptions):
         type: Literal["nagios"]
-        command: tuple[str, ...] = Field(..., min_length=1,
-                                         description="argv list, e.g. [/usr/lib/nagios/plugins/check_load, -w, '5,4,3']")
+        command: AbsoluteArgv = Field(description="argv list, e.g. [/usr/lib/nagios/plugins/check_load, -w, '5,4,3']")
         env: dict[str, SecretStr] = Field(
             default_factory=dict, description="extra environment (PATH, LANG=C and LC_ALL=C are set; nothing "
                                               "else of the agent's); values may be "
                                               "secret references such as ${file:/etc/maint-agent/pgpass}")
-
-        @field_validator("command")
-        @classmethod
-        def _absolute_program(cls, command):
-            if not command[0].startswith("/"):
-                raise ValueError(f"program {command[0]!r} must be an absolute path (argv list, no shell)")
-            return command
 
     METRICS = (
         MetricSpec("perfdata_value", "count",

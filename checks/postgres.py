@@ -1,6 +1,6 @@
 """PostgreSQL probes (seed 004 "Application Health Checks", seed 002 replication and DR targets).
 
-Every type connects the same way (`open_session`): the DSN is read from its
+Every type connects the same way (`checks.pg_session.open_session`): the DSN is read from its
 reference at the moment of use and never shown; `connect_timeout`,
 `statement_timeout`, TCP keepalives and `tcp_user_timeout` are always set and the
 session is read-only (`default_transaction_read_only=on`), so a probe can neither
@@ -35,203 +35,19 @@ psycopg is imported inside the functions that use it, never at import time.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
-import time
-from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agent.faults import AgentFault, agent_fault, strerror_fault
-from agent.fields import Duration, PositiveDuration, Secret, SecretStr
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Sample, Status, sample, worst
+from agent.fields import Duration, Secret
+from agent.result import CheckResult, Sample, Status, cap_summary, sample, worst
 from agent.units import format_duration, format_size
-from checks.base import (
-    Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, RatioThresholds, Threshold,
+from checks.base import Check, CheckContext, DurationThresholds, MetricSpec, RatioThresholds, Threshold
+from checks.pg_session import (
+    WATCHDOG_GRACE_SECONDS, PgOptions, ProbeFailed, Session, Watchdog, describe_error, is_down, libpq_agent_fault,
+    open_session, redact_query, statement_ms,
 )
-
-# libpq's messages for "the server is not there or not taking connections". English texts: under a translated
-# libpq a down server falls through to UNKNOWN, still with the reason.
-_DOWN_MARKERS = (
-    "connection refused", "timeout expired", "timed out", "could not translate host name", "no route to host",
-    "network is unreachable", "server closed the connection", "connection reset", "no such file or directory",
-    "the database system is starting up", "the database system is shutting down",
-    "the database system is in recovery mode", "not yet accepting connections", "too many clients",
-    "connection slots are reserved", "terminating connection due to administrator command",
-)
-_SERVER_SAID = re.compile(r"\b(?:FATAL|ERROR|PANIC):")
-_DOWN_SQLSTATE_CLASSES = ("08", "57P")   # connection exception, operator intervention (shutdown, crash)
-
-WATCHDOG_GRACE_SECONDS = 0.25   # past the run's end: a server-side cancel at the deadline arrives first
-CANCEL_WAIT_SECONDS = 0.5       # the watchdog's cancel request; the socket is shut down after it either way
-STATEMENT_SLACK_MS = 100        # re-send statement_timeout only when it would outlast the run by more than this
-
-
-class PgOptions(CheckOptions):
-    """Keys every PostgreSQL check accepts."""
-
-    dsn: SecretStr = Field(..., description="libpq connection string or URI, usually a reference such as "
-                                            "${file:/etc/maint-agent/pg.dsn}; never logged or shown")
-    connect_timeout: PositiveDuration = Field(5.0, description="give up connecting after this long (libpq counts whole "
-                                                               "seconds, at least 2)")
-    statement_timeout: PositiveDuration = Field(5.0, description="server-side limit for each query of the probe "
-                                                                 "(lowered to the time left in the run)")
-
-
-def _statement_ms(option_seconds: float, left_seconds: float) -> int:
-    return max(1, int(min(option_seconds, left_seconds) * 1000))
-
-
-@dataclass
-class Session:
-    """An open read-only connection, how long it took to open, and the run's deadline its queries fit in.
-
-    Before each query whose session statement_timeout would outlast the run,
-    the timeout is lowered to the time left (`limited_by_run` then tells a
-    cancel at the run's end from one at the configured statement_timeout).
-    """
-
-    conn: Any
-    connect_seconds: float
-    deadline: float | None = None                 # monotonic; None: no run deadline (statement_timeout only)
-    statement_timeout: float = 5.0
-    monotonic: Callable[[], float] = time.monotonic
-    limit_ms: int = 0                             # statement_timeout currently set in the session (0: unknown)
-    limited_by_run: bool = False
-
-    def __post_init__(self):
-        self.limited_by_run = 0 < self.limit_ms < int(self.statement_timeout * 1000)
-
-    def one(self, sql, params=None) -> dict:
-        self._fit_statement_timeout()
-        return self.conn.execute(sql, params).fetchone()
-
-    def all(self, sql, params=None) -> list[dict]:
-        self._fit_statement_timeout()
-        return self.conn.execute(sql, params).fetchall()
-
-    def _fit_statement_timeout(self) -> None:
-        if self.deadline is None:
-            return
-        wanted = _statement_ms(self.statement_timeout, self.deadline - self.monotonic())
-        if self.limit_ms and wanted + STATEMENT_SLACK_MS >= self.limit_ms:
-            return
-        self.conn.execute(f"SET statement_timeout = {int(wanted)}")
-        self.limit_ms = wanted
-        self.limited_by_run = wanted < int(self.statement_timeout * 1000)
-
-
-class ProbeFailed(Exception):
-    """Raised by `open_session` with an operator-readable reason and the status it maps to."""
-
-    def __init__(self, status: Status, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def open_session(dsn: str, options: PgOptions, timeout: float):
-    """Given a revealed DSN, return an autocommit, read-only connection with its timeouts set.
-
-    The probe's own `options` (statement_timeout, read-only), connect_timeout,
-    TCP keepalives and tcp_user_timeout replace any the DSN carries, so the
-    DSN cannot switch them off. Raise ProbeFailed when the DSN does not parse
-    (without echoing it) and psycopg.Error when connecting fails.
-    """
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg.rows import dict_row
-
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        raise ProbeFailed(Status.UNKNOWN, "invalid DSN (libpq cannot parse it; not shown because it may "
-                                          "hold a password)") from None
-    ours = (f"-c statement_timeout={_statement_ms(options.statement_timeout, timeout)} "
-            f"-c default_transaction_read_only=on")
-    params["options"] = f"{params['options']} {ours}" if params.get("options") else ours
-    params["connect_timeout"] = str(max(1, round(min(options.connect_timeout, timeout))))
-    # a peer that vanishes mid-query: unacknowledged data or unanswered keepalives end the connection within
-    # about the run's timeout (TCP only; libpq ignores them on Unix sockets)
-    probe_every = str(max(1, int(timeout // 4)))
-    params.update(keepalives="1", keepalives_idle=probe_every, keepalives_interval=probe_every,
-                  keepalives_count="3", tcp_user_timeout=str(max(1000, int(timeout * 1000))))
-    params.setdefault("application_name", "maint-agent")
-    return psycopg.connect(**params, autocommit=True, row_factory=dict_row, prepare_threshold=None)
-
-
-class Watchdog:
-    """Given an open connection and the seconds a run has left, cancel and cut the connection when they run out.
-
-    Firing sends a cancel request (bounded by CANCEL_WAIT_SECONDS), then shuts
-    the socket down through a duplicate of its descriptor, so a call blocked on
-    the connection in another thread returns with an error. `disarm` stops the
-    timer and waits for a firing in progress: close the connection only after it.
-    """
-
-    def __init__(self, conn, seconds: float):
-        self.conn = conn
-        self.fired = False
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.name = "pg-watchdog"
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        import psycopg
-
-        self.fired = True
-        cancel = getattr(self.conn, "cancel_safe", None)    # psycopg 3.1 has none: statement_timeout ends the query
-        if cancel is not None:
-            try:
-                cancel(timeout=CANCEL_WAIT_SECONDS)
-            except psycopg.Error:
-                pass              # no answer to the cancel either: the shutdown below still ends the wait
-        try:
-            with socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, psycopg.Error):
-            pass                  # already closed or broken: nothing is waiting on it
-
-    def disarm(self) -> None:
-        self._timer.cancel()
-        self._timer.join()
-
-
-def describe_error(exc: Exception, dsn: str) -> str:
-    """Given a psycopg error, return its first line with the DSN and any password blanked out."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    text = str(exc).strip().split("\n", 1)[0].removeprefix("connection failed: ").strip()
-    password = conninfo_to_dict(dsn).get("password")     # parses: open_session parsed it before connecting
-    for secret in (dsn, password):
-        if secret:
-            text = text.replace(str(secret), "***")
-    return text or type(exc).__name__
-
-
-def _is_down(exc: Exception) -> bool:
-    state = getattr(exc, "sqlstate", None) or ""
-    if state.startswith(_DOWN_SQLSTATE_CLASSES):
-        return True
-    text = str(exc).lower()
-    return not state and any(marker in text for marker in _DOWN_MARKERS)
-
-
-def _agent_fault(exc: Exception) -> AgentFault | None:
-    """libpq reports its own calls failing in words only ('could not create socket: Too many open files',
-    'could not look up local user ID 0: Too many open files'): the agent's shortage — unless the server
-    said it (FATAL:/ERROR:, or a SQLSTATE), which is the server's own trouble and stays the target's."""
-    fault = agent_fault(exc)
-    text = str(exc)
-    if fault is not None or getattr(exc, "sqlstate", None) or _SERVER_SAID.search(text):
-        return fault
-    lines = text.strip().splitlines()
-    return strerror_fault(lines[0].rsplit(": ", 1)[-1]) if lines else None
-
 
 class PgCheck(Check):
     """Connect, hand the session to `probe` under the run's watchdog, turn every failure into CRITICAL or UNKNOWN."""
@@ -254,15 +70,15 @@ class PgCheck(Check):
         except ProbeFailed as exc:
             return CheckResult(exc.status, exc.reason)
         except psycopg.Error as exc:
-            if fault := _agent_fault(exc):
+            if fault := libpq_agent_fault(exc):
                 return fault.result()
             reason = describe_error(exc, dsn)
-            if _is_down(exc):
+            if is_down(exc):
                 return self.unreachable(f"cannot connect: {reason}")
             return CheckResult.unknown(f"cannot connect: {reason}")
         opened = ctx.monotonic()
         session = Session(conn, opened - started, deadline, self.options.statement_timeout, ctx.monotonic,
-                          _statement_ms(self.options.statement_timeout, ctx.timeout))
+                          statement_ms(self.options.statement_timeout, ctx.timeout))
         watchdog = Watchdog(conn, deadline - opened + WATCHDOG_GRACE_SECONDS)
         failure: psycopg.Error | None = None
         try:
@@ -284,7 +100,7 @@ class PgCheck(Check):
             return CheckResult.unknown(f"query cancelled by statement_timeout "
                                        f"({format_duration(self.options.statement_timeout)})")
         reason = describe_error(failure, dsn)
-        if _is_down(failure) or conn.broken:
+        if is_down(failure) or conn.broken:
             return self.unreachable(f"connection lost: {reason}")
         state = f"{failure.sqlstate}: " if getattr(failure, "sqlstate", None) else ""
         return CheckResult.unknown(f"query failed: {state}{reason}")
@@ -294,38 +110,6 @@ class PgCheck(Check):
 
     def probe(self, session: Session, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError
-
-
-def _cap(text: str) -> str:
-    return text if len(text) <= SUMMARY_CAP_CHARS else text[: SUMMARY_CAP_CHARS - 1] + "…"
-
-
-# PASSWORD '…' in CREATE/ALTER ROLE and OPTIONS (password '…'): an SQL literal
-_SQL_PASSWORD_RE = re.compile(r"(?i)(\bpassword\s+)'(?:[^']|'')*'?")
-# password=… in conninfo strings (dblink_connect, CREATE SUBSCRIPTION … CONNECTION): quoted inside an SQL literal
-# (''…''), quoted ('…'), or bare
-_CONNINFO_PASSWORD_RE = re.compile(r"(?i)(\bpassword\s*=\s*)(''(?:\\''|[^'])*(?:''|$)|'(?:\\'|[^'])*'?|[^\s'\"]+)")
-_URI_PASSWORD_RE = re.compile(r"(?i)(\bpostgres(?:ql)?://[^\s:/@'\"]*:)[^\s@'\"]*(@)")
-
-
-def _blank_conninfo_password(match: re.Match) -> str:
-    value = match.group(2)
-    quote = "''" if value.startswith("''") else "'" if value.startswith("'") else ""
-    return f"{match.group(1)}{quote}***{quote}"
-
-
-def redact(query: str | None) -> str | None:
-    """Given query text bound for the details and the store, return it with passwords blanked.
-
-    Covers PASSWORD '…' (CREATE/ALTER ROLE, user mapping options), password=…
-    in conninfo strings, quoted or not (dblink_connect('host=x password=secret'))
-    and the password of postgresql://user:password@host URIs.
-    """
-    if query is None:
-        return None
-    query = _SQL_PASSWORD_RE.sub(r"\1'***'", query)
-    query = _CONNINFO_PASSWORD_RE.sub(_blank_conninfo_password, query)
-    return _URI_PASSWORD_RE.sub(r"\1***\2", query)
 
 
 def _seconds(value) -> float | None:
@@ -345,6 +129,14 @@ class PostgresCheck(PgCheck):
     """
 
     TYPE = "postgres"
+    EXAMPLE = """
+        - name: pg
+          type: postgres
+          every: 30s
+          dsn: ${credential:pg.dsn}   # systemd LoadCredential=pg.dsn:/etc/maint-agent/pg.dsn
+          expect_role: primary
+          warning: 200ms          # connect and query time
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["postgres"]
@@ -398,6 +190,14 @@ class PgConnectionsCheck(PgCheck):
     """
 
     TYPE = "pg_connections"
+    EXAMPLE = """
+        - name: pg-connections
+          type: pg_connections
+          every: 1m
+          dsn: ${credential:pg.dsn}
+          warning: 80%            # of max_connections
+          critical: 95%
+    """
 
     class Options(PgOptions, RatioThresholds):
         type: Literal["pg_connections"]
@@ -538,6 +338,15 @@ class PgReplicationCheck(PgCheck):
     """
 
     TYPE = "pg_replication"
+    EXAMPLE = """
+        - name: pg-replication
+          type: pg_replication
+          every: 30s
+          dsn: ${credential:pg.dsn}
+          expected_standbys: 1
+          warning: 60s            # replay lag
+          critical: 300s
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_replication"]
@@ -598,7 +407,7 @@ class PgReplicationCheck(PgCheck):
             notes.insert(0, f"role is {role}, expected {expected}")
         details["slots"] = slots
         details["role"] = role
-        return CheckResult(status, _cap("; ".join(n for n in notes if n)), tuple(samples), details)
+        return CheckResult(status, cap_summary("; ".join(n for n in notes if n)), tuple(samples), details)
 
     def _primary_side(self, session: Session, samples: list, ctx: CheckContext):
         walsenders = session.all("""
@@ -787,7 +596,7 @@ class PgArchivingCheck(PgCheck):
     last success) or when failed_count rose since the previous run — so a
     failure between two runs is not missed even if a retry then succeeded.
 
-    archiver_lag_seconds (the thresholds, seed RPO ≤ 1 h) is how long the
+    archiver_lag_seconds (the thresholds; the recovery point objective is 1 h) is how long the
     oldest completed WAL segment has been waiting to be archived: the age of
     the oldest `.ready` file in pg_wal/archive_status (created when the segment
     is complete), 0 when none waits. It does not grow on an idle server, where
@@ -805,6 +614,14 @@ class PgArchivingCheck(PgCheck):
     """
 
     TYPE = "pg_archiving"
+    EXAMPLE = """
+        - name: pg-archiving
+          type: pg_archiving
+          every: 5m
+          dsn: ${credential:pg.dsn}
+          warning: 30m            # since the last WAL segment was archived
+          critical: 1h
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_archiving"]
@@ -878,8 +695,8 @@ class PgArchivingCheck(PgCheck):
             count = f"{new_failures} failure{'s' if new_failures != 1 else ''} since last run, " if new_failures else ""
             when = f" {format_duration(_seconds(row['failed_age']))} ago" if row["failed_age"] is not None else ""
             return CheckResult.critical(
-                _cap(f"{why}: {count}last failed {row['last_failed_wal']}{when} — {text}"), samples, **details)
-        return CheckResult.ok(_cap(text), samples, **details)
+                cap_summary(f"{why}: {count}last failed {row['last_failed_wal']}{when} — {text}"), samples, **details)
+        return CheckResult.ok(cap_summary(text), samples, **details)
 
     @staticmethod
     def _pending_bytes(row: dict) -> float | None:
@@ -905,6 +722,15 @@ class PgActivityCheck(PgCheck):
     """
 
     TYPE = "pg_activity"
+    EXAMPLE = """
+        - name: pg-activity
+          type: pg_activity
+          every: 1m
+          dsn: ${credential:pg.dsn}
+          long_query: 5m
+          warning: 5m             # the longest query or idle transaction
+          critical: 30m
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_activity"]
@@ -952,7 +778,7 @@ class PgActivityCheck(PgCheck):
                      "application": r["application_name"], "state": r["state"], "seconds": round(seconds, 3),
                      "transaction_seconds": _seconds(r["xact_seconds"]),
                      "wait_event": f"{r['wait_event_type']}:{r['wait_event']}" if r["wait_event"] else None,
-                     **({"query": redact(r["query"])} if self.options.query_text_chars else {})}
+                     **({"query": redact_query(r["query"])} if self.options.query_text_chars else {})}
                     for seconds, r in listed]
         parts = [f"longest query {format_duration(longest)}" if running else "no query running",
                  f"longest idle in transaction {format_duration(longest_idle)}" if idle
@@ -976,6 +802,14 @@ class PgStatementsCheck(PgCheck):
     """
 
     TYPE = "pg_statements"
+    EXAMPLE = """
+        - name: pg-slow-statements
+          type: pg_statements
+          schedule: weekly
+          dsn: ${credential:pg.dsn}
+          top: 10
+          warning: 500ms          # mean time of the slowest statement
+    """
 
     class Options(PgOptions, DurationThresholds):
         type: Literal["pg_statements"]
@@ -1022,7 +856,7 @@ class PgStatementsCheck(PgCheck):
         statements = [{"queryid": str(r["queryid"]), "database": r["datname"], "user": r["rolname"],
                        "calls": r["calls"], "mean_seconds": float(r["mean_seconds"]),
                        "max_seconds": float(r["max_seconds"]), "total_seconds": float(r["total_seconds"]),
-                       "rows": r["rows"], **({"query": redact(r["query"])} if self.options.query_text_chars else {})}
+                       "rows": r["rows"], **({"query": redact_query(r["query"])} if self.options.query_text_chars else {})}
                       for r in top]
         worst_db = f" (in {statements[0]['database']}, {statements[0]['calls']} calls)" if statements else ""
         return CheckResult.ok(f"slowest mean {format_duration(max_mean)}{worst_db}; {totals['tracked']} statements "
@@ -1050,6 +884,15 @@ class PgTablesCheck(PgCheck):
     """
 
     TYPE = "pg_tables"
+    EXAMPLE = """
+        - name: pg-tables
+          type: pg_tables
+          schedule: daily
+          dsn: ${credential:pg.dsn}
+          warning: 20%            # dead tuples
+          critical: 50%
+          stale_after: 7d
+    """
 
     class Options(PgOptions, RatioThresholds):
         type: Literal["pg_tables"]
@@ -1147,7 +990,7 @@ class PgTablesCheck(PgCheck):
         if missing:
             status = Status.WARNING
             parts.insert(0, "tables not found: " + ", ".join(missing))
-        return CheckResult(status, _cap("; ".join(parts)), tuple(samples), details)
+        return CheckResult(status, cap_summary("; ".join(parts)), tuple(samples), details)
 
     def _stale(self, t: dict, dead: int, minimum: int) -> list[str]:
         limit = self.options.stale_after

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, model_validator
 
 from agent.faults import OutOfResources, agent_fault
-from agent.fields import Secret, SecretStr, SecretUnavailable, Size
+from agent.fields import Secret, SecretStr, SecretUnavailable
 from agent.result import CheckResult, Sample, Status, sample
 from agent.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, RatioThresholds, SizeThresholds, Threshold
@@ -144,6 +144,16 @@ class RedisCheck(Check):
     """
 
     TYPE = "redis"
+    EXAMPLE = """
+        - name: redis
+          type: redis
+          every: 30s
+          host: 127.0.0.1
+          port: 6379
+          password: ${credential:redis.password}
+          warning: 90%            # used memory of maxmemory
+          critical: 97%
+    """
 
     class Options(CheckOptions, RedisConnection, RatioThresholds):
         type: Literal["redis"]
@@ -214,6 +224,15 @@ class RedisReplicationCheck(Check):
     """
 
     TYPE = "redis_replication"
+    EXAMPLE = """
+        - name: redis-replication
+          type: redis_replication
+          every: 30s
+          password: ${credential:redis.password}
+          expected_replicas: 1
+          warning: 1MiB           # replication backlog not yet acknowledged
+          critical: 64MiB
+    """
     METRIC_PREFIX = "redis"
 
     class Options(CheckOptions, RedisConnection, SizeThresholds):

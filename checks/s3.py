@@ -413,8 +413,8 @@ def _remote_evidence(key: str, head: dict[str, Any]) -> dict[str, Any]:
 class S3BackupCheck(Check):
     """Backups copied to S3 (or MinIO, Ceph, any S3 API): fresh, kept, and the newest local one intact remotely.
 
-    Thresholds apply to the newest object's age (default CRITICAL beyond 25 h: the seed's
-    alert is "no successful backup in 24 h" held for 1 h). CRITICAL from the check itself:
+    Thresholds apply to the newest object's age (default CRITICAL beyond 25 h: the backup
+    plan's alert is "no successful backup in 24 h" held for 1 h). CRITICAL from the check itself:
     no objects under the prefix, the newest one empty, the bucket missing, the newest local
     backup absent remotely or differing in size or checksum, the store unreachable. WARNING:
     fewer objects in the retention window than `min_count`, the listing cut at
@@ -423,6 +423,21 @@ class S3BackupCheck(Check):
     """
 
     TYPE = "s3_backup"
+    EXAMPLE = """
+        - name: db-dumps-s3
+          type: s3_backup
+          every: 1h
+          bucket: example-backups
+          prefix: database/
+          region: eu-central-1
+          access_key_id: ${credential:s3.key_id}
+          secret_access_key: ${credential:s3.secret}
+          local_path: /backups/database/*/full_backup.sql.gz   # the newest must be in the bucket too
+          upload_grace: 2h
+          retention_window: 30d
+          min_count: 28
+          critical: 26h
+    """
     METRIC_PREFIX = "backup_bucket"   # not backup_s3: exported names are [a-z_] only (test_metrics)
 
     class Options(CheckOptions):
@@ -447,7 +462,7 @@ class S3BackupCheck(Check):
         max_attempts: int = Field(3, ge=1, le=10, description="attempts per request (botocore standard retries), "
                                                                "as many as fit in the check's timeout")
         retention_window: LongDuration = Field(30 * DAY, gt=0, description="count the objects modified within this "
-                                                                           "(seed 002: 30 days)")
+                                                                           "(the backup plan keeps 30 days)")
         min_count: int | None = Field(None, ge=0, description="WARNING when fewer objects are in the window")
         max_objects: int = Field(100_000, ge=1, description="read at most this many keys per run (WARNING when cut)")
         local_path: str | None = Field(

@@ -140,6 +140,12 @@ class SmartCheck(Check):
     """
 
     TYPE = "smart"
+    EXAMPLE = """
+        - name: disk-health
+          type: smart
+          schedule: daily
+          devices: [/dev/sda, {path: /dev/nvme0, type: nvme}]
+    """
 
     class Options(CheckOptions):
         type: Literal["smart"]

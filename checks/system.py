@@ -15,7 +15,7 @@ from checks.base import (
     Check, CheckContext, CheckOptions, CountThresholds, DurationThresholds, MetricSpec,
     RatioThresholds, Threshold,
 )
-from agent.fields import HostPort, PositiveDuration, Size
+from agent.fields import HostPort, PositiveDuration, Regex, Size
 from agent.address import split_target
 from checks.net import connect_time
 from agent.units import format_duration, format_size
@@ -25,6 +25,14 @@ class CpuCheck(Check):
     """CPU busy share of all cores between two runs (the first run samples for 1 s)."""
 
     TYPE = "cpu"
+    EXAMPLE = """
+        - name: cpu
+          type: cpu
+          every: 15s
+          warning: 80%
+          critical: 95%
+          for: 5m                 # only a sustained breach counts
+    """
 
     class Options(CheckOptions, RatioThresholds):
         type: Literal["cpu"]
@@ -62,6 +70,14 @@ class MemoryCheck(Check):
     """Memory in use = total − available (what the kernel can give without swapping)."""
 
     TYPE = "memory"
+    EXAMPLE = """
+        - name: memory
+          type: memory
+          every: 15s
+          warning: 85%
+          critical: 95%
+          for: 5m
+    """
 
     class Options(CheckOptions, RatioThresholds):
         type: Literal["memory"]
@@ -84,6 +100,13 @@ class MemoryCheck(Check):
 
 class SwapCheck(Check):
     TYPE = "swap"
+    EXAMPLE = """
+        - name: swap
+          type: swap
+          every: 1m
+          warning: 50%
+          critical: 80%
+    """
 
     class Options(CheckOptions, RatioThresholds):
         type: Literal["swap"]
@@ -114,6 +137,14 @@ class DiskCheck(Check):
     """
 
     TYPE = "disk"
+    EXAMPLE = """
+        - name: disk
+          type: disk
+          every: 1m
+          mounts: [/, /var/lib/postgresql]
+          warning: 80%
+          critical: 90%
+    """
 
     class Options(CheckOptions, RatioThresholds):
         type: Literal["disk"]
@@ -164,6 +195,15 @@ class LoadCheck(Check):
     """Load average divided by the number of cores, so one threshold fits every host."""
 
     TYPE = "load"
+    EXAMPLE = """
+        - name: load
+          type: load
+          every: 30s
+          period: 5m
+          warning: 2
+          critical: 4
+          for: 10m
+    """
 
     class Options(CheckOptions, CountThresholds):
         type: Literal["load"]
@@ -187,6 +227,14 @@ class NetworkLatencyCheck(Check):
     """TCP connect round trip to host:port targets; an unreachable target is CRITICAL."""
 
     TYPE = "network_latency"
+    EXAMPLE = """
+        - name: db-network
+          type: network_latency
+          every: 1m
+          targets: ["10.0.0.5:5432", "10.0.0.6:5432"]
+          warning: 20ms
+          critical: 200ms
+    """
     METRIC_PREFIX = "network"
 
     class Options(CheckOptions, DurationThresholds):
@@ -231,28 +279,26 @@ class NetworkLatencyCheck(Check):
 
 
 class ProcessCheck(Check):
-    """Count of processes matching a name or a command-line regex (seed: worker pool < 2).
+    """Count of processes matching a name or a command-line regex (e.g. a worker pool below 2).
 
     Thresholds are minimum counts: `critical: 2` is CRITICAL when fewer than 2 match.
     """
 
     TYPE = "process"
+    EXAMPLE = """
+        - name: worker-pool
+          type: process
+          every: 30s
+          cmdline: "celery .*worker"
+          warning: 4              # fewer than 4 workers
+          critical: 2
+    """
 
     class Options(CheckOptions, CountThresholds):
         type: Literal["process"]
         process_name: str | None = Field(None, description="exact process name (comm), e.g. celery")
-        cmdline: str | None = Field(None, description="regular expression searched in the full command line")
+        cmdline: Regex | None = Field(None, description="regular expression searched in the full command line")
         user: str | None = None
-
-        @field_validator("cmdline")
-        @classmethod
-        def _regex(cls, value):
-            if value is not None:
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise ValueError(f"invalid regular expression: {exc}") from None
-            return value
 
     METRICS = (MetricSpec("instances", "count", "Processes matching the check's pattern."),)
     THRESHOLD = Threshold(("instances",), "count", bad_when="below")
@@ -284,6 +330,14 @@ class FileCheck(Check):
     """Existence, age and size of a file: the generic freshness probe. Thresholds apply to age."""
 
     TYPE = "file"
+    EXAMPLE = """
+        - name: backup-stamp
+          type: file
+          every: 5m
+          path: /backups/database/last_backup_timestamp
+          warning: 26h            # age of the file
+          critical: 48h
+    """
 
     class Options(CheckOptions, DurationThresholds):
         type: Literal["file"]

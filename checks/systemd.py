@@ -47,6 +47,13 @@ class SystemdUnitCheck(Check):
     """
 
     TYPE = "systemd_unit"
+    EXAMPLE = """
+        - name: units
+          type: systemd_unit
+          every: 1m
+          units: [postgresql@15-main.service, redis-server.service, nginx, backup.service]
+          expect: {backup.service: not-failed}    # a oneshot job: inactive between runs is fine
+    """
     METRIC_PREFIX = "systemd"
 
     class Options(CheckOptions, CountThresholds):

@@ -89,6 +89,14 @@ class OsUpdatesCheck(Check):
     """
 
     TYPE = "os_updates"
+    EXAMPLE = """
+        - name: os-updates
+          type: os_updates
+          schedule: daily
+          security_warning: 1
+          security_critical: 10
+          reboot_required: warning
+    """
     METRIC_PREFIX = "os"
 
     class Options(CheckOptions):

@@ -247,10 +247,18 @@ class WalArchiveCheck(Check):
     the backup's stop), a truncated uncompressed segment, no segments at all, the directory
     missing. WARNING: no base backup history file and no `start_segment` (continuity is then
     checked from the oldest segment, which is not proof a restore would work). Thresholds:
-    the newest segment's age (`critical` 1 h by default, the seed's RPO).
+    the newest segment's age (`critical` 1 h by default, the recovery point objective).
     """
 
     TYPE = "wal_archive"
+    EXAMPLE = """
+        - name: wal-archive
+          type: wal_archive
+          every: 5m
+          path: /backups/wal      # where archive_command copies the segments
+          warning: 30m
+          critical: 1h            # the recovery point objective
+    """
 
     class Options(CheckOptions):
         type: Literal["wal_archive"]

@@ -6,7 +6,7 @@ import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import Interval
+from agent.triggers import Interval
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
 from agent.metrics import AgentState, Exposition, contract

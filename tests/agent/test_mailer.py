@@ -20,8 +20,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from agent.config import Sections, load_config
 from agent.mailer import MailError, SmtpSection, build_message, send_message
-from agent.reporting import (MAX_ATTEMPTS, deliver_pending, queue_report, report_issues, report_schedule, resend,
-                             retry_delay)
+from agent.report_config import report_issues, report_schedule
+from agent.reporting import MAX_ATTEMPTS, deliver_pending, queue_report, resend, retry_delay
 from agent.store import connect
 from agent.yamlsrc import ConfigError
 from tests.agent.test_report import END, make_seeded
@@ -310,7 +310,7 @@ def test_mailer_report_issues_name_unknown_schedules_duplicates_and_missing_smtp
         {"name": "weekly", "period": "week", "recipients": ["ops@example.com"], "schedule": "biweekly"},
         {"name": "weekly", "period": "month", "recipients": ["ops@example.com"], "schedule": "biweeky"},
         {"name": "daily", "period": "day", "recipients": ["ops@example.com"], "schedule": "07:30"}]})
-    assert report_issues(config) == [
+    assert report_issues(config.reports, config.schedules, config.smtp is not None) == [
         (("reports", 1, "name"), "duplicate report name 'weekly'"),
         (("reports", 1, "schedule"), "no schedule named 'biweeky' in schedules: (daily, weekly, monthly, quarterly, "
                                      "biweekly) (did you mean 'biweekly'?)"),

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Literal
 
-from agent.config import Interval
+from agent.triggers import Interval
 from agent.job import Job
 from agent.result import CheckResult, Status, sample
 from agent.runner import Runner

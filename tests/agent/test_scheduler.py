@@ -4,7 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from agent.calendar import parse_calendar
-from agent.config import Calendar, Interval
+from agent.triggers import Calendar, Interval
 from agent.scheduler import plan_next, plan_start
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from agent.units import format_duration, format_size, format_value, parse_duration, parse_ratio, parse_size
+from agent.units import (
+    format_duration, format_size, format_timestamp, format_value, parse_duration, parse_ratio, parse_size,
+)
 
 GiB = 2**30
 
@@ -136,3 +138,17 @@ def test_parse_ratio_format_value_round_trip_keeps_percentage():
     for text in ("85%", "12.5%", "0%", "100%"):
         assert format_value(parse_ratio(text), "ratio") == text
     assert math.isclose(parse_ratio(format_value(0.855, "ratio")), 0.855)
+
+
+def test_format_timestamp_utc_for_programs_local_with_offset_for_people(monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert format_timestamp(1736074800.25) == "2025-01-05T11:00:00Z"
+        assert format_timestamp(1736074800.25, timespec="milliseconds") == "2025-01-05T11:00:00.250Z"
+        assert format_timestamp(1736074800.25, utc=False) == "2025-01-05T12:00:00+01:00"
+        assert format_timestamp(None) is None
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -15,10 +15,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import Interval, parse_config
+from agent.config import parse_config
 from agent.heartbeat import Signal, Signals, record
 from agent.result import Status
 from agent.store import Store
+from agent.triggers import Interval
 from checks.base import CheckContext
 from checks.heartbeat import HeartbeatCheck, judge
 from tests.metrics_contract import assert_family_contract
@@ -143,7 +144,7 @@ def test_config_heartbeat_schedule_name_resolves_and_the_check_runs_on_its_own_i
     ("{name: dump, type: heartbeat, schedule: nigthly}",
      "agent.yaml:5: checks[0].schedule: not a schedule name (daily, weekly, monthly, quarterly, nightly) nor a "
      "calendar spec"),
-    ("{name: dump, type: heartbeat, period: 0s}", "period must be longer than 0s"),
+    ("{name: dump, type: heartbeat, period: 0s}", "agent.yaml:5: checks[0].period: must be above 0"),
 ])
 def test_config_heartbeat_errors_are_located(entry, error):
     from agent.yamlsrc import ConfigError

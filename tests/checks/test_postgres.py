@@ -34,9 +34,10 @@ from agent.evaluate import WindowState, evaluate
 from agent.result import CheckResult, Status
 from agent.yamlsrc import ConfigError
 from checks.base import CheckContext
+from checks.pg_session import Session, open_session, redact_query
 from checks.postgres import (
     PgActivityCheck, PgArchivingCheck, PgConnectionsCheck, PgReplicationCheck, PgStatementsCheck, PgTablesCheck,
-    PostgresCheck, Session, open_session, receiver_silence_limit, redact, replay_delay,
+    PostgresCheck, receiver_silence_limit, replay_delay,
 )
 from tests.conftest import free_port, wait_for
 from tests.fixtures.postgres import (  # noqa: F401 (session fixtures)
@@ -804,23 +805,23 @@ def test_pg_statements_extension_absent_unknown(pg_pair, dsn):
 
 
 def test_redact_password_literals_blanked():
-    assert redact("ALTER ROLE app PASSWORD 'it''s secret'") == "ALTER ROLE app PASSWORD '***'"
-    assert redact("SELECT 'password' AS word") == "SELECT 'password' AS word"
-    assert redact("ALTER ROLE app PASSWORD NULL") == "ALTER ROLE app PASSWORD NULL"
-    assert redact(None) is None
+    assert redact_query("ALTER ROLE app PASSWORD 'it''s secret'") == "ALTER ROLE app PASSWORD '***'"
+    assert redact_query("SELECT 'password' AS word") == "SELECT 'password' AS word"
+    assert redact_query("ALTER ROLE app PASSWORD NULL") == "ALTER ROLE app PASSWORD NULL"
+    assert redact_query(None) is None
 
 
 def test_redact_conninfo_passwords_blanked():
-    assert redact("SELECT dblink_connect('host=x password=secret dbname=y')") == \
+    assert redact_query("SELECT dblink_connect('host=x password=secret dbname=y')") == \
         "SELECT dblink_connect('host=x password=*** dbname=y')"
-    assert redact("SELECT dblink_connect('c1', 'dbname=y PASSWORD = s3cret')") == \
+    assert redact_query("SELECT dblink_connect('c1', 'dbname=y PASSWORD = s3cret')") == \
         "SELECT dblink_connect('c1', 'dbname=y PASSWORD = ***')"
     # a quoted conninfo value inside an SQL literal, with an escaped quote in it
-    assert redact(r"SELECT dblink('host=x password=''it\''s secret'' user=u', 'SELECT 1')") == \
+    assert redact_query(r"SELECT dblink('host=x password=''it\''s secret'' user=u', 'SELECT 1')") == \
         "SELECT dblink('host=x password=''***'' user=u', 'SELECT 1')"
-    assert redact("CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'app', password 'pw')") == \
+    assert redact_query("CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'app', password 'pw')") == \
         "CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'app', password '***')"
-    assert redact("SELECT dblink_connect('postgresql://app:pw@db:5432/app')") == \
+    assert redact_query("SELECT dblink_connect('postgresql://app:pw@db:5432/app')") == \
         "SELECT dblink_connect('postgresql://app:***@db:5432/app')"
 
 
