@@ -236,6 +236,7 @@ class HostLock:
     def __init__(self, path: Path):
         self.path = path
         self.fd: int | None = None
+        self.holder: dict = {}          # what the lock recorded when it could not be taken
 
     def acquire(self, deadline: float | None, monotonic=time.monotonic, on_wait=None) -> bool:
         """Take the lock, waiting until `deadline` (None: do not wait); return False when it stayed taken."""
@@ -249,6 +250,7 @@ class HostLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
             if deadline is None or monotonic() >= deadline:
+                self.holder = self.recorded()
                 self.release()
                 return False
             if not waited and on_wait is not None:
@@ -537,7 +539,7 @@ class RestoreClusterCheck(Check):
         except OSError as exc:
             raise _Stop(Status.UNKNOWN, f"cannot open the restore lock {lock.path}: {exc.strerror}") from None
         if not taken:
-            holder = lock.recorded().get("check", "another restore")
+            holder = lock.holder.get("check", "another restore")
             raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} waiting for {holder} to "
                                         f"finish (one restore at a time per host)")
         uid = user[0] if user else os.geteuid()
