@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 CAPTURED = ("PG_VERSION", "backup_label", "tablespace_map")   # small files whose content the restore needs
 _CAPTURE_BYTES = 64 * 1024
+_DRAIN_BYTES = 1024 * 1024
 
 
 class ArchiveCorrupt(Exception):
@@ -62,7 +63,7 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
     if member.issym() or member.islnk():
         return f"link {name!r} -> {member.linkname!r}"
     if not (member.isfile() or member.isdir()):
-        return f"{'device' if member.isdev() else 'special file'} {name!r}"
+        return f"{'device' if member.ischr() or member.isblk() else 'special file'} {name!r}"
     return None
 
 
@@ -73,21 +74,27 @@ def _normal(name: str) -> str:
 @contextmanager
 def _open(path: str) -> Iterator[tarfile.TarFile]:
     """The archive as a tar stream (no seeking, so a truncated file fails where it ends), gunzipped by `gzip`:
-    pg_basebackup -z writes several gzip members (an empty one first), which tarfile's own `r|gz` stops at."""
+    pg_basebackup -z writes several gzip members (an empty one first), which tarfile's own `r|gz` stops at.
+    The file is read to its very end when the tar stream is done: tar stops at its end-of-archive blocks, and
+    gzip checks a member's CRC only at the member's end."""
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh, \
-            tarfile.open(fileobj=fh, mode="r|") as archive:
-        yield archive
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+        with tarfile.open(fileobj=fh, mode="r|") as archive:
+            yield archive
+        while fh.read(_DRAIN_BYTES):
+            pass
 
 
 def scan(path: str, deadline: float, monotonic: Callable[[], float] = time.monotonic) -> Contents:
     """Given a (gzip-compressed) tar archive, read it to its end; return its member count, expanded size and the
     CAPTURED files. Raise ArchiveCorrupt, ArchiveRefused, Deadline, or FileNotFoundError/PermissionError."""
     found = Contents()
+    last = None
     try:
         with _open(path) as archive:
             for member in archive:
+                last = member.name
                 if monotonic() >= deadline:
                     raise Deadline()
                 problem = member_problem(member)
@@ -102,7 +109,7 @@ def scan(path: str, deadline: float, monotonic: Callable[[], float] = time.monot
     except (FileNotFoundError, PermissionError):
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise ArchiveCorrupt(_describe(exc, found)) from None
+        raise ArchiveCorrupt(_describe(exc, found.members, last)) from None
     return found
 
 
@@ -137,12 +144,12 @@ def extract(path: str, dest: str, *, deadline: float, max_bytes: int,
     except tarfile.FilterError as exc:
         raise ArchiveRefused(str(exc)) from None
     except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise ArchiveCorrupt(_describe(exc, None)) from None
+        raise ArchiveCorrupt(_describe(exc, None, None)) from None
     return written
 
 
-def _describe(exc: Exception, found: Contents | None) -> str:
-    where = f" after {found.members} members" if found is not None else ""
+def _describe(exc: Exception, members: int | None, last: str | None) -> str:
+    where = f" at member {members} ({last!r})" if last is not None else ""
     if isinstance(exc, EOFError):
         return f"truncated: the archive ends{where} before its end-of-stream marker ({exc})"
     return f"unreadable{where}: {exc}"

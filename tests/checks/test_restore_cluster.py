@@ -193,7 +193,7 @@ def test_restore_cluster_truncated_base_backup_critical_before_anything_is_writt
     os.utime(folder / "base.tar.gz", (time.time() - 600, time.time() - 600))
     result = run(make(folder / "base.tar.gz", scratch), tmp_path / "var")
     assert result.status is Status.CRITICAL
-    assert result.summary.startswith("base.tar.gz: truncated: the archive ends after ")
+    assert result.summary.startswith("base.tar.gz: truncated: the archive ends at member ")
     assert "extract" not in result.details["phases"] and result.details["removal"]["removed"] is True
 
 
