@@ -346,8 +346,8 @@ class RestoreClusterCheck(Check):
             "auto", description="base_backup: pg_basebackup -Ft base.tar[.gz]; pg_dumpall: its SQL script, plain "
                                 "or gzip; auto: a .tar/.tar.gz/.tgz name is a base backup, anything else a script")
         scratch_dir: AbsolutePath = Field(..., description="directory the scratch cluster's data goes under (one "
-                                                           "new 0700 directory per run); needs 1.2 × the backup's "
-                                                           "expanded size free")
+                                                           "new 0700 directory per run; created 0711 when missing); "
+                                                           "needs 1.2 × the backup's expanded size free")
         wal_archive: AbsolutePath | None = Field(
             None, description="directory archive_command copies WAL into; recovery fetches segments from it, so a "
                               "base backup recovers to the newest archived commit")
@@ -563,6 +563,12 @@ class RestoreClusterCheck(Check):
 
     def _run_dir(self, user, ctx: CheckContext) -> Path:
         scratch = self.options.scratch_dir
+        try:
+            os.mkdir(scratch, 0o711)        # traversable by run_as, listed by the agent only
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise _Stop(Status.UNKNOWN, f"cannot create scratch_dir {scratch}: {exc.strerror}") from None
         try:
             st = os.lstat(scratch)
         except OSError as exc:
