@@ -208,6 +208,7 @@ class Restore:
             self.facts.update(recovered_at=self.facts["backup_start"],
                               recovered_source="backup start (no transaction replayed after it)")
         self.facts["recovered_wall"] = time.time()
+        self.facts["recovery"] = _recovery_figures(server.log)
         self._probe(spec["role"])
 
     def _scan(self, path: str) -> safe_tar.Contents:
@@ -469,6 +470,24 @@ def _jsonable(value: Any) -> Any:
 def _size(count: int) -> str:
     from agent.units import format_size
     return format_size(count)
+
+
+def _recovery_figures(log: Path) -> dict:
+    """The scratch server's own account of its recovery: WAL segments restored from the archive, the redo's
+    CPU and elapsed time, the timeline it promoted to."""
+    figures: dict[str, Any] = {"wal_segments_from_archive": 0}
+    try:
+        with open(log, errors="replace") as fh:
+            for line in fh:
+                if "restored log file" in line:
+                    figures["wal_segments_from_archive"] += 1
+                elif found := re.search(r"redo done at \S+ system usage: (.*)$", line):
+                    figures["redo"] = found.group(1).strip()
+                elif found := re.search(r"selected new timeline ID: (\d+)", line):
+                    figures["timeline"] = int(found.group(1))
+    except OSError:
+        pass
+    return figures
 
 
 def _label_time(label: bytes) -> float | None:
