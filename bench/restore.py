@@ -53,8 +53,9 @@ def as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(as_postgres(argv), check=True, capture_output=True, **kw)
+def sh(argv: list[str], server: bool = False, **kw) -> subprocess.CompletedProcess:
+    """A client program as ourselves; a server program (initdb, pg_ctl) as `postgres` when we are root."""
+    return subprocess.run(as_postgres(argv) if server else argv, check=True, capture_output=True, **kw)
 
 
 class Source:
@@ -70,16 +71,17 @@ class Source:
 
     def start(self) -> None:
         sh([str(BINDIR / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
-            "--locale=C"])
+            "--locale=C"], server=True)
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"listen_addresses = ''\nunix_socket_directories = '{self.socket}'\nfsync = off\n"
                        f"archive_mode = on\narchive_command = 'cp %p {self.archive}/%f'\nmax_wal_size = '4GB'\n"
                        f"shared_buffers = '128MB'\n")
-        sh([str(BINDIR / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "source.log"), "-w", "start"])
+        sh([str(BINDIR / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "source.log"), "-w", "start"],
+           server=True)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            sh([str(BINDIR / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+            sh([str(BINDIR / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], server=True)
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         return sh([str(BINDIR / "psql"), "-h", str(self.socket), "-U", "postgres", "-d", db, "-Atqc", sql],
@@ -110,7 +112,7 @@ def backups(source: Source, target: Path) -> dict:
         "-c", "fast", "--no-sync"])
     base_seconds = time.monotonic() - started
     started = time.monotonic()
-    dump = subprocess.Popen(as_postgres([str(BINDIR / "pg_dumpall"), "-h", str(source.socket), "-U", "postgres"]),
+    dump = subprocess.Popen([str(BINDIR / "pg_dumpall"), "-h", str(source.socket), "-U", "postgres"],
                             stdout=subprocess.PIPE)
     with gzip.open(target / "full_backup.sql.gz", "wb", compresslevel=6) as out:
         shutil.copyfileobj(dump.stdout, out, 1024 * 1024)
@@ -248,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             tree_peak = max(tree_peak, tree_rss(agent.pid))
             time.sleep(args.interval)
         runs = latest_runs(db)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     finally:
         if agent is not None:
             agent.stop()
