@@ -240,6 +240,7 @@ class HostLock:
 
     def acquire(self, deadline: float | None, monotonic=time.monotonic, on_wait=None) -> bool:
         """Take the lock, waiting until `deadline` (None: do not wait); return False when it stayed taken."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)     # `check NAME` before any daemon ran
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         waited = False
         while True:
