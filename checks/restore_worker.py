@@ -48,7 +48,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from checks import safe_tar
 from checks.scratch_cluster import PORT, Deadline, RoleMissing, ScratchServer, ServerFailed, ServerUser, \

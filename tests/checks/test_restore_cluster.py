@@ -10,7 +10,6 @@ that no process works in it.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import logging
 import os
@@ -26,7 +25,8 @@ import pytest
 
 from agent.result import CheckResult, Status
 from checks.base import CheckContext
-from checks.restore_cluster import LOCK_NAME, HostLock, RestoreClusterCheck
+from checks.restore_cluster import RestoreClusterCheck
+from checks.scratch_dirs import LOCK_NAME, HostLock
 from checks.scratch_cluster import ScratchServer, ServerUser
 from tests.conftest import wait_for
 from tests.fixtures.postgres import BINDIR, REPLICATION_USER, pg_pair  # noqa: F401 (session fixture)
