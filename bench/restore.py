@@ -166,7 +166,7 @@ def agent_config(work: Path, port: int, fire: str, kinds: list[str], set_dir: Pa
         archive = f"    wal_archive: {source.archive}\n" if kind == "base_backup" else ""
         checks += (f"  - name: restore-{kind.replace('_', '-')}\n    type: restore_cluster\n    schedule: \"{fire}\"\n"
                    f"    timeout: 6h\n    path: {path}\n    scratch_dir: {scratch}\n{archive}{run_as}"
-                   f"    settle: 0s\n    rpo: 2h\n"
+                   f"    settle: 0s\n"
                    f"    sanity:\n      - {{database: aicamera, name: events, query: \"SELECT count(*) FROM events\", "
                    f"min: 1}}\n")
     path = work / "agent.yaml"
