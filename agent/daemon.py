@@ -93,6 +93,7 @@ class Daemon:
         self._install_signals()
         self._apply(self.loaded, first=True)
         self._refresh_maintenance(time.time())
+        self._startup_checks()
         _warn_exposed_files(self.loaded)
         _warn_loose_store(self.store)
         host, port = split_target(cfg.http.listen)
@@ -125,6 +126,14 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _startup_checks(self) -> None:
+        """Before the first run, each check may undo what a killed agent left (a restore's scratch cluster)."""
+        for job in self.jobs.values():
+            try:
+                job.check.startup(self.loaded.db_path.parent)
+            except Exception as exc:  # a clean-up that fails is logged; the agent still starts
+                logs.event("check.startup_failed", "error", check=job.name, error=f"{type(exc).__name__}: {exc}")
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())

@@ -10,9 +10,12 @@ Where the figures come from:
   first OK run after it (ongoing when the period ends first); its severity is the check's configured
   `severity` (P0–P3), its status the worst status seen in the span.
 - **availability** of an `http` check: OK runs / runs (seed: > 99.9 %).
-- **backup success rate**: OK runs / runs of the `backup_files`, `backup_set` and `s3_backup` checks (seed: 100 %);
-  the last `restore_test` run (any time before the period ends) with its measured RTO
-  (`restore_duration_seconds`) against the check's `critical` (the RTO target).
+- **backup success rate**: OK runs / runs of the `backup_files`, `backup_set` and `s3_backup` checks (seed: 100 %).
+- **disaster recovery** (seed 002: RTO ≤ 4 h, RPO ≤ 1 h): the last run of each `restore_test` and
+  `restore_cluster` check (any time before the period ends) with its measured RTO
+  (`restore_duration_seconds`) against its target (`restore_test`'s `critical`, `restore_cluster`'s
+  `rto`) and, for a scratch-cluster restore, its measured RPO (`restore_rpo_seconds`: how far before the
+  end of the restore the backup recovered to) against `rpo`.
 - **preventive vs corrective** (seed: 80/20): the policy's executed action runs and operators' log
   entries. An action run counts when it ran (not a dry run, not a skip) and is not a notification;
   it is preventive when its check is calendar-scheduled (routine work such as the weekly ANALYZE) or
@@ -73,6 +76,9 @@ RESOLUTION_TARGET = 4 * 3600.0                   # seed 004: issue resolution ti
 MAINTENANCE_TARGET = 2 * 3600.0                  # seed 004: maintenance time < 2 hours per week
 WEEK = 7 * 86400.0
 BACKUP_TYPES = ("backup_files", "backup_set", "s3_backup")
+RESTORE_TYPES = ("restore_test", "restore_cluster")
+RTO_TARGET = 4 * 3600.0                          # seed 002: RTO ≤ 4 hours (a check's own target wins)
+RPO_TARGET = 3600.0                              # seed 002: RPO ≤ 1 hour
 TREND_METRICS = {"cpu": "usage_ratio", "memory": "used_ratio", "swap": "used_ratio", "load": "per_core",
                  "redis": "memory_used_ratio", "pg_connections": "connections_used_ratio"}
 SLOW_QUERIES_LISTED = 10
@@ -177,18 +183,30 @@ class JobLine:
 
 @dataclass(frozen=True)
 class RestoreTest:
+    """The last run of a restore test: measured RTO and (scratch-cluster restores) RPO against their targets."""
+
     check: str
     started: float
     status: str
     restore_seconds: float | None
     passed: bool | None
     rto_target: float | None
+    type: str = "restore_test"
+    rpo_seconds: float | None = None
+    rpo_target: float | None = None
+    recovered_at: float | None = None
 
     @property
     def within_rto(self) -> bool | None:
         if self.restore_seconds is None or self.rto_target is None:
             return None
         return self.restore_seconds <= self.rto_target
+
+    @property
+    def within_rpo(self) -> bool | None:
+        if self.rpo_seconds is None or self.rpo_target is None:
+            return None
+        return self.rpo_seconds <= self.rpo_target
 
 
 @dataclass(frozen=True)
@@ -628,17 +646,22 @@ def _jobs(scope: _Scope) -> list[JobLine]:
 
 def _restore_tests(scope: _Scope) -> list[RestoreTest]:
     tests = []
-    for name in scope.checks_of("restore_test"):
+    for name in scope.checks_of(*RESTORE_TYPES):
         row = scope.conn.execute(
             "SELECT started, status, json_extract(metrics, '$.restore_duration_seconds'), "
-            "json_extract(metrics, '$.restore_passed') FROM check_runs WHERE check_id = ? AND started < ? "
-            "ORDER BY started DESC LIMIT 1", (scope.ids[name], scope.end)).fetchone()
+            "json_extract(metrics, '$.restore_passed'), json_extract(metrics, '$.restore_rpo_seconds'), "
+            "json_extract(metrics, '$.restore_recovered_timestamp_seconds') FROM check_runs "
+            "WHERE check_id = ? AND started < ? ORDER BY started DESC LIMIT 1",
+            (scope.ids[name], scope.end)).fetchone()
         if row is None:
             continue
-        options = scope.options(name)
-        tests.append(RestoreTest(name, row[0], Status(row[1]).label, row[2],
-                                 None if row[3] is None else bool(row[3]),
-                                 getattr(options, "critical", None) if options else None))
+        kind, options = scope.types[name], scope.options(name)
+        if kind == "restore_cluster":
+            rto, rpo = (options.rto, options.rpo) if options else (RTO_TARGET, RPO_TARGET)
+        else:
+            rto, rpo = getattr(options, "critical", None) if options else None, None
+        tests.append(RestoreTest(name, row[0], Status(row[1]).label, row[2], None if row[3] is None else bool(row[3]),
+                                 rto, kind, row[4], rpo, row[5]))
     return tests
 
 
@@ -878,7 +901,8 @@ def _environment(tz: ZoneInfo, html: bool):
         days=lambda d: "not growing" if d is None else ("full now" if d <= 0 else f"{d:.0f} days" if d >= 10
                                                         else f"{d:.1f} days"),
         num=lambda v: "-" if v is None else f"{v:g}")
-    env.globals.update(AVAILABILITY_TARGET=AVAILABILITY_TARGET, CHECKLISTS=PERIOD_CHECKLISTS, table=_text_table)
+    env.globals.update(AVAILABILITY_TARGET=AVAILABILITY_TARGET, RTO_TARGET=RTO_TARGET, RPO_TARGET=RPO_TARGET,
+                       CHECKLISTS=PERIOD_CHECKLISTS, table=_text_table)
     return env
 
 

@@ -13,6 +13,7 @@ from checks.postgres import (
     PostgresCheck,
 )
 from checks.redis import RedisCheck, RedisReplicationCheck
+from checks.restore_cluster import RestoreClusterCheck
 from checks.s3 import S3BackupCheck
 from checks.smart import SmartCheck
 from checks.systemd import SystemdUnitCheck
@@ -48,6 +49,7 @@ CHECK_TYPES: dict[str, type[Check]] = {
     "pg_tables": PgTablesCheck,
     "backup_files": BackupFilesCheck,
     "restore_test": RestoreTestCheck,
+    "restore_cluster": RestoreClusterCheck,
     "backup_set": BackupSetCheck,
     "s3_backup": S3BackupCheck,
     "os_updates": OsUpdatesCheck,

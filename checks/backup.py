@@ -753,9 +753,11 @@ class RestoreTestCheck(Check):
         MetricSpec("restore_passed", "boolean", "1 when the latest restore test restored and passed every sanity "
                                                 "query."),
         MetricSpec("restore_duration_seconds", "seconds",
-                   "Time to create the scratch database and load the backup (the measured RTO)."),
-        MetricSpec("restore_database_size_bytes", "bytes", "Size of the restored scratch database."),
-        MetricSpec("restore_tables", "count", "Tables in the restored scratch database."),
+                   "Time to restore the backup: create the scratch database and load it, or extract or initdb a "
+                   "scratch cluster and recover or load it (the measured RTO)."),
+        MetricSpec("restore_database_size_bytes", "bytes", "Size of the restored database (all of a scratch "
+                                                                "cluster's)."),
+        MetricSpec("restore_tables", "count", "Tables in the restored database (all of a scratch cluster's)."),
         MetricSpec("restore_sanity_failed", "count", "Sanity queries that failed or missed their expectation."),
     )
     THRESHOLD = Threshold(("restore_duration_seconds",), "seconds")

@@ -156,3 +156,7 @@ class Check:
 
     def run(self, ctx: CheckContext) -> CheckResult:
         raise NotImplementedError
+
+    def startup(self, state_dir: Path | None) -> None:
+        """Called once when the agent starts, before the first run: undo what a killed agent left behind (a
+        restore test's scratch cluster). Most checks leave nothing."""

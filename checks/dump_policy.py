@@ -1,4 +1,4 @@
-"""What a single-database pg_dump script may run in a restore test's scratch database.
+"""What a pg_dump script may run in a restore test's scratch database, and a pg_dumpall script in a scratch cluster.
 
 The statements pg_dump writes are few kinds: SET, `SELECT pg_catalog.…` calls
 with literal arguments (set_config, setval, large objects), CREATE/ALTER/DROP
@@ -13,6 +13,15 @@ This judges the dump's top-level statements. Code the dump defines (a
 PL/pgSQL function used by an index or a materialized view) still runs with
 the restore role's rights: that is why restore_test refuses privileged roles
 (docs/security.md).
+
+`judge_cluster` is the policy for a pg_dumpall script replayed into a private
+scratch cluster (`restore_cluster`): there, roles and databases are what the
+script is for, so CREATE/ALTER/DROP ROLE and DATABASE, role membership,
+GRANT on databases and pg_dumpall's template1 flag update are allowed too.
+Still refused: tablespaces (directories on the host), subscriptions
+(connections out), ALTER SYSTEM, and settings that load native code into a
+session (`*_preload_libraries`, `dynamic_library_path`), on top of everything
+the single-database policy refuses.
 """
 
 from __future__ import annotations
@@ -256,3 +265,104 @@ _RULES = {
     "DROP": _drop, "COMMENT": _comment, "SECURITY": _security_label, "GRANT": _grant, "REVOKE": _grant,
     "COPY": _copy, "REFRESH": _refresh, "BEGIN": _allowed, "COMMIT": _allowed,
 }
+
+
+# --- pg_dumpall into a private scratch cluster ---------------------------------------------------------------
+
+# settings that make a later session load a shared library (native code) or look for one elsewhere
+LIBRARY_SETTINGS = frozenset({"session_preload_libraries", "local_preload_libraries", "shared_preload_libraries",
+                              "dynamic_library_path"})
+_CLUSTER_KINDS = frozenset({"DATABASE", "ROLE", "USER", "GROUP"})
+
+
+def judge_cluster(statement: Statement) -> str | None:
+    """Given a statement read from a pg_dumpall script, return why a scratch-cluster restore refuses it, or None."""
+    t = statement.tokens
+    setting = _library_setting(t)
+    if setting:
+        return f"setting {setting} makes sessions load native code"
+    first = t.word(0)
+    if first in ("CREATE", "ALTER", "DROP", "COMMENT", "SECURITY"):
+        kind = _cluster_kind(t)
+        if kind == "TABLESPACE":
+            return f"{first} TABLESPACE: a tablespace is a directory on the database host"
+        if kind in _CLUSTER_KINDS:
+            return _create_database(t) if first == "CREATE" and kind == "DATABASE" else None
+    if first in ("GRANT", "REVOKE"):
+        return _cluster_grant(statement)
+    if first == "UPDATE":
+        return None if _template_flag(t) else "UPDATE other than pg_dumpall's pg_database.datistemplate flag"
+    return judge(statement)
+
+
+def created_database(statement: Statement) -> str | None:
+    """The database a `CREATE DATABASE name …` statement creates (as the server will name it), else None."""
+    t = statement.tokens
+    if t.word(0) != "CREATE" or t.word(1) != "DATABASE":
+        return None
+    return _identifier(t, 2)
+
+
+def _identifier(t: Tokens, i: int) -> str | None:
+    """A name token as the server reads it: bare words fold to lower case, quoted ones keep theirs."""
+    if t.kind(i) == WORD:
+        return t.value(i).decode("utf-8", "replace").lower()
+    if t.kind(i) == QUOTED_IDENT and t.value(i).startswith(b'"'):
+        return t.value(i)[1:-1].replace(b'""', b'"').decode("utf-8", "replace")
+    return None
+
+
+def _cluster_kind(t: Tokens) -> str | None:
+    """The object kind of CREATE/ALTER/DROP/COMMENT ON/SECURITY LABEL … ON statements."""
+    first = t.word(0)
+    if first == "COMMENT":
+        return t.word(2) if t.word(1) == "ON" else None
+    if first == "SECURITY":
+        on = next((i for i in range(len(t)) if t.word(i) == "ON"), None)
+        return t.word(on + 1) if on is not None else None
+    i = 1
+    while first == "CREATE" and t.word(i) in _CREATE_MODIFIERS:
+        i += 1
+    return t.word(i)
+
+
+def _create_database(t: Tokens) -> str | None:
+    for i, depth in t.depths():
+        if not depth and t.word(i) == "TABLESPACE":
+            return "CREATE DATABASE … TABLESPACE: a tablespace is a directory on the database host"
+    return None
+
+
+def _cluster_grant(statement: Statement) -> str | None:
+    """Role membership and privileges on databases are the cluster's own; tablespaces are the host's."""
+    t = statement.tokens
+    on = next((i for i, depth in t.depths() if not depth and t.word(i) == "ON"), None)
+    if on is None:
+        return None
+    kind = t.word(on + 1)
+    if kind == "TABLESPACE":
+        return f"{t.word(0)} ON TABLESPACE: a tablespace is a directory on the database host"
+    if kind in ("DATABASE", "PARAMETER"):
+        return None
+    return judge(statement)
+
+
+def _library_setting(t: Tokens) -> str | None:
+    """The name after SET in SET …, ALTER ROLE … SET … and ALTER DATABASE … SET … when it loads libraries."""
+    for i, depth in t.depths():
+        if depth or t.word(i) != "SET":
+            continue
+        j = i + 1 if t.word(i + 1) not in ("SESSION", "LOCAL") else i + 2
+        name = _identifier(t, j)
+        if name in LIBRARY_SETTINGS:
+            return name
+    return None
+
+
+def _template_flag(t: Tokens) -> bool:
+    """pg_dumpall --clean: UPDATE pg_catalog.pg_database SET datistemplate = {true|false} WHERE datname = '…'"""
+    shape = [t.value(i).lower() for i in range(len(t) - 1)]
+    return (shape[:4] == [b"update", b"pg_catalog", b".", b"pg_database"]
+            and shape[4:] in ([b"set", b"datistemplate", b"=", b"false", b"where", b"datname", b"="],
+                              [b"set", b"datistemplate", b"=", b"true", b"where", b"datname", b"="])
+            and t.kind(len(t) - 1) == STRING)

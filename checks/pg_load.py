@@ -72,6 +72,9 @@ class ScriptLoader:
                 if segment.copy_in:
                     self._flush()
                     self._copy(segment, it)
+                elif _outside_transaction(segment):
+                    self._flush()
+                    self._alone(segment)
                 else:
                     self._queue(segment)
             elif isinstance(segment, Connect):
@@ -111,6 +114,18 @@ class ScriptLoader:
                 cursor.close()
         self.statements += len(batch)
 
+    def _alone(self, statement: Statement) -> None:
+        """One statement in a message of its own, outside any pipeline (binary results keep it to the extended
+        protocol: still one command per message)."""
+        import psycopg
+
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(statement.text, binary=True)
+        except psycopg.Error as exc:
+            raise StatementFailed(statement.line, statement.excerpt(), exc) from None
+        self.statements += 1
+
     def _copy(self, statement: Statement, it: Iterator[Segment]) -> None:
         """COPY … FROM stdin with the data chunks that follow it, up to its CopyEnd."""
         import psycopg
@@ -127,6 +142,12 @@ class ScriptLoader:
         except psycopg.Error as exc:
             raise StatementFailed(statement.line, statement.excerpt(), exc) from None
         self.statements += 1
+
+
+def _outside_transaction(statement: Statement) -> bool:
+    """CREATE/DROP DATABASE (a pg_dumpall script's): the server refuses them inside a pipeline's transaction."""
+    t = statement.tokens
+    return t.word(0) in ("CREATE", "DROP") and t.word(1) == "DATABASE"
 
 
 class Watchdog:

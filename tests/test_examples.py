@@ -18,13 +18,18 @@ def test_example_ai_camera_profile_validates_with_credentials(tmp_path, monkeypa
     types = {c.type for c in loaded.checks}
     assert {"http", "tls_cert", "postgres", "pg_replication", "pg_connections", "redis", "redis_replication",
             "systemd_unit", "nagios", "cpu", "memory", "disk", "process", "backup_files", "backup_set", "s3_backup",
-            "wal_archive", "restore_test", "heartbeat"} <= types
+            "wal_archive", "restore_test", "restore_cluster", "heartbeat"} <= types
     # the nightly set (dumps + base backup) is judged as one backup, its S3 copy member by member
     by_name = {c.name: c for c in loaded.checks}
     assert by_name["db-dumps-s3"].set and by_name["db-dumps-s3"].local_path == by_name["db-nightly-set"].path
     assert by_name["wal-archive"].critical == 3600.0, "RPO ≤ 1 h"
     # the nightly cron job reports itself: late after 02:00 without a success, down 2 h later, paged
     assert (by_name["nightly-backup-job"].schedule, by_name["nightly-backup-job"].grace) == ("02:00", 7200.0)
+    # the quarterly DR test restores the base backup with the WAL archive in a scratch cluster, against RTO/RPO
+    cluster = by_name["dr-cluster-restore"]
+    assert (cluster.type, cluster.schedule, cluster.rto, cluster.rpo) == ("restore_cluster", "quarterly", 4 * 3600.0,
+                                                                           3600.0)
+    assert cluster.wal_archive == by_name["wal-archive"].path and cluster.path.endswith("/base.tar.gz")
     # seed 004's automated responses are wired: restarts, clean-up at disk > 90 %, Redis eviction, worker pool,
     # weekly ANALYZE, with PagerDuty/Slack escalation
     assert {a.type for a in loaded.config.actions} == {"systemd_restart", "cleanup_files", "redis_evict",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.dump_policy import judge
+from checks.dump_policy import created_database, judge, judge_cluster
 from checks.pg_script import Statement, read_segments
 
 
@@ -115,3 +115,69 @@ def test_policy_statements_pg_dump_writes_are_restored(sql):
 def test_policy_statements_reaching_outside_the_scratch_database_refused(sql, reason):
     refused = judge(statement(sql))
     assert refused is not None and reason in refused, refused
+
+
+# --- pg_dumpall into a private scratch cluster ------------------------------------------------------------------
+
+@pytest.mark.parametrize("sql", [
+    "SET default_transaction_read_only = off",
+    "CREATE ROLE app",
+    "ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS PASSWORD "
+    "'SCRAM-SHA-256$4096:x'",
+    "ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS",
+    "ALTER ROLE app SET search_path TO shop, public",
+    "ALTER ROLE app IN DATABASE aicamera SET work_mem TO '64MB'",
+    "GRANT pg_monitor TO maint_monitor GRANTED BY postgres",
+    "CREATE DATABASE aicamera WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8'",
+    "ALTER DATABASE aicamera OWNER TO app",
+    "ALTER DATABASE aicamera SET timezone TO 'Asia/Ho_Chi_Minh'",
+    "COMMENT ON DATABASE aicamera IS 'cameras'",
+    "GRANT CONNECT ON DATABASE aicamera TO app",
+    "REVOKE CONNECT,TEMPORARY ON DATABASE template1 FROM PUBLIC",
+    "GRANT SET ON PARAMETER work_mem TO app",
+    "DROP DATABASE IF EXISTS aicamera",
+    "DROP ROLE IF EXISTS app",
+    "UPDATE pg_catalog.pg_database SET datistemplate = false WHERE datname = 'template1'",
+    "COPY shop.users (id, name) FROM stdin",
+    "CREATE TABLE shop.users (id integer NOT NULL)",
+])
+def test_cluster_policy_statements_pg_dumpall_writes_are_restored(sql):
+    assert judge_cluster(statement(sql)) is None
+
+
+@pytest.mark.parametrize("sql, reason", [
+    ("CREATE TABLESPACE fast LOCATION '/ssd/pg'", "CREATE TABLESPACE: a tablespace is a directory on the database host"),
+    ("ALTER TABLESPACE fast OWNER TO app", "ALTER TABLESPACE"),
+    ("DROP TABLESPACE fast", "DROP TABLESPACE"),
+    ("COMMENT ON TABLESPACE fast IS 'x'", "COMMENT TABLESPACE"),
+    ("GRANT CREATE ON TABLESPACE fast TO app", "GRANT ON TABLESPACE"),
+    ("CREATE DATABASE x TABLESPACE = fast", "CREATE DATABASE … TABLESPACE"),
+    ("ALTER ROLE app SET session_preload_libraries = '/tmp/evil.so'", "session_preload_libraries makes sessions load"),
+    ("ALTER ROLE app IN DATABASE d SET \"local_preload_libraries\" TO evil", "local_preload_libraries"),
+    ("ALTER DATABASE aicamera SET dynamic_library_path TO '/tmp'", "dynamic_library_path"),
+    ("SET SESSION session_preload_libraries = 'evil'", "session_preload_libraries"),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET local_preload_libraries = 'x' AS 'SELECT 1'",
+     "local_preload_libraries"),
+    ("CREATE SUBSCRIPTION s CONNECTION 'host=prod' PUBLICATION p", "CREATE SUBSCRIPTION"),
+    ("ALTER SYSTEM SET archive_command = 'id'", "ALTER SYSTEM"),
+    ("COPY t TO PROGRAM 'id'", "COPY other than"),
+    ("CREATE FUNCTION sh(cstring) RETURNS int LANGUAGE c AS 'libc.so.6', 'system'", "in language c"),
+    ("UPDATE pg_catalog.pg_authid SET rolsuper = true", "UPDATE other than pg_dumpall's"),
+    ("UPDATE pg_catalog.pg_database SET datallowconn = true WHERE datname = 'template0'", "UPDATE other than"),
+    ("DO $$ BEGIN PERFORM 1; END $$", "DO runs anonymous code"),
+    ("LOAD 'auto_explain'", "LOAD loads a shared library"),
+    ("REASSIGN OWNED BY a TO b", "REASSIGN OWNED"),
+])
+def test_cluster_policy_host_reaching_statements_refused(sql, reason):
+    refused = judge_cluster(statement(sql))
+    assert refused is not None and reason in refused, refused
+
+
+@pytest.mark.parametrize("sql, name", [
+    ("CREATE DATABASE aicamera WITH TEMPLATE = template0", "aicamera"),
+    ("CREATE DATABASE AiCamera", "aicamera"),
+    ('CREATE DATABASE "Ai ""Cam"""', 'Ai "Cam"'),
+    ("CREATE TABLE aicamera (id int)", None),
+])
+def test_created_database_named_as_the_server_names_it(sql, name):
+    assert created_database(statement(sql)) == name
