@@ -46,6 +46,7 @@ from checks.dump_policy import judge
 from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments
 from checks.pg_session import PgOptions, ProbeFailed, describe_error, is_down, open_session, redact_query
+from checks.restore_common import RESTORE_METRICS, SanityQuery, jsonable
 
 _FALLBACK_FILES = 3                # older backups read when the newest fails, to find the last good one
 
@@ -559,79 +560,6 @@ def _peek_script(path: str) -> bytes:
         raise Corrupt(f"gzip data corrupt at its start: {exc}") from None
 
 
-class SanityQuery(BaseModel):
-    """One query run in the restored scratch database (read-only) and what its first column must be."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-    query: str = Field(..., min_length=1, description="SQL returning one value, e.g. SELECT count(*) FROM users")
-    name: str | None = Field(None, description="shown in the summary instead of the query text")
-    min: float | None = Field(None, description="the value must be at least this")
-    max: float | None = Field(None, description="the value must be at most this")
-    equals: float | str | None = Field(None, description="the value must equal this")
-    timeout: PositiveDuration | None = Field(None, description="statement_timeout of this query; default: the check's")
-
-    @model_validator(mode="after")
-    def _range(self):
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
-        return self
-
-    def label(self) -> str:
-        return self.name or (self.query if len(self.query) <= 60 else self.query[:59] + "…")
-
-    def expectation(self) -> str:
-        parts = [f"≥ {self.min:g}" if self.min is not None else "",
-                 f"≤ {self.max:g}" if self.max is not None else "",
-                 f"= {self.equals}" if self.equals is not None else ""]
-        return " and ".join(p for p in parts if p) or "runs without error"
-
-    def failure(self, value: Any, rows: int) -> str | None:
-        """Given the first column of the first row (and how many rows came), return why it misses, or None."""
-        if self.min is None and self.max is None and self.equals is None:
-            return None
-        if rows == 0:
-            return "returned no row"
-        if value is None:
-            return "returned NULL"
-        number = _number(value)
-        if self.equals is not None:
-            same = (number == float(self.equals)) if isinstance(self.equals, float) and number is not None \
-                else str(value) == str(self.equals)
-            if not same:
-                return f"returned {_shown(value)}, expected = {self.equals}"
-        if self.min is not None or self.max is not None:
-            if number is None:
-                return f"returned {_shown(value)}, not a number"
-            if self.min is not None and number < self.min:
-                return f"returned {_shown(value)}, expected ≥ {self.min:g}"
-            if self.max is not None and number > self.max:
-                return f"returned {_shown(value)}, expected ≤ {self.max:g}"
-        return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        return float(value) if isinstance(value, (int, float)) or type(value).__name__ == "Decimal" else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _shown(value: Any) -> str:
-    number = _number(value)
-    return f"{number:g}" if number is not None else repr(str(value)[:60])
-
-
-def _jsonable(value: Any) -> Any:
-    number = _number(value)
-    if number is not None:
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if value is None or isinstance(value, str):
-        return value
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
 class _Stop(Exception):
     """Ends a restore test early with a status and the reason; the scratch database is still dropped."""
 
@@ -747,19 +675,7 @@ class RestoreTestCheck(Check):
             return _default_keys(_default_keys(data, warning=None, critical="4h"), every=None, schedule="monthly")
 
 
-    METRICS = (
-        MetricSpec("restore_last_success_timestamp_seconds", "seconds",
-                   "Unix time the latest passing restore test ended (0: none since the agent started)."),
-        MetricSpec("restore_passed", "boolean", "1 when the latest restore test restored and passed every sanity "
-                                                "query."),
-        MetricSpec("restore_duration_seconds", "seconds",
-                   "Time to restore the backup: create the scratch database and load it, or extract or initdb a "
-                   "scratch cluster and recover or load it (the measured RTO)."),
-        MetricSpec("restore_database_size_bytes", "bytes", "Size of the restored database (all of a scratch "
-                                                                "cluster's)."),
-        MetricSpec("restore_tables", "count", "Tables in the restored database (all of a scratch cluster's)."),
-        MetricSpec("restore_sanity_failed", "count", "Sanity queries that failed or missed their expectation."),
-    )
+    METRICS = RESTORE_METRICS
     THRESHOLD = Threshold(("restore_duration_seconds",), "seconds")
 
     def __init__(self, options):
@@ -1078,7 +994,7 @@ class RestoreTestCheck(Check):
             rows = cur.fetchmany(2) if cur.description else []
             value = next(iter(rows[0].values()), None) if rows else None
             reason = query.failure(value, len(rows))
-            entry.update(value=_jsonable(value), ok=reason is None, reason=reason)
+            entry.update(value=jsonable(value), ok=reason is None, reason=reason)
         except psycopg.errors.QueryCanceled:
             if own > left:
                 raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} in sanity query "

@@ -53,9 +53,10 @@ from agent.child_env import child_env
 from agent.fields import AbsolutePath, Duration, PositiveDuration
 from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample, worst
 from agent.units import format_duration, format_size
-from checks.backup import BackupFile, RestoreTestCheck, SanityQuery, find_backups
+from checks.backup_verify import BackupFile, find_backups
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import StreamedOutput
+from checks.restore_common import RESTORE_METRICS, SanityQuery
 from checks.scratch_dirs import LOCK_NAME, RUN_PREFIX, HostLock, leftover_dirs, remove_run_dir, track
 
 WORKER_GRACE_SECONDS = 20.0        # past the worker's own deadline: it stops the server and reports
@@ -67,7 +68,7 @@ _WORKER_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from checks.restore
                "sys.exit(main(sys.argv[2]))"
 _CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 _OUTPUT_CAP = 1024 * 1024
-_SHARED = {m.name: m for m in RestoreTestCheck.METRICS}
+_SHARED = {m.name: m for m in RESTORE_METRICS}
 
 
 class ClusterSanityQuery(SanityQuery):

@@ -430,7 +430,7 @@ class Restore:
 
     def _sanity(self, query: dict, role: str, sessions: dict) -> dict:
         import psycopg
-        from checks.backup import SanityQuery
+        from checks.restore_common import SanityQuery
 
         model = SanityQuery.model_validate({k: v for k, v in query.items() if k != "database"})
         database = query.get("database") or "postgres"
@@ -463,7 +463,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    from checks.backup import _jsonable as jsonable
+    from checks.restore_common import jsonable
     return jsonable(value)
 
 
