@@ -145,6 +145,20 @@ class RestoreClusterCheck(Check):
     TYPE = "restore_cluster"
     METRIC_PREFIX = "backup"
 
+
+    EXAMPLE = """
+        - name: dr-cluster-restore
+          type: restore_cluster
+          schedule: quarterly
+          timeout: 6h
+          path: /backups/database/2*/base.tar.gz     # pg_basebackup -Ft -z; pg_wal.tar.gz beside it
+          wal_archive: /backups/wal                  # recovers to the newest archived commit
+          scratch_dir: /var/lib/maint-agent/restore  # 1.2 × the expanded backup must be free
+          sanity:
+            - {database: app, name: users exist, query: "SELECT count(*) FROM users", min: 1}
+          rto: 4h
+          rpo: 1h
+    """
     class Options(CheckOptions):
         type: Literal["restore_cluster"]
         path: str = Field(..., description="absolute glob of the backups, e.g. /backups/database/*/base.tar.gz or "

@@ -58,7 +58,7 @@ def test_example_profile_passes_config_check_offline_without_any_credential():
     offline = subprocess.run([*AGENT, "config", "check", "--offline", "examples/ai-camera.yaml"], cwd=REPO,
                              capture_output=True, text=True, timeout=60, env=env)
     assert offline.returncode == 0, offline.stderr
-    assert "OK: 29 checks" in offline.stdout and "secrets not read (--offline)" in offline.stdout
+    assert "OK: 31 checks" in offline.stdout and "secrets not read (--offline)" in offline.stdout
     online = subprocess.run([*AGENT, "config", "check", "examples/ai-camera.yaml"], cwd=REPO, capture_output=True,
                             text=True, timeout=60, env=env)
     assert online.returncode == 2 and "CREDENTIALS_DIRECTORY is not set" in online.stderr

@@ -63,7 +63,7 @@ def test_report_dr_section_shows_measured_rto_and_rpo_against_the_targets(tmp_pa
 
     text = render_text(report)
     section = text.split("DISASTER RECOVERY", 1)[1].split("\n\n", 1)[0]
-    assert section.startswith(" (seed targets: RTO ≤ 4h, RPO ≤ 1h): the last restore test of each check")
+    assert section.startswith(" (targets: RTO ≤ 4h, RPO ≤ 1h): the last restore test of each check")
     row = next(line for line in section.splitlines() if line.strip().startswith("base-restore"))
     assert row.split()[1:] == ["restore_cluster", "2026-04-11", "00:00", "critical", "30m", "4h", "met",
                                "2026-04-10", "22:00", "2h", "1h", "NOT", "MET"]
