@@ -227,8 +227,12 @@ def openssl_not_after(cert: str) -> float:
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory) -> tuple[str, str]:
-    """A self-signed certificate for localhost/127.0.0.1 that expires in 3 days: (cert, key)."""
-    return openssl_cert(tmp_path_factory.mktemp("tls"), days=3)
+    """A self-signed certificate for localhost/127.0.0.1 that expires in 3 days: (cert, key). Handed out once
+    it has less than 3 days left (a second at most), so the tests at the 3-day threshold never meet it equal."""
+    made = openssl_cert(tmp_path_factory.mktemp("tls"), days=3)
+    expires = openssl_not_after(made[0])
+    wait_for(lambda: expires - time.time() < 3 * DAY - 1, timeout=5, what="the certificate to age past 3 days left")
+    return made
 
 
 @pytest.fixture(scope="module")
