@@ -1,7 +1,7 @@
 """The daemon: scheduler loop, result sink, signals, reload, sd_notify.
 
-Threads: the main loop (due checks, timeouts, watchdog, signals), one thread
-per running check, the sink (evaluate → store → metrics; the store's only
+Threads: the main loop (due checks, timeouts, watchdog, signals), the runner's
+pool of check workers, the sink (evaluate → store → metrics; the store's only
 writer) and the HTTP server. Signals only set flags; the loop acts on them.
 """
 
@@ -52,7 +52,9 @@ class Daemon:
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
                              state_dir=loaded.db_path.parent)
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
+        self._unmarked_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
+        self.tz = loaded.tz
         self._stop = threading.Event()
         self._reload = False
         self._heartbeat = time.monotonic()
@@ -109,7 +111,10 @@ class Daemon:
                 self._do_reload()
             now = time.time()
             if self._unmarked:
-                self._mark_slot(*self._unmarked.popitem())
+                with self._unmarked_lock:
+                    retry = self._unmarked.popitem() if self._unmarked else None
+                if retry:
+                    self._mark_slot(*retry)
             for job in list(self.jobs.values()):
                 job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
                 if job.next_due <= now:
@@ -143,6 +148,7 @@ class Daemon:
             self.runner.pump()
             time.sleep(0.05)
         self.runner.pump()
+        self.runner.close()
         self.remediator.drain(max(0.0, end - time.monotonic()))
         self._results.put(None)
         self._sink_thread.join(timeout=max(5.0, grace))
@@ -159,6 +165,7 @@ class Daemon:
         """Build jobs for a (new) config; a check whose options did not change keeps its state."""
         persisted = self.store.scheduler_state()
         now = time.time()
+        tz = loaded.tz   # resolved once per config: the host's zone is a realpath() of /etc/localtime
         jobs: dict[str, Job] = {}
         for options in loaded.checks:
             if not options.enabled:
@@ -180,7 +187,7 @@ class Daemon:
             else:
                 job = Job(check, trigger, loaded.timeout_for(options))
             fired, ran = persisted.get(options.name, (None, None))
-            plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key(loaded, job.name), options.jitter)
+            plan = plan_start(trigger, fired, ran, now, tz, jitter_key(loaded, job.name), options.jitter)
             if plan.arm:
                 self._mark_fired(job, now)
             if plan.catch_up:
@@ -189,11 +196,11 @@ class Daemon:
                           check_name=job.name)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
             jobs[options.name] = job
-        self.loaded = loaded
+        self.loaded, self.tz = loaded, tz
         self.jobs = jobs
         self.state.jobs = list(jobs.values())
         self.remediator.configure(loaded, self.dry_run)
-        self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
+        self.tasks.configure(self._internal_tasks(loaded), persisted, now, tz)
         logs.set_level(loaded.config.agent.log_level)
         REDACT.refresh(loaded.config)
 
@@ -227,7 +234,7 @@ class Daemon:
     def _dispatch(self, job: Job, now: float) -> None:
         scheduled, fired = job.next_due, job.next_fire
         self.runner.request(job, scheduled, fired)
-        plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, jitter_key(self.loaded, job.name),
+        plan = plan_next(job.trigger, scheduled, fired, now, self.tz, jitter_key(self.loaded, job.name),
                          job.options.jitter)
         job.next_due, job.next_fire = plan.next_due, plan.next_fire
         if isinstance(job.trigger, Calendar):
@@ -247,10 +254,12 @@ class Daemon:
         self._mark_slot(job.name, fired)
 
     def _mark_slot(self, name: str, fired: float) -> None:
-        self._unmarked[name] = fired
-        for pending, slot in list(self._unmarked.items()):
-            if self._safely("mark_fired", self.store.mark_fired, pending, slot) is not False:
-                self._unmarked.pop(pending, None)
+        """Persist a calendar slot as done; called from the loop, the tasks and the runner's workers."""
+        with self._unmarked_lock:
+            self._unmarked[name] = fired
+            for pending, slot in list(self._unmarked.items()):
+                if self._safely("mark_fired", self.store.mark_fired, pending, slot) is not False:
+                    self._unmarked.pop(pending, None)
 
     def _safely(self, what: str, write, *args, **kwargs):
         """Run a store write from the main loop; a full or broken disk is logged and counted, never fatal.
