@@ -12,6 +12,7 @@ subprocesses) and rarely get here. Workers are started on demand up to
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import deque
@@ -58,6 +59,7 @@ class Runner:
         self._started = started
         self._wake = wake
         self._wall, self._monotonic = wall, monotonic
+        self._hostname = socket.gethostname()   # once, not a uname() per run
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[_Run] = deque()
@@ -150,8 +152,8 @@ class Runner:
     def _execute(self, run: _Run) -> bool:
         """Run the check and deliver its result; False when the run had been abandoned meanwhile."""
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir,
-                           keep_state=self.keep_state)
+        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
+                           state_dir=self.state_dir, keep_state=self.keep_state)
         try:
             result = job.check.run(ctx)
             if not isinstance(result, CheckResult):
