@@ -8,10 +8,10 @@ writer) and the HTTP server. Signals only set flags; the loop acts on them.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
+from collections import deque
 
 from agent import __version__, logs
 from agent.calendar import CalendarSpec, parse_calendar
@@ -24,7 +24,7 @@ from agent.result import SUMMARY_CAP_CHARS, CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
-from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
+from agent.scheduler import DueQueue, clamp_to_clock, jitter_key_for, plan_next, plan_start
 from agent.redact import REDACT, redact_tree
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import Store
@@ -32,6 +32,7 @@ from agent.yamlsrc import ConfigError
 from checks import CHECK_TYPES
 
 MAX_TICK_SECONDS = 1.0
+STATUS_EVERY_SECONDS = 1.0   # the STATUS= line (a count over every check) is refreshed at most this often
 MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
 OUTBOX_EVERY_SECONDS = 60.0
@@ -49,13 +50,16 @@ class Daemon:
                                      loaded.config.agent.hostname)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()
-        self._results: queue.Queue = queue.Queue()
+        self._results: deque = deque()            # results for the sink; None asks it to finish
+        self._results_posted = threading.Event()  # set when the sink may have something to take
         self._pending: list[Evaluated] = []
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
                              state_dir=loaded.db_path.parent)
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self._unmarked_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
+        self._due: DueQueue[Job] = DueQueue()
+        self._last_now = 0.0
         self.tz = loaded.tz
         self._stop = threading.Event()
         self._reload = False
@@ -106,6 +110,7 @@ class Daemon:
     def _loop(self) -> None:
         watchdog = watchdog_interval()
         last_ping, last_status = 0.0, self._status_line()
+        status, status_at = last_status, time.monotonic()
         while not self._stop.is_set():
             _stall_for_tests()
             if self._reload:
@@ -117,28 +122,37 @@ class Daemon:
                     retry = self._unmarked.popitem() if self._unmarked else None
                 if retry:
                     self._mark_slot(*retry)
-            for job in list(self.jobs.values()):
-                job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
-                if job.next_due <= now:
-                    self._dispatch(job, now)
+            if now < self._last_now:   # the wall clock stepped back
+                self._clamp(now)
+            self._last_now = now
+            due = self._due.pop_due(now)
+            if due:
+                self._dispatch(due, now)
             tasks_in = self.tasks.run_due(now)
             verify_in = self.remediator.poll(now)
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
-            status = self._status_line()
+            if self._heartbeat - status_at >= STATUS_EVERY_SECONDS:
+                status, status_at = self._status_line(), self._heartbeat
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={status}")
                 last_ping, last_status = self._heartbeat, status
             elif status != last_status:   # without a watchdog, STATUS= still follows the checks
                 notify(f"STATUS={status}")
                 last_status = status
-            wait = min([MAX_TICK_SECONDS] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+            wait = min([MAX_TICK_SECONDS, max(0.0, self._due.soonest() - time.time())]
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
                        + ([verify_in] if verify_in is not None else [])
                        + ([tasks_in] if tasks_in is not None else []))
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _clamp(self, now: float) -> None:
+        """After the wall clock stepped back, interval checks are due within one interval (not after the step)."""
+        for job in self.jobs.values():
+            job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
+        self._due = DueQueue(list(self.jobs.values()))
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")
@@ -152,7 +166,7 @@ class Daemon:
         self.runner.pump()
         self.runner.close()
         self.remediator.drain(max(0.0, end - time.monotonic()))
-        self._results.put(None)
+        self._post(None)
         self._sink_thread.join(timeout=max(5.0, grace))
         if self.server:
             self.server.shutdown()
@@ -200,6 +214,7 @@ class Daemon:
             jobs[options.name] = job
         self.loaded, self.tz = loaded, tz
         self.jobs = jobs
+        self._due = DueQueue(list(jobs.values()))
         self.state.jobs = list(jobs.values())
         self.remediator.configure(loaded, self.dry_run)
         self.tasks.configure(self._internal_tasks(loaded), persisted, now, tz)
@@ -233,16 +248,18 @@ class Daemon:
 
     # -- scheduling and results ------------------------------------------------------------------------
 
-    def _dispatch(self, job: Job, now: float) -> None:
-        scheduled, fired = job.next_due, job.next_fire
-        self.runner.request(job, scheduled, fired)
-        plan = plan_next(job.trigger, scheduled, fired, now, self.tz, jitter_key(self.loaded, job.name),
-                         job.options.jitter)
-        job.next_due, job.next_fire = plan.next_due, plan.next_fire
-        if isinstance(job.trigger, Calendar):
-            # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
-            # otherwise look overdue to the dead man's switch until its result arrives
-            self.exposition.refresh()
+    def _dispatch(self, jobs: list[Job], now: float) -> None:
+        """Queue a run of every due check, then plan each one's next."""
+        self.runner.request_many([(job, job.next_due, job.next_fire) for job in jobs])
+        for job in jobs:
+            plan = plan_next(job.trigger, job.next_due, job.next_fire, now, self.tz, jitter_key(self.loaded, job.name),
+                             job.options.jitter)
+            job.next_due, job.next_fire = plan.next_due, plan.next_fire
+            self._due.push(job)
+            if isinstance(job.trigger, Calendar):
+                # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
+                # otherwise look overdue to the dead man's switch until its result arrives
+                self.exposition.refresh()
 
     def _request_verification(self, check: str) -> bool:
         """The remediator wants a run of `check` now, to see whether an action helped."""
@@ -278,17 +295,22 @@ class Daemon:
         self._safely("maintenance_log", self.store.add_log, message, at=time.time(), **fields)
 
     def _deliver(self, job: Job, result: CheckResult, started: float, duration: float, scheduled: float) -> None:
-        self._results.put((job, result, started, duration, scheduled))
+        self._post((job, result, started, duration, scheduled))
+
+    def _post(self, item) -> None:
+        """Hand a result to the sink: a deque append, and a wake-up only when it is not already due."""
+        self._results.append(item)
+        if not self._results_posted.is_set():
+            self._results_posted.set()
 
     def _sink(self) -> None:
         """Evaluate, store and publish results; batches what arrives together into one commit."""
         running = True
         while running:
-            try:
-                item = self._results.get(timeout=5.0 if self._pending else None)
-            except queue.Empty:
-                item = ()
-            batch, running = self._gather(item)
+            self._results_posted.clear()   # before looking: a result posted from here on sets it again
+            if not self._results:
+                self._results_posted.wait(5.0 if self._pending else None)   # pending: retry the store
+            batch, running = self._gather()
             evaluated = []
             for entry in batch:
                 try:
@@ -309,28 +331,23 @@ class Daemon:
             except Exception as exc:  # a bug here must not stop every later result from being stored
                 logs.event("sink.failed", "error", error=f"{type(exc).__name__}: {exc}")
 
-    def _gather(self, item) -> tuple[list, bool]:
+    def _gather(self) -> tuple[list, bool]:
         """The results one wake-up commits: those queued, and, while the runner still has runs going
         (checks due together), those arriving within SINK_BATCH_SECONDS, so a burst is one transaction
-        (a commit with synchronous=FULL costs ~0.2 ms of CPU and an fsync). Returns (batch, keep running)."""
-        if item is None:
-            return [], False
-        batch = [item] if item else []
+        (a commit with synchronous=FULL costs ~0.2 ms of CPU and an fsync). Meanwhile the sink looks every
+        SINK_POLL_SECONDS instead of waking for each result. Returns (batch, keep running)."""
+        batch = []
         end = time.monotonic() + SINK_BATCH_SECONDS
         while True:
-            try:
-                more = self._results.get_nowait()
-            except queue.Empty:
-                wait = end - time.monotonic()
-                if wait <= 0 or self.runner.idle():
-                    return batch, True
-                try:
-                    more = self._results.get(timeout=min(wait, SINK_POLL_SECONDS))
-                except queue.Empty:
-                    continue
-            if more is None:
-                return batch, False
-            batch.append(more)
+            while self._results:
+                more = self._results.popleft()   # the sink is the only consumer
+                if more is None:
+                    return batch, False
+                batch.append(more)
+            wait = end - time.monotonic()
+            if wait <= 0 or self.runner.idle():
+                return batch, True
+            time.sleep(min(wait, SINK_POLL_SECONDS))
 
     def _evaluate(self, job: Job, result: CheckResult, started: float, duration: float,
                   scheduled: float) -> Evaluated:

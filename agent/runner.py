@@ -77,17 +77,28 @@ class Runner:
         `fired` (a calendar slot) is reported to `started` when the run actually begins, so a
         run queued behind busy workers and dropped at shutdown is not recorded as done.
         """
+        return self.request_many([(job, scheduled, fired)])[0]
+
+    def request_many(self, runs: list[tuple[Job, float, float | None]]) -> list[bool]:
+        """`request` for every (job, scheduled, fired) of a tick under one lock: workers start on the
+        batch once it is queued instead of contending with the scheduler loop for each run."""
+        queued = []
         with self._lock:
-            if job.in_flight:
-                job.skipped += 1
-                if not job.skipping:   # one line per episode, not one per interval
-                    job.skipping = True
-                    logs.event("check.skipping", "warning", check=job.name, reason="previous run still in flight")
-                return False
-            job.in_flight = True
-            self._queue.append(_Run(job, scheduled, fired))
-            self._hand_out()
-            return True
+            for job, scheduled, fired in runs:
+                if job.in_flight:
+                    job.skipped += 1
+                    if not job.skipping:   # one line per episode, not one per interval
+                        job.skipping = True
+                        logs.event("check.skipping", "warning", check=job.name,
+                                   reason="previous run still in flight")
+                    queued.append(False)
+                    continue
+                job.in_flight = True
+                self._queue.append(_Run(job, scheduled, fired))
+                queued.append(True)
+            for _ in range(min(sum(queued), self.workers)):
+                self._hand_out()
+        return queued
 
     def _hand_out(self) -> None:
         """Under the lock: a worker for the newest queued run — an idle one, or a new one below `workers`."""

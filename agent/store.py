@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 from agent.result import Evaluated
 
 BUSY_TIMEOUT_MS = 5000
+_COMPACT = json.JSONEncoder(separators=(",", ":"))   # built once: json.dumps(…, separators=…) builds one per call
+_COMPACT_STRICT = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False)
 PRUNE_BATCH_ROWS = 20000
 
 
@@ -74,11 +76,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _encode(run: Evaluated) -> tuple[str, str | None]:
     """Metrics and details as JSON; non-finite values are dropped (SQLite's JSON functions reject them)."""
-    metrics = json.dumps({s.key: s.value for s in run.samples if math.isfinite(s.value)}, separators=(",", ":"))
+    metrics = _COMPACT.encode({s.key: s.value for s in run.samples if math.isfinite(s.value)})
     if not run.details:
         return metrics, None
     try:
-        details = json.dumps(run.details, separators=(",", ":"), default=str, allow_nan=False)
+        details = _COMPACT_STRICT.encode(run.details)
     except (TypeError, ValueError) as exc:
         details = json.dumps({"error": f"details not serialisable: {exc}"})
     return metrics, details
