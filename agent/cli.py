@@ -25,11 +25,14 @@ COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "ag
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # `run` is the daemon: it needs neither the other commands' modules nor their parsers for months
+    parser = build_parser(commands=_command_word(argv) != "run")
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    del parser
     try:
         return args.handler(args)
     except BrokenPipeError:
@@ -40,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: list[str]) -> str | None:
+    """The command named on the command line (options come after it)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """Every command's parser; without `commands`, only those defined here (not COMMAND_MODULES')."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", type=Path, default=None,
                         help="config file (default: $MAINT_AGENT_CONFIG, ./agent.yaml, /etc/maint-agent/agent.yaml)")
@@ -99,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
-    for module in COMMAND_MODULES:   # each keeps its top-level imports light: every invocation loads them
+    for module in COMMAND_MODULES if commands else ():   # each keeps its top-level imports light
         importlib.import_module(module).register(sub, common, fmt)
     return parser
 

@@ -73,13 +73,21 @@ AGENT_FAMILIES = (
 
 
 def check_families() -> list[Family]:
-    """The per-type metric families, from each check type's declared METRICS."""
+    """The per-type metric families, from each check type's declared METRICS (imports every check type)."""
     families = {}
     for cls in CHECK_TYPES.values():
-        for spec in cls.METRICS:
-            name = exported_name(cls.metric_prefix(), spec)
-            families[name] = Family(name, "gauge", spec.help, ("check", *spec.labels))
+        families.update(type_families(cls))
     return list(families.values())
+
+
+@functools.cache
+def type_families(cls: type) -> dict[str, Family]:
+    """One check type's metric families by exported name (no two types export the same name: a test checks)."""
+    families = {}
+    for spec in cls.METRICS:
+        name = exported_name(cls.metric_prefix(), spec)
+        families[name] = Family(name, "gauge", spec.help, ("check", *spec.labels))
+    return families
 
 
 def contract() -> list[Family]:
@@ -123,8 +131,8 @@ _STATUS_LABELS = tuple(s.label for s in Status)
 
 @functools.cache
 def _headers() -> dict[str, str]:
-    """`# HELP`/`# TYPE` of every family in the contract, by name."""
-    return {f.name: header(f.name, f.kind, f.help) for f in contract()}
+    """`# HELP`/`# TYPE` of the agent's own families, by name (those of measured values come with their type)."""
+    return {f.name: header(f.name, f.kind, f.help) for f in AGENT_FAMILIES}
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +142,7 @@ class _CheckLines:
     key: tuple
     fixed: tuple[bytes, ...]                  # one entry per CHECK_FAMILIES (b"" when none)
     values: tuple[tuple[str, bytes], ...]     # value families in the order the samples name them
+    families: dict[str, Family]               # the check type's value families
 
 
 def _check_key(job: Job) -> tuple:
@@ -162,7 +171,7 @@ def _check_lines(job: Job, key: tuple) -> _CheckLines:
         fixed[3] = line("maint_check_last_duration_seconds", check, latest.duration)
         fixed[6] = line("maint_check_schedule_lag_seconds", check, job.lag)
         prefix = job.check.metric_prefix()
-        families = _value_families()
+        families = type_families(type(job.check))
         for s in latest.samples:
             spec = job.check.metric_spec(s.name)
             if spec is None:
@@ -172,12 +181,8 @@ def _check_lines(job: Job, key: tuple) -> _CheckLines:
             given = [name] + [labels.get(label, "") for label in spec.labels]
             values.setdefault(metric, []).append(line(metric, tuple(zip(families[metric].labels, given)), s.value))
     return _CheckLines(key, tuple(text.encode() for text in fixed),
-                       tuple((metric, "".join(texts).encode()) for metric, texts in values.items()))
-
-
-@functools.cache
-def _value_families() -> dict[str, Family]:
-    return {f.name: f for f in check_families()}
+                       tuple((metric, "".join(texts).encode()) for metric, texts in values.items()),
+                       type_families(type(job.check)))
 
 
 class Exposition:
@@ -201,6 +206,7 @@ class Exposition:
         self._fixed: list[list[bytes]] = []       # per CHECK_FAMILIES entry: each check's lines, by position
         self._values: dict[str, list[bytes]] = {} # per value family: each check's lines, by position
         self._order: list[str] = []               # value families in order of first appearance
+        self._value_headers: dict[str, bytes] = {}
         self._actions: tuple[tuple, bytes] = ((), b"")
 
     def refresh(self) -> None:
@@ -226,7 +232,7 @@ class Exposition:
             parts.append(headers[name].encode())
             parts += self._fixed[index]
         for name in self._order:
-            parts.append(headers[name].encode())
+            parts.append(self._value_headers[name])
             parts += self._values[name]
         parts.append(self._actions_block(headers))
         return b"".join(parts)
@@ -253,6 +259,8 @@ class Exposition:
             for name, text in fresh.values:
                 if name not in self._values:
                     self._values[name] = [b""] * len(jobs)
+                    family = fresh.families[name]
+                    self._value_headers[name] = header(family.name, family.kind, family.help).encode()
                 self._values[name][position] = text
             reorder = reorder or before != [name for name, _ in fresh.values]
         if reorder:
