@@ -22,12 +22,13 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
+STANDALONE_COMMANDS = ("run", "status")
+"""Commands defined here that no COMMAND_MODULES extends (`history` gains `export`): parsed without importing them."""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # `run` is the daemon: it needs neither the other commands' modules nor their parsers for months
-    parser = build_parser(commands=_command_word(argv) != "run")
+    parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -48,8 +49,9 @@ def _command_word(argv: list[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def build_parser(commands: bool = True) -> argparse.ArgumentParser:
-    """Every command's parser; without `commands`, only those defined here (not COMMAND_MODULES')."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or for a STANDALONE_COMMANDS `command` only of those defined here: `run`
+    (the daemon keeps what it imports for months) and `status` (start-up time) skip COMMAND_MODULES."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", type=Path, default=None,
                         help="config file (default: $MAINT_AGENT_CONFIG, ./agent.yaml, /etc/maint-agent/agent.yaml)")
@@ -108,8 +110,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
-    for module in COMMAND_MODULES if commands else ():   # each keeps its top-level imports light
-        importlib.import_module(module).register(sub, common, fmt)
+    if command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
+        for module in COMMAND_MODULES:
+            importlib.import_module(module).register(sub, common, fmt)
     return parser
 
 
@@ -349,7 +352,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_history(args) -> int:
-    from agent.history import runs, runs_json
+    from agent.history import runs, write_runs_json
     now = time.time()
     try:
         since, until = _time_range(args, now)
@@ -364,8 +367,8 @@ def cmd_history(args) -> int:
     conn, _ = _open_store(args)
     query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     if args.format == "json":
-        objects = runs_json(conn, **query)
-        sys.stdout.write("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n")
+        sys.stdout.flush()
+        write_runs_json(conn, sys.stdout.buffer, **query)
         return EXIT_OK
     when = _time_format(args.format)
     rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -115,6 +114,7 @@ def file_sd(hosts: list[tuple[str, dict[str, str]]], port: int, labels: dict[str
 
 def write_atomically(path: Path, text: str) -> None:
     """Prometheus re-reads file_sd files on change: it must never see a half-written one."""
+    import tempfile   # here, not at the top: every command imports this module to register its parser
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

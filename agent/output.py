@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import sys
 
 FORMATS = ("table", "json", "csv")
@@ -17,6 +15,7 @@ def emit(rows: list[dict], fmt: str, table_columns: list[str], out=None) -> None
         json.dump(rows, out, indent=1, default=str, ensure_ascii=False)
         out.write("\n")
     elif fmt == "csv":
+        import csv
         fields = list(rows[0]) if rows else table_columns
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -32,7 +31,11 @@ def _table(rows: list[dict], columns: list[str], out) -> None:
         return
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    width = shutil.get_terminal_size((160, 24)).columns if out.isatty() else 10**6
+    if out.isatty():
+        import shutil
+        width = shutil.get_terminal_size((160, 24)).columns
+    else:
+        width = 10**6
     header = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))
     out.write(header.rstrip()[:width] + "\n")
     for r in cells:
