@@ -175,10 +175,10 @@ class Store:
                             (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
                              run.summary, metrics, details)).rowcount:
                         started += 1e-6
-                    self.conn.execute(
-                        "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
-                        "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
-                        (run.check, run.started))
+                self.conn.executemany(
+                    "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
+                    "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
+                    [(run.check, run.started) for run, _, _ in rows])
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._check_ids.clear()   # ids inserted in this transaction are gone with it
