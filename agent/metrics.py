@@ -153,25 +153,30 @@ def _check_key(job: Job) -> tuple:
 def _check_lines(job: Job, key: tuple) -> _CheckLines:
     name = job.name
     check = (("check", name),)
-    fixed = [""] * len(CHECK_FAMILIES)
-    fixed[4] = line("maint_check_next_run_timestamp_seconds", check, job.next_due)
+    lines = dict.fromkeys(CHECK_FAMILIES, "")
+    lines["maint_check_next_run_timestamp_seconds"] = line("maint_check_next_run_timestamp_seconds", check,
+                                                           job.next_due)
     seconds = getattr(job.trigger, "seconds", None)
     if seconds is not None:
-        fixed[5] = line("maint_check_interval_seconds", check, seconds)
-    fixed[7] = "".join(line("maint_check_runs_total", (("check", name), ("status", label)), job.runs.get(label, 0))
-                       for label in _STATUS_LABELS)
-    fixed[8] = line("maint_check_skipped_runs_total", check, job.skipped)
+        lines["maint_check_interval_seconds"] = line("maint_check_interval_seconds", check, seconds)
+    lines["maint_check_runs_total"] = "".join(
+        line("maint_check_runs_total", (("check", name), ("status", label)), job.runs.get(label, 0))
+        for label in _STATUS_LABELS)
+    lines["maint_check_skipped_runs_total"] = line("maint_check_skipped_runs_total", check, job.skipped)
+    families = type_families(type(job.check))
     values: dict[str, list[str]] = {}
     latest = job.latest
     if latest is not None:
-        fixed[0] = line("maint_check_status", (("check", name), ("type", job.check.TYPE),
-                                               ("severity", job.options.severity)), int(latest.status))
-        fixed[1] = line("maint_check_pending_status", check, int(latest.pending))
-        fixed[2] = line("maint_check_last_run_timestamp_seconds", check, latest.started)
-        fixed[3] = line("maint_check_last_duration_seconds", check, latest.duration)
-        fixed[6] = line("maint_check_schedule_lag_seconds", check, job.lag)
+        lines["maint_check_status"] = line("maint_check_status", (("check", name), ("type", job.check.TYPE),
+                                                                  ("severity", job.options.severity)),
+                                           int(latest.status))
+        lines["maint_check_pending_status"] = line("maint_check_pending_status", check, int(latest.pending))
+        lines["maint_check_last_run_timestamp_seconds"] = line("maint_check_last_run_timestamp_seconds", check,
+                                                               latest.started)
+        lines["maint_check_last_duration_seconds"] = line("maint_check_last_duration_seconds", check,
+                                                          latest.duration)
+        lines["maint_check_schedule_lag_seconds"] = line("maint_check_schedule_lag_seconds", check, job.lag)
         prefix = job.check.metric_prefix()
-        families = type_families(type(job.check))
         for s in latest.samples:
             spec = job.check.metric_spec(s.name)
             if spec is None:
@@ -180,9 +185,8 @@ def _check_lines(job: Job, key: tuple) -> _CheckLines:
             labels = dict(s.labels)
             given = [name] + [labels.get(label, "") for label in spec.labels]
             values.setdefault(metric, []).append(line(metric, tuple(zip(families[metric].labels, given)), s.value))
-    return _CheckLines(key, tuple(text.encode() for text in fixed),
-                       tuple((metric, "".join(texts).encode()) for metric, texts in values.items()),
-                       type_families(type(job.check)))
+    return _CheckLines(key, tuple(lines[family].encode() for family in CHECK_FAMILIES),
+                       tuple((metric, "".join(texts).encode()) for metric, texts in values.items()), families)
 
 
 class Exposition:
@@ -204,7 +208,7 @@ class Exposition:
         self._jobs: list[Job] | None = None      # the list the per-check caches below are positioned on
         self._checks: list[_CheckLines | None] = []
         self._fixed: list[list[bytes]] = []       # per CHECK_FAMILIES entry: each check's lines, by position
-        self._values: dict[str, list[bytes]] = {} # per value family: each check's lines, by position
+        self._values: dict[str, list[bytes]] = {}  # per value family: each check's lines, by position
         self._order: list[str] = []               # value families in order of first appearance
         self._value_headers: dict[str, bytes] = {}
         self._actions: tuple[tuple, bytes] = ((), b"")
