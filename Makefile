@@ -25,7 +25,7 @@ DOCDIR  := $(VENVDIR)/share/doc/maint-agent
 ETC     := $(ROOT)/etc/maint-agent
 POLKIT  := $(ROOT)/usr/share/polkit-1/rules.d/50-maint-agent.rules
 
-.PHONY: run test test-deps check bench clean install install-venv install-files uninstall report-preview \
+.PHONY: run test test-deps check bench bench-scale clean install install-venv install-files uninstall report-preview \
 	status-screenshot
 
 $(STAMP): pyproject.toml
@@ -49,6 +49,10 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# 30 to 1,000 checks with Monit beside the agent (~5 min); SOAK=600 adds the 10-minute RSS figure
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py $(if $(SOAK),--soak $(SOAK))
 
 # a sample weekly report of the example profile from a seeded demo store: docs/report-sample.txt and a
 # screenshot of its HTML by headless Chromium, docs/report-sample.png (as root Chromium needs --no-sandbox)

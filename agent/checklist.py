@@ -27,7 +27,7 @@ TICK_CATEGORY = "checklist"
 
 
 class ChecklistItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)   # built when a config has checklists
 
     id: Name = Field(description="the item's key; ticked as `<checklist>.<id>`, e.g. weekly.security-review")
     title: str = Field(min_length=1, description="what is to be done, as the checklist and the report show it")
@@ -48,7 +48,7 @@ class ChecklistItem(BaseModel):
 
 
 class ChecklistsSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     daily: tuple[ChecklistItem, ...] = Field((), description="items for each local day")
     weekly: tuple[ChecklistItem, ...] = Field((), description="items for each week, Monday 00:00 to Monday 00:00")

@@ -27,20 +27,23 @@ STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
                    "agent.cli_maintenance", "agent.cli_ping", "agent.cli_notifications")
 """Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
+STANDALONE_COMMANDS = ("run", "status")
+"""Commands defined here that no COMMAND_MODULES extends (`history` gains `export`): parsed without importing them."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     wrapped: list[str] = []
     if argv[:1] == ["ping"] and "--" in argv:   # `ping NAME [options] -- COMMAND ARGS…`: the command is the job's
         argv, wrapped = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
     if argv[:1] == ["ping"]:
         args.command = wrapped
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    del parser
     try:
         return args.handler(args)
     except BrokenPipeError:
@@ -53,7 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: list[str]) -> str | None:
+    """The command named on the command line (`-c FILE` may come before it)."""
+    words = iter(argv)
+    for arg in words:
+        if arg in ("-c", "--config"):
+            next(words, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or for a STANDALONE_COMMANDS `command` only of those defined here: `run`
+    (the daemon keeps what it imports for months) and `status` (start-up time) skip COMMAND_MODULES."""
     # -c/--config before the command word (`maint-agent -c FILE status`) or after it: the subcommands'
     # option has no default, so it never resets a value given before the word
     common = argparse.ArgumentParser(add_help=False)
@@ -123,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
-    for module in COMMAND_MODULES:   # each keeps its top-level imports light: every invocation loads them
-        importlib.import_module(module).register(sub, common, fmt)
+    if command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
+        for module in COMMAND_MODULES:
+            importlib.import_module(module).register(sub, common, fmt)
     return parser
 
 
@@ -520,7 +537,7 @@ def _paint(row: dict, column: str) -> str | None:
 
 
 def cmd_history(args) -> int:
-    from agent.history import runs, runs_json
+    from agent.history import runs, write_runs_json
     now = time.time()
     conn, lean = _open_store(args)
     try:
@@ -539,9 +556,8 @@ def cmd_history(args) -> int:
             return _fail(unknown_name("check", args.check, lean.all_names | stored))
     query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     if args.format == "json":
-        from agent.terminal import json_c1_escaped
-        objects = [json_c1_escaped(text) for text in runs_json(conn, **query)]
-        sys.stdout.write("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n")
+        sys.stdout.flush()
+        write_runs_json(conn, sys.stdout.buffer, **query)
         return EXIT_OK
     when = _time_format(args.format, lean.tz, now)
     rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],

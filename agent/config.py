@@ -8,7 +8,6 @@ beyond critical, unknown schedule names).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import socket
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator,
+)
 
 from agent.address import is_loopback, split_target
 from agent.calendar import CalendarSpec, CalendarSpecError, next_fire, parse_calendar
@@ -30,15 +31,15 @@ from agent.includes import MergedSource, merge_includes
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, load_yaml, read_text
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
-from agent.archive import ArchiveSection
 from agent.checklist import ChecklistsSection
-from agent.mailer import SmtpSection
-from agent.report_config import ReportSection, report_issues
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # imported when a file has the section, or for the schema (`schema_model`)
+    from agent.archive import ArchiveSection
     from agent.maintenance import Recurring
+    from agent.mailer import SmtpSection
+    from agent.report_config import ReportSection
 
 DEFAULT_SCHEDULES = {
     "daily": "02:00",
@@ -188,24 +189,22 @@ def _tagged_union(types: dict) -> Any:
     return Annotated[Union[options], Field(discriminator="type")] if len(options) > 1 else options[0]
 
 
-CheckConfig = _tagged_union(CHECK_TYPES)
-ActionConfig = _tagged_union(ACTION_TYPES)
-
-
 @functools.cache
 def _check_adapter() -> TypeAdapter:
-    """The union of every check type: built only for schema output and for reporting a bad `type:`."""
-    return TypeAdapter(CheckConfig)
+    """The union of every check type (importing them all): only for reporting a missing or unknown `type:`."""
+    return TypeAdapter(_tagged_union(CHECK_TYPES))
 
 
 @functools.cache
 def _action_adapter() -> TypeAdapter:
     """The union of every action type, for reporting a missing or unknown `type:`."""
-    return TypeAdapter(ActionConfig)
+    return TypeAdapter(_tagged_union(ACTION_TYPES))
 
 
 class Sections(_Section):
-    """Everything but `checks:`, validated first; check entries are validated one by one by their type."""
+    """The sections every file has (with their defaults), validated first. The optional sections below
+    (`OPTIONAL_SECTIONS`) are validated one by one, their modules imported only when the file has them;
+    check and action entries are validated one by one by their type."""
 
     version: Literal[1] = Field(1, description="config schema version")
     include: tuple[str, ...] = Field((), description="more files, by glob relative to this file (e.g. "
@@ -216,11 +215,6 @@ class Sections(_Section):
     store: StoreSection = StoreSection()
     schedules: dict[Name, CalendarText] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES),
                                                 description="named calendar specs; merged over " + str(DEFAULT_SCHEDULES))
-    smtp: SmtpSection | None = Field(None, description="mail server for reports and email notifications")
-    reports: tuple[ReportSection, ...] = Field((), description="maintenance reports emailed on a schedule")
-    checklists: ChecklistsSection = Field(default_factory=ChecklistsSection,
-                                          description="the daily/weekly/monthly/quarterly maintenance checklists")
-    archive: ArchiveSection | None = Field(None, description="daily upload of the history to S3")
     maintenance: tuple[MaintenanceWindowSection, ...] = Field(
         (), description="recurring maintenance windows, e.g. every Sunday 02:00 for 2h")
 
@@ -234,10 +228,63 @@ class Config(Sections):
     """The whole file. Built without validation from parts already validated (`model_construct`), so
     the union of all check types is compiled only for `config schema`."""
 
+    # (the docstring is the schema's description.) The optional sections' types and the unions of every
+    # check and action type are resolved only by `schema_model()`: a start imports only what its file uses
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
+    smtp: SmtpSection | None = Field(None, description="mail server for reports and email notifications")
+    reports: tuple[ReportSection, ...] = Field((), description="maintenance reports emailed on a schedule")
+    checklists: ChecklistsSection = Field(default_factory=ChecklistsSection.model_construct,
+                                          description="the daily/weekly/monthly/quarterly maintenance checklists")
+    archive: ArchiveSection | None = Field(None, description="daily upload of the history to S3")
     actions: tuple[ActionConfig, ...] = ()
     checks: tuple[CheckConfig, ...] = ()
+
+    def model_dump(self, **kwargs) -> dict[str, Any]:
+        schema_model()   # serialising needs every type resolved (`config show`)
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs) -> str:
+        schema_model()
+        return super().model_dump_json(**kwargs)
+
+
+def _smtp() -> Any:
+    from agent.mailer import SmtpSection
+    return SmtpSection | None
+
+
+def _reports() -> Any:
+    from agent.report_config import ReportSection
+    return tuple[ReportSection, ...]
+
+
+def _archive() -> Any:
+    from agent.archive import ArchiveSection
+    return ArchiveSection | None
+
+
+OPTIONAL_SECTIONS = {"smtp": _smtp, "reports": _reports, "checklists": lambda: ChecklistsSection, "archive": _archive}
+"""Top-level sections most hosts leave out: key → the section's type (importing its module)."""
+
+
+@functools.cache
+def _section_model(key: str) -> type[BaseModel]:
+    """A model of the one optional section `key`, so its errors read as they would for the whole file."""
+    return create_model("Sections", __base__=_Section, **{key: (OPTIONAL_SECTIONS[key](), Config.model_fields[key])})
+
+
+@functools.cache
+def schema_model() -> type[Config]:
+    """`Config` with every type resolved (importing every section, check and action module), for the schema and docs."""
+    from agent.archive import ArchiveSection
+    from agent.mailer import SmtpSection
+    from agent.report_config import ReportSection
+    Config.model_rebuild(_types_namespace={
+        "SmtpSection": SmtpSection, "ReportSection": ReportSection, "ArchiveSection": ArchiveSection,
+        "ChecklistsSection": ChecklistsSection, "CheckConfig": _tagged_union(CHECK_TYPES),
+        "ActionConfig": _tagged_union(ACTION_TYPES)})
+    return Config
 
 
 @dataclass(frozen=True)
@@ -297,23 +344,29 @@ def parse_config(text: str, file: str) -> LoadedConfig:
     source = merge_includes(plain, issues)   # conf.d entries appended; their errors point into their files
     data = source.data
     top = {k: v for k, v in data.items()
-           if k not in ("checks", "actions", "maintenance", "include")}   # include: merged above
-    config = _validate(Sections, top, (), source, issues)
+           if k not in ("checks", "actions", "maintenance", "include", *OPTIONAL_SECTIONS)}   # include: merged above
+    sections = _validate(Sections, top, (), source, issues)
+    optional = {}
+    for key in OPTIONAL_SECTIONS.keys() & data.keys():
+        section = _validate(_section_model(key), {key: data[key]}, (), source, issues)
+        if section is not None:
+            optional[key] = getattr(section, key)
+    config = None if sections is None else Config.model_construct(
+        **{name: getattr(sections, name) for name in Sections.model_fields}, **optional)
     checks = _validate_list(data, "checks", CHECK_TYPES, _check_adapter, source, issues)
     actions = _validate_list(data, "actions", ACTION_TYPES, _action_adapter, source, issues)
     windows = _validate_entries(data, "maintenance", MaintenanceWindowSection, source, issues)
     triggers = _logical_pass(config, checks, source, issues)
     _check_actions(config, checks, actions, source, issues)
     _check_maintenance(windows, checks, source, issues)
-    if config is not None:
+    if config is not None and config.reports:
+        from agent.report_config import report_issues
         issues.extend(source.issue(loc, message)
                       for loc, message in report_issues(config.reports, config.schedules, config.smtp is not None))
     if issues:
         raise ConfigError(sorted(issues, key=lambda issue: issue.file != file))   # the main file's first
-    sections = {name: getattr(config, name) for name in Sections.model_fields
-                if name not in ("include", "maintenance")}
-    final = Config.model_construct(**sections, include=tuple(data.get("include") or ()), checks=tuple(checks),
-                                   actions=tuple(actions), maintenance=tuple(windows))
+    final = config.model_copy(update={"include": tuple(data.get("include") or ()), "checks": tuple(checks),
+                                      "actions": tuple(actions), "maintenance": tuple(windows)})
     return LoadedConfig(Path(file).absolute(), final, triggers, tuple(source.included), _origins(final, source))
 
 
@@ -329,6 +382,12 @@ def _origins(config: Config, source: MergedSource) -> dict[tuple[str, ...], str]
             if ("checklists", period, index) in source.origins:
                 origins[("checklists", period, item.id)] = source.where(("checklists", period, index))
     return origins
+
+
+def _close_matches(word: str, candidates) -> list[str]:
+    """The candidate `word` probably meant, for "did you mean" (difflib is imported only when there is an error)."""
+    import difflib
+    return difflib.get_close_matches(word, candidates, n=1)
 
 
 def _validate_list(data: dict, key: str, types: dict, union, source: MergedSource, issues: list[ConfigIssue]) -> list:
@@ -383,12 +442,12 @@ def _message(error: dict, model, data: Any, loc: tuple) -> str:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _known_keys(model, data, loc[:-1])
-        hint = difflib.get_close_matches(key, known, n=1)
+        hint = _close_matches(key, known)
         return "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
     what, types = ("action", ACTION_TYPES) if model is _action_adapter() else ("check", CHECK_TYPES)
     if kind == "union_tag_invalid":
         given = data.get("type") if isinstance(data, dict) else None
-        hint = difflib.get_close_matches(str(given), types, n=1)
+        hint = _close_matches(str(given), types)
         return (f"unknown {what} type {given!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + f"; known types: {', '.join(types)}")
     if kind == "union_tag_not_found":
@@ -484,7 +543,7 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: M
         first_seen.setdefault(action.name, index)
 
     def unknown(name: str) -> str:
-        hint = difflib.get_close_matches(name, known, n=1)
+        hint = _close_matches(name, known)
         return (f"no action named '{name}' in actions:" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + (f"; configured: {', '.join(known)}" if known and not hint else ""))
 
@@ -516,7 +575,7 @@ def _check_actions(config: Config | None, checks: list, actions: list, source: M
         for index, item in enumerate(getattr(config.checklists, period)):
             for position, name in enumerate(item.checks):
                 if name not in names and None not in checks:
-                    hint = difflib.get_close_matches(name, names, n=1)
+                    hint = _close_matches(name, names)
                     issues.append(source.issue(("checklists", period, index, "checks", position),
                                                f"no check named '{name}'" + (f" (did you mean '{hint[0]}'?)"
                                                                              if hint else "")))
@@ -537,7 +596,7 @@ def _check_maintenance(windows: list, checks: list, source: MergedSource, issues
         first.setdefault(window.name, index)
         for position, name in enumerate(window.checks or ()):
             if name not in names and None not in checks:
-                hint = difflib.get_close_matches(name, names, n=1)
+                hint = _close_matches(name, names)
                 issues.append(source.issue((*loc, "checks", position), f"no check named '{name}'"
                                            + (f" (did you mean '{hint[0]}'?)" if hint else "")))
         gap = shortest_gap(parse_calendar(window.at))
@@ -556,7 +615,7 @@ def _resolve_watched(config: Config | None, check: CheckOptions, loc: Loc, sourc
     try:
         parse_calendar(text)
     except CalendarSpecError as exc:
-        hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
+        hint = _close_matches(check.schedule, config.schedules)
         issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
                                    f"nor a calendar spec: {exc}" + (f" (did you mean '{hint[0]}'?)" if hint else "")))
         return check
@@ -575,7 +634,7 @@ def _trigger(config: Config | None, check: CheckOptions, loc: Loc, source, issue
         try:
             calendar = Calendar(parse_calendar(text), check.schedule)
         except CalendarSpecError as exc:
-            hint = difflib.get_close_matches(check.schedule, config.schedules, n=1)
+            hint = _close_matches(check.schedule, config.schedules)
             issues.append(source.issue((*loc, "schedule"), f"not a schedule name ({', '.join(config.schedules)}) "
                                        f"nor a calendar spec: {exc}"
                                        + (f" (did you mean '{hint[0]}'?)" if hint else "")))
@@ -620,7 +679,7 @@ def _check_thresholds(check: CheckOptions, loc: Loc, source, issues) -> None:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of agent.yaml, from the same models that validate it."""
-    schema = Config.model_json_schema(by_alias=True)
+    schema = schema_model().model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "maint-agent configuration (agent.yaml)"
     return schema

@@ -1,7 +1,7 @@
 """The daemon: scheduler loop, result sink, signals, reload, sd_notify.
 
-Threads: the main loop (due checks, timeouts, watchdog, signals), one thread
-per running check, the sink (evaluate → store → metrics; the store's only
+Threads: the main loop (due checks, timeouts, watchdog, signals), the runner's
+pool of check workers, the sink (evaluate → store → metrics; the store's only
 writer) and the HTTP server. Signals only set flags; the loop acts on them.
 At shutdown running checks get `agent.shutdown_grace`; the child processes
 still running after it are killed (agent.children), never left orphaned.
@@ -10,11 +10,11 @@ still running after it are killed (agent.children), never left orphaned.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import stat
 import threading
 import time
+from collections import deque
 
 from agent import __version__, children, liveness, logs
 from agent.calendar import CalendarSpec, parse_calendar
@@ -31,7 +31,7 @@ from agent.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
-from agent.scheduler import clamp_to_clock, jitter_key_for, plan_next, plan_start
+from agent.scheduler import DueQueue, clamp_to_clock, jitter_key_for, plan_next, plan_start
 from agent.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store import SavedState, Store
@@ -42,11 +42,14 @@ from actions import ACTION_TYPES
 from checks import CHECK_TYPES
 
 MAX_TICK_SECONDS = 1.0
+STATUS_EVERY_SECONDS = 1.0   # the STATUS= line (a count over every check) is refreshed at most this often
 MAX_PENDING_RUNS = 10000
 STORE_MAINTENANCE = "_store_maintenance"
 OUTBOX_EVERY_SECONDS = 60.0
 REQUEST_POLL_SECONDS = 1.0   # how often the CLI's requests (actions reset, maintenance) are looked for
 SIGNAL_POLL_SECONDS = 1.0   # a heartbeat signal is judged within this (plus the check's run time)
+SINK_BATCH_SECONDS = 0.25
+SINK_POLL_SECONDS = 0.02   # how often a gathering sink looks whether the runner went idle
 
 
 class Daemon:
@@ -60,7 +63,8 @@ class Daemon:
                                      loaded.config.agent.hostname, outbox=self.outbox)
         self.exposition = Exposition(self.state)
         self._wake = threading.Event()
-        self._results: queue.Queue = queue.Queue()
+        self._results: deque = deque()            # results for the sink; None asks it to finish
+        self._results_posted = threading.Event()  # set when the sink may have something to take
         self._pending: list[Evaluated] = []
         self.runner = Runner(loaded.config.agent.workers, self._deliver, self._wake.set, started=self._mark_fired,
                              state_dir=loaded.db_path.parent, store=loaded.db_path, tz=loaded.tz)
@@ -69,7 +73,11 @@ class Daemon:
         self._unmarked: dict[str, float] = {}   # calendar slots whose mark_fired write failed: retried
         self._windows: dict[str, tuple] = {}     # `for:` windows to commit with the pending runs
         self._option_keys: dict[str, str] = {}
+        self._unmarked_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
+        self._due: DueQueue[Job] = DueQueue()
+        self._last_now = 0.0
+        self.tz = loaded.tz
         self.maintenance = MaintenanceTracker(self.store, self._safely_log)
         self._maintenance_at: float | None = 0.0   # when the set of checks in maintenance may change next
         self._next_requests = 0.0
@@ -151,6 +159,7 @@ class Daemon:
     def _loop(self) -> None:
         watchdog = watchdog_interval()
         last_ping, last_status = 0.0, self._status_line()
+        status, status_at = last_status, time.monotonic()
         while not self._stop.is_set():
             _stall_for_tests()
             if self._reload:
@@ -158,13 +167,18 @@ class Daemon:
                 self._do_reload()
             now = time.time()
             if self._unmarked:
-                self._mark_slot(*self._unmarked.popitem())
-            for job in list(self.jobs.values()):
-                job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
-                if job.next_due <= now:
-                    self._dispatch(job, now)
-                elif job.recheck_at is not None and job.recheck_at <= now:
-                    self._run_now(job)
+                with self._unmarked_lock:
+                    retry = self._unmarked.popitem() if self._unmarked else None
+                if retry:
+                    self._mark_slot(*retry)
+            if now < self._last_now:   # the wall clock stepped back
+                self._clamp(now)
+            self._last_now = now
+            due = self._due.pop_due(now)
+            if due:
+                self._dispatch(due, now)
+            for job in [j for j in self.jobs.values() if j.recheck_at is not None and j.recheck_at <= now]:
+                self._run_now(job)   # a result's recheck time or a heartbeat signal (few jobs ever have one)
             signals_in = self._poll_signals(now)
             tasks_in = self.tasks.run_due(now)
             self._take_requests(now)
@@ -176,14 +190,15 @@ class Daemon:
             self._publish_listener()
             if now >= self._beat_due or self._beat_news():
                 self._beat(now)
-            status = self._status_line()
+            if self._heartbeat - status_at >= STATUS_EVERY_SECONDS:
+                status, status_at = self._status_line(), self._heartbeat
             if watchdog and self._heartbeat - last_ping >= watchdog:
                 notify("WATCHDOG=1", f"STATUS={status}")
                 last_ping, last_status = self._heartbeat, status
             elif status != last_status:   # without a watchdog, STATUS= still follows the checks
                 notify(f"STATUS={status}")
                 last_status = status
-            wait = min([MAX_TICK_SECONDS, signals_in] + [max(0.0, j.next_due - time.time()) for j in self.jobs.values()]
+            wait = min([MAX_TICK_SECONDS, signals_in, max(0.0, self._due.soonest() - time.time())]
                        + [max(0.0, j.recheck_at - time.time()) for j in self.jobs.values()
                           if j.recheck_at and not j.in_flight]
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
@@ -202,6 +217,12 @@ class Daemon:
             self._listener_seen, self._listener_rendered = changes, self._heartbeat
             self.exposition.refresh()
 
+    def _clamp(self, now: float) -> None:
+        """After the wall clock stepped back, interval checks are due within one interval (not after the step)."""
+        for job in self.jobs.values():
+            job.next_due = clamp_to_clock(job.trigger, job.next_due, now)
+        self._due = DueQueue(list(self.jobs.values()))
+
     def _shutdown(self) -> None:
         notify("STOPPING=1")
         grace = self.loaded.config.agent.shutdown_grace
@@ -212,8 +233,9 @@ class Daemon:
             self.runner.pump()
             time.sleep(0.05)
         self.runner.pump()
+        self.runner.close()
         self.remediator.drain(max(0.0, end - time.monotonic()))
-        self._results.put(None)
+        self._post(None)
         self._sink_thread.join(timeout=max(5.0, grace))
         self.outbox.wake()
         self._notifier.join(timeout=max(0.0, end - time.monotonic()) + 1.0)   # a retry in flight may finish
@@ -245,6 +267,7 @@ class Daemon:
         persisted = self.store.scheduler_state()
         saved = self._safely("check_state", self.store.check_states) or {}
         now = time.time()
+        tz = loaded.tz   # resolved once per config: the host's zone is a realpath() of /etc/localtime
         jobs: dict[str, Job] = {}
         self._option_keys = {options.name: options_key(options) for options in loaded.checks if options.enabled}
         for options in loaded.checks:
@@ -268,7 +291,7 @@ class Daemon:
                 job = Job(check, trigger, loaded.timeout_for(options))
                 self._restore(job, saved.get(options.name))
             fired, ran = persisted.get(options.name, (None, None))
-            plan = plan_start(trigger, fired, ran, now, loaded.tz, jitter_key(loaded, job.name), options.jitter)
+            plan = plan_start(trigger, fired, ran, now, tz, jitter_key(loaded, job.name), options.jitter)
             if plan.arm:
                 self._mark_fired(job, now)
             if plan.catch_up:
@@ -279,8 +302,9 @@ class Daemon:
             if job.check.WATCHES_SCHEDULE:
                 job.next_due = now   # a job's deadline may have passed, or it signalled, while the agent was down
             jobs[options.name] = job
-        self.loaded = loaded
+        self.loaded, self.tz = loaded, tz
         self.jobs = jobs
+        self._due = DueQueue(list(jobs.values()))
         self.state.jobs = list(jobs.values())
         self.runner.tz = loaded.tz
         notifiers = {name: o for name, o in loaded.actions.items() if ACTION_TYPES[o.type].NOTIFIES}
@@ -291,7 +315,7 @@ class Daemon:
         self.remediator.configure(loaded, self.dry_run)
         self.maintenance.configure([w.recurring() for w in loaded.config.maintenance], list(jobs), loaded.tz)
         self._maintenance_at = now   # the config's windows or checks may have changed
-        self.tasks.configure(self._internal_tasks(loaded), persisted, now, loaded.tz)
+        self.tasks.configure(self._internal_tasks(loaded), persisted, now, tz)
         logs.set_level(loaded.config.agent.log_level)
         REDACT.refresh(loaded.config)
 
@@ -335,16 +359,18 @@ class Daemon:
 
     # -- scheduling and results ------------------------------------------------------------------------
 
-    def _dispatch(self, job: Job, now: float) -> None:
-        scheduled, fired = job.next_due, job.next_fire
-        self.runner.request(job, scheduled, fired)
-        plan = plan_next(job.trigger, scheduled, fired, now, self.loaded.tz, jitter_key(self.loaded, job.name),
-                         job.options.jitter)
-        job.next_due, job.next_fire = plan.next_due, plan.next_fire
-        if isinstance(job.trigger, Calendar):
-            # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
-            # otherwise look overdue to the dead man's switch until its result arrives
-            self.exposition.refresh()
+    def _dispatch(self, jobs: list[Job], now: float) -> None:
+        """Queue a run of every due check, then plan each one's next."""
+        self.runner.request_many([(job, job.next_due, job.next_fire) for job in jobs])
+        for job in jobs:
+            plan = plan_next(job.trigger, job.next_due, job.next_fire, now, self.tz, jitter_key(self.loaded, job.name),
+                             job.options.jitter)
+            job.next_due, job.next_fire = plan.next_due, plan.next_fire
+            self._due.push(job)
+            if isinstance(job.trigger, Calendar):
+                # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
+                # otherwise look overdue to the dead man's switch until its result arrives
+                self.exposition.refresh()
 
     def _take_requests(self, now: float) -> None:
         """What the CLI asked for (`actions reset`, `maintenance start|stop`), applied within a second or so."""
@@ -434,10 +460,12 @@ class Daemon:
         self._mark_slot(job.name, fired)
 
     def _mark_slot(self, name: str, fired: float) -> None:
-        self._unmarked[name] = fired
-        for pending, slot in list(self._unmarked.items()):
-            if self._safely("mark_fired", self.store.mark_fired, pending, slot) is not False:
-                self._unmarked.pop(pending, None)
+        """Persist a calendar slot as done; called from the loop, the tasks and the runner's workers."""
+        with self._unmarked_lock:
+            self._unmarked[name] = fired
+            for pending, slot in list(self._unmarked.items()):
+                if self._safely("mark_fired", self.store.mark_fired, pending, slot) is not False:
+                    self._unmarked.pop(pending, None)
 
     def _safely(self, what: str, write, *args, **kwargs):
         """Run a store write from the main loop; a full or broken disk is logged and counted, never fatal.
@@ -457,27 +485,22 @@ class Daemon:
         self._safely("maintenance_log", self.store.add_log, message, **fields)
 
     def _deliver(self, job: Job, result: CheckResult, started: float, duration: float, scheduled: float) -> None:
-        self._results.put((job, result, started, duration, scheduled))
+        self._post((job, result, started, duration, scheduled))
+
+    def _post(self, item) -> None:
+        """Hand a result to the sink: a deque append, and a wake-up only when it is not already due."""
+        self._results.append(item)
+        if not self._results_posted.is_set():
+            self._results_posted.set()
 
     def _sink(self) -> None:
         """Evaluate, store and publish results; batches what arrives together into one commit."""
         running = True
         while running:
-            try:
-                item = self._results.get(timeout=5.0 if self._pending else None)
-            except queue.Empty:
-                item = ()
-            batch = [item] if item else []
-            running = item is not None
-            while running:
-                try:
-                    more = self._results.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    running = False
-                else:
-                    batch.append(more)
+            self._results_posted.clear()   # before looking: a result posted from here on sets it again
+            if not self._results:
+                self._results_posted.wait(5.0 if self._pending else None)   # pending: retry the store
+            batch, running = self._gather()
             evaluated = []
             for entry in batch:
                 try:
@@ -497,6 +520,24 @@ class Daemon:
                 self.exposition.refresh()
             except Exception as exc:  # a bug here must not stop every later result from being stored
                 logs.event("sink.failed", "error", error=f"{type(exc).__name__}: {exc}")
+
+    def _gather(self) -> tuple[list, bool]:
+        """The results one wake-up commits: those queued, and, while the runner still has runs going
+        (checks due together), those arriving within SINK_BATCH_SECONDS, so a burst is one transaction
+        (a commit with synchronous=FULL costs ~0.2 ms of CPU and an fsync). Meanwhile the sink looks every
+        SINK_POLL_SECONDS instead of waking for each result. Returns (batch, keep running)."""
+        batch = []
+        end = time.monotonic() + SINK_BATCH_SECONDS
+        while True:
+            while self._results:
+                more = self._results.popleft()   # the sink is the only consumer
+                if more is None:
+                    return batch, False
+                batch.append(more)
+            wait = end - time.monotonic()
+            if wait <= 0 or self.runner.idle():
+                return batch, True
+            time.sleep(min(wait, SINK_POLL_SECONDS))
 
     def _evaluate(self, job: Job, result: CheckResult, started: float, duration: float,
                   scheduled: float) -> Evaluated:

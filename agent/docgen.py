@@ -14,7 +14,9 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from agent.config import AgentSection, BasicAuth, Config, HttpSection, MaintenanceWindowSection, Retention, StoreSection
+from agent.config import (
+    AgentSection, BasicAuth, HttpSection, MaintenanceWindowSection, Retention, StoreSection, schema_model,
+)
 from agent.metrics import contract
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
@@ -130,7 +132,7 @@ def config_reference() -> str:
            "sizes `512MiB` `10GiB` `2GB`; "
            "percentages `85%` (or a ratio `0.85`). Secrets: `${env:NAME}`, `${file:/path}`, "
            "`${credential:NAME}` — only the reference is kept; the value is read when used.", ""]
-    for title, model in (("Top level", Config), ("agent:", AgentSection), ("http:", HttpSection),
+    for title, model in (("Top level", schema_model()), ("agent:", AgentSection), ("http:", HttpSection),
                          ("http.basic_auth:", BasicAuth), ("store:", StoreSection), ("store.retention:", Retention),
                          ("smtp:", SmtpSection), ("reports[]:", ReportSection), ("reports[].s3_upload:", ReportUpload), ("checklists:", ChecklistsSection),
                          ("checklists.<period>[]:", ChecklistItem), ("archive:", ArchiveSection),

@@ -90,9 +90,12 @@ def evaluate(check: Check, result: CheckResult, state: WindowState, now: float) 
     return Verdict(status, summary, pending, state)
 
 
+_CLEAR = WindowState()
+
+
 def _advance(state: WindowState, level: Status, now: float) -> WindowState:
     if level is Status.OK:
-        return WindowState()
+        return _CLEAR
     warning_since = state.warning_since if state.warning_since is not None else now
     if level is Status.CRITICAL:
         critical_since = state.critical_since if state.critical_since is not None else now

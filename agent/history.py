@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import BinaryIO
 
 # the store's open primitives live below the store (the heartbeat check uses them too); the CLI and
 # agent.store still import them from here until the store package gathers both
@@ -10,6 +11,7 @@ from agent.storefile import (  # noqa: F401
     StoreMissing, StoreUnusable, open_readonly, store_unusable, unusable_or_same,
 )
 
+from agent.terminal import json_c1_escaped_bytes
 from agent.timefmt import utc_sql
 
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
@@ -63,10 +65,27 @@ def runs(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[i
     return conn.execute(*_runs_query(_RUN_COLUMNS, check, statuses, since, until, limit)).fetchall()
 
 
-def runs_json(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[int] | None = None,
-              since: float | None = None, until: float | None = None, limit: int | None = 100) -> list[str]:
-    """The same runs as JSON objects built by SQLite: exporting a month of a 1/min check stays fast."""
-    return [row[0] for row in conn.execute(*_runs_query(_RUN_JSON, check, statuses, since, until, limit))]
+def write_runs_json(conn: sqlite3.Connection, out: BinaryIO, *, check: str | None = None,
+                    statuses: list[int] | None = None, since: float | None = None, until: float | None = None,
+                    limit: int | None = 100, chunk: int = 2000) -> int:
+    """Write the runs to `out` as a JSON array, one object a line, each built by SQLite and streamed in chunks
+    as UTF-8 bytes: no Python string or row object per run, and constant memory for a month or the whole
+    store (`history --format json`). Returns how many runs were written."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    previous = conn.text_factory
+    conn.text_factory = bytes
+    try:
+        cursor.execute(*_runs_query(_RUN_JSON, check, statuses, since, until, limit))
+        written = 0
+        while rows := cursor.fetchmany(chunk):
+            out.write(b",\n" if written else b"[\n")
+            out.write(json_c1_escaped_bytes(b",\n".join([row[0] for row in rows])))
+            written += len(rows)
+    finally:
+        conn.text_factory = previous
+    out.write(b"\n]\n" if written else b"[]\n")
+    return written
 
 
 def _runs_query(columns: str, check, statuses, since, until, limit) -> tuple[str, list]:

@@ -1,24 +1,23 @@
-"""The /metrics exposition: prometheus_client rendering of the agent's latest in-memory state (served by
-`agent.http_server`).
+"""/metrics: the Prometheus exposition of the agent's latest in-memory state.
 
-The body is rendered when the state changes (after a batch of results), not
-on scrape: a scrape never runs a check, reads SQLite or walks the jobs, so it
-costs the same with 5 checks or 500 and concurrent scrapes do not contend.
+A scrape never runs a check or reads SQLite. The body is rendered at most once
+per change of state, on the first scrape after it, re-rendering only the checks
+whose state moved (`Exposition`); every other scrape serves the cached bytes,
+so concurrent scrapes do not contend and a result costs the same with 5 checks
+or 1,000.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.faults import RESOURCES
 from agent.job import Job
+from agent.promtext import header, line
 from agent.result import Status
 from checks import CHECK_TYPES
 from checks.base import MetricSpec
@@ -93,13 +92,21 @@ AGENT_FAMILIES = (
 
 
 def check_families() -> list[Family]:
-    """The per-type metric families, from each check type's declared METRICS."""
+    """The per-type metric families, from each check type's declared METRICS (imports every check type)."""
     families = {}
     for cls in CHECK_TYPES.values():
-        for spec in cls.METRICS:
-            name = exported_name(cls.metric_prefix(), spec)
-            families[name] = Family(name, "gauge", spec.help, ("check", *spec.labels))
+        families.update(type_families(cls))
     return list(families.values())
+
+
+@functools.cache
+def type_families(cls: type) -> dict[str, Family]:
+    """One check type's metric families by exported name (no two types export the same name: a test checks)."""
+    families = {}
+    for spec in cls.METRICS:
+        name = exported_name(cls.metric_prefix(), spec)
+        families[name] = Family(name, "gauge", spec.help, ("check", *spec.labels))
+    return families
 
 
 def contract() -> list[Family]:
@@ -134,134 +141,217 @@ class AgentState:
         self.notification_failures: dict[str, int] = {}        # channel → failed attempts
 
 
-class StateCollector:
-    def __init__(self, state: AgentState):
-        self.state = state
+# the per-check families, in the order they are exposed; the families of measured values follow
+CHECK_FAMILIES = (
+    "maint_check_status", "maint_check_pending_status", "maint_check_last_run_timestamp_seconds",
+    "maint_check_last_duration_seconds", "maint_check_next_run_timestamp_seconds", "maint_check_interval_seconds",
+    "maint_check_schedule_lag_seconds", "maint_check_runs_total", "maint_check_skipped_runs_total",
+    "maint_check_in_maintenance",
+)
+_AGENT_HEAD = ("maint_agent_info", "maint_agent_start_time_seconds", "maint_agent_config_last_reload_successful",
+               "maint_agent_config_last_reload_success_timestamp_seconds", "maint_store_write_errors_total",
+               "maint_store_pending_runs", "maint_agent_maintenance_until_timestamp_seconds", "maint_runner_workers",
+               "maint_runner_abandoned_runs_total")
+_STATUS_LABELS = tuple(s.label for s in Status)
 
-    def collect(self) -> Iterable[Metric]:
-        st = self.state
-        fams = {f.name: f for f in AGENT_FAMILIES}
 
-        def gauge(name, value=None):
-            f = fams[name]
-            g = GaugeMetricFamily(name, f.help, labels=f.labels or None)
-            if value is not None:
-                g.add_metric([], value)
-            return g
+@functools.cache
+def _headers() -> dict[str, str]:
+    """`# HELP`/`# TYPE` of the agent's own families, by name (those of measured values come with their type)."""
+    return {f.name: header(f.name, f.kind, f.help) for f in AGENT_FAMILIES}
 
-        def counter(name, value=None):
-            f = fams[name]
-            c = CounterMetricFamily(name.removesuffix("_total"), f.help, labels=f.labels or None)
-            if value is not None:
-                c.add_metric([], value)
-            return c
 
-        info = gauge("maint_agent_info")
-        info.add_metric([st.version], 1)
-        yield info
-        yield gauge("maint_agent_start_time_seconds", st.start_time)
-        yield gauge("maint_agent_config_last_reload_successful", 1 if st.config_ok else 0)
-        yield gauge("maint_agent_config_last_reload_success_timestamp_seconds", st.config_loaded_at)
-        yield counter("maint_store_write_errors_total", st.store_write_errors)
-        yield gauge("maint_store_pending_runs", st.store_pending)
-        yield gauge("maint_agent_maintenance_until_timestamp_seconds", max(st.maintenance.values(), default=0))
-        yield gauge("maint_runner_workers", st.workers)
-        yield counter("maint_runner_abandoned_runs_total", st.abandoned_runs)
-        yield from self._limits(gauge, counter)
-        yield from self._jobs(gauge, counter)
-        yield from self._actions(gauge, counter)
-        yield gauge("maint_notifications_pending", st.notifications_pending)
-        failures = counter("maint_notification_failures_total")
-        for channel, count in sorted(st.notification_failures.items()):
-            failures.add_metric([channel], count)
-        yield failures
+@dataclass(frozen=True, eq=False)
+class _CheckLines:
+    """One check's lines, per family: what a result of that check re-renders."""
 
-    def _limits(self, gauge, counter) -> Iterable[Metric]:
-        """The agent's own limits: runs lost to its shortages, and its listener's early closes."""
-        st = self.state
-        errors, rejected = counter("maint_agent_resource_errors_total"), counter("maint_http_connections_rejected_total")
-        for resource, count in st.resource_errors.items():
-            errors.add_metric([resource], count)
-        open_now, reasons = st.listener.snapshot() if st.listener is not None else (0, {})
-        for reason, count in reasons.items():
-            rejected.add_metric([reason], count)
-        yield from (errors, rejected, gauge("maint_http_open_connections", open_now))
+    key: tuple
+    fixed: tuple[bytes, ...]                  # one entry per CHECK_FAMILIES (b"" when none)
+    values: tuple[tuple[str, bytes], ...]     # value families in the order the samples name them
+    families: dict[str, Family]               # the check type's value families
 
-    def _actions(self, gauge, counter) -> Iterable[Metric]:
-        st = self.state
-        exhausted, runs = gauge("maint_check_remediation_exhausted"), counter("maint_action_runs_total")
-        last = gauge("maint_action_last_run_timestamp_seconds")
-        for check, value in sorted(st.exhausted.items()):
-            exhausted.add_metric([check], 1 if value else 0)
-        for (action, result), count in sorted(st.action_results.items()):
-            runs.add_metric([action, result], count)
-        for action, at in sorted(st.action_last_run.items()):
-            last.add_metric([action], at)
-        yield from (exhausted, runs, last)
 
-    def _jobs(self, gauge, counter) -> Iterable[Metric]:
-        jobs = list(self.state.jobs)
-        status, pending = gauge("maint_check_status"), gauge("maint_check_pending_status")
-        last_run, duration = gauge("maint_check_last_run_timestamp_seconds"), gauge("maint_check_last_duration_seconds")
-        next_run, interval = gauge("maint_check_next_run_timestamp_seconds"), gauge("maint_check_interval_seconds")
-        lag, runs, skipped = (gauge("maint_check_schedule_lag_seconds"), counter("maint_check_runs_total"),
-                              counter("maint_check_skipped_runs_total"))
-        in_maintenance, maintenance = gauge("maint_check_in_maintenance"), self.state.maintenance
-        values: dict[str, GaugeMetricFamily] = {}
-        specs = {f.name: f for f in check_families()}
-        for job in jobs:
-            name = job.name
-            next_run.add_metric([name], job.next_due)
-            seconds = getattr(job.trigger, "seconds", None)
-            if seconds is not None:
-                interval.add_metric([name], seconds)
-            skipped.add_metric([name], job.skipped)
-            in_maintenance.add_metric([name], 1 if name in maintenance else 0)
-            for st in Status:
-                runs.add_metric([name, st.label], job.runs.get(st.label, 0))
-            latest = job.latest
-            if latest is None:
+def _check_key(job: Job, in_maintenance: bool) -> tuple:
+    """Everything a check's lines are rendered from: equal keys, equal lines."""
+    return (job.check, job.trigger, job.next_due, job.skipped, job.latest, job.lag, tuple(job.runs.items()),
+            in_maintenance)
+
+
+def _check_lines(job: Job, key: tuple) -> _CheckLines:
+    name = job.name
+    check = (("check", name),)
+    lines = dict.fromkeys(CHECK_FAMILIES, "")
+    lines["maint_check_in_maintenance"] = line("maint_check_in_maintenance", check, 1 if key[-1] else 0)
+    lines["maint_check_next_run_timestamp_seconds"] = line("maint_check_next_run_timestamp_seconds", check,
+                                                           job.next_due)
+    seconds = getattr(job.trigger, "seconds", None)
+    if seconds is not None:
+        lines["maint_check_interval_seconds"] = line("maint_check_interval_seconds", check, seconds)
+    lines["maint_check_runs_total"] = "".join(
+        line("maint_check_runs_total", (("check", name), ("status", label)), job.runs.get(label, 0))
+        for label in _STATUS_LABELS)
+    lines["maint_check_skipped_runs_total"] = line("maint_check_skipped_runs_total", check, job.skipped)
+    families = type_families(type(job.check))
+    values: dict[str, list[str]] = {}
+    latest = job.latest
+    if latest is not None:
+        lines["maint_check_status"] = line("maint_check_status", (("check", name), ("type", job.check.TYPE),
+                                                                  ("severity", job.options.severity)),
+                                           int(latest.status))
+        lines["maint_check_pending_status"] = line("maint_check_pending_status", check, int(latest.pending))
+        lines["maint_check_last_run_timestamp_seconds"] = line("maint_check_last_run_timestamp_seconds", check,
+                                                               latest.started)
+        lines["maint_check_last_duration_seconds"] = line("maint_check_last_duration_seconds", check,
+                                                          latest.duration)
+        lines["maint_check_schedule_lag_seconds"] = line("maint_check_schedule_lag_seconds", check, job.lag)
+        prefix = job.check.metric_prefix()
+        for s in latest.samples:
+            spec = job.check.metric_spec(s.name)
+            if spec is None:
                 continue
-            status.add_metric([name, job.check.TYPE, job.options.severity], int(latest.status))
-            pending.add_metric([name], int(latest.pending))
-            last_run.add_metric([name], latest.started)
-            duration.add_metric([name], latest.duration)
-            lag.add_metric([name], job.lag)
-            prefix = job.check.metric_prefix()
-            for s in latest.samples:
-                spec = job.check.metric_spec(s.name)
-                if spec is None:
-                    continue
-                metric = exported_name(prefix, spec)
-                family = values.get(metric)
-                if family is None:
-                    f = specs[metric]
-                    family = values[metric] = GaugeMetricFamily(metric, f.help, labels=f.labels)
-                labels = dict(s.labels)
-                family.add_metric([name] + [labels.get(label, "") for label in spec.labels], s.value)
-        yield from (status, pending, last_run, duration, next_run, interval, lag, runs, skipped, in_maintenance)
-        yield from values.values()
+            metric = exported_name(prefix, spec)
+            labels = dict(s.labels)
+            given = [name] + [labels.get(label, "") for label in spec.labels]
+            values.setdefault(metric, []).append(line(metric, tuple(zip(families[metric].labels, given)), s.value))
+    return _CheckLines(key, tuple(lines[family].encode() for family in CHECK_FAMILIES),
+                       tuple((metric, "".join(texts).encode()) for metric, texts in values.items()), families)
 
 
 class Exposition:
-    """The rendered /metrics body, refreshed by the daemon after each state change."""
+    """The /metrics body, rendered from the state at most once per scrape and only after it changed.
+
+    `refresh()` (the sink after each batch, the loop after a reload) only marks the state changed. The
+    next scrape renders: the agent-wide families whole, each check's lines from a cache kept per check
+    and per family, re-rendered only for the checks whose state moved since. A result therefore costs
+    the same with 5 checks or 1,000, and the body is the one prometheus_client's `generate_latest`
+    would write for the same state (a test compares them).
+    """
 
     def __init__(self, state: AgentState):
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StateCollector(state))
+        self.state = state
         self._lock = threading.Lock()
+        self._dirty = True
         self._body = b""
         self._gzipped: bytes | None = None
+        self._jobs: list[Job] | None = None      # the list the per-check caches below are positioned on
+        self._checks: list[_CheckLines | None] = []
+        self._fixed: list[list[bytes]] = []       # per CHECK_FAMILIES entry: each check's lines, by position
+        self._values: dict[str, list[bytes]] = {}  # per value family: each check's lines, by position
+        self._order: list[str] = []               # value families in order of first appearance
+        self._value_headers: dict[str, bytes] = {}
+        self._actions: tuple[tuple, bytes] = ((), b"")
 
     def refresh(self) -> None:
-        """Render under the lock: the loop and the sink both refresh, and an older body must not win."""
-        with self._lock:
-            self._body, self._gzipped = generate_latest(self.registry), None
+        """The state changed: the next scrape renders it. Cheap enough to call after every result."""
+        self._dirty = True
 
     def body(self, want_gzip: bool) -> tuple[bytes, bool]:
         with self._lock:
+            if self._dirty:
+                self._dirty = False   # before reading the state: a change during the render marks it again
+                self._body, self._gzipped = self._render(), None
             if not want_gzip:
                 return self._body, False
             if self._gzipped is None:
                 self._gzipped = gzip.compress(self._body, compresslevel=5)
             return self._gzipped, True
+
+    def _render(self) -> bytes:
+        headers = _headers()
+        parts = [self._agent_block(headers), self._limits_block(headers)]
+        self._update_checks(self.state.jobs)
+        for index, name in enumerate(CHECK_FAMILIES):
+            parts.append(headers[name].encode())
+            parts += self._fixed[index]
+        for name in self._order:
+            parts.append(self._value_headers[name])
+            parts += self._values[name]
+        parts.append(self._actions_block(headers))
+        parts.append(self._notifications_block(headers))
+        return b"".join(parts)
+
+    def _update_checks(self, jobs: list[Job]) -> None:
+        """Re-render the lines of the checks whose state changed; a new list of checks (a reload) starts over."""
+        if jobs is not self._jobs or len(jobs) != len(self._checks):
+            self._jobs, count = jobs, len(jobs)
+            self._checks = [None] * count
+            self._fixed = [[b""] * count for _ in CHECK_FAMILIES]
+            self._values, self._order = {}, []
+        reorder = False
+        maintenance = self.state.maintenance
+        for position, job in enumerate(jobs):
+            cached = self._checks[position]
+            key = _check_key(job, job.name in maintenance)
+            if cached is not None and cached.key == key:
+                continue
+            fresh = self._checks[position] = _check_lines(job, key)
+            for index, text in enumerate(fresh.fixed):
+                self._fixed[index][position] = text
+            before = [name for name, _ in cached.values] if cached is not None else []
+            for name in before:
+                self._values[name][position] = b""
+            for name, text in fresh.values:
+                if name not in self._values:
+                    self._values[name] = [b""] * len(jobs)
+                    family = fresh.families[name]
+                    self._value_headers[name] = header(family.name, family.kind, family.help).encode()
+                self._values[name][position] = text
+            reorder = reorder or before != [name for name, _ in fresh.values]
+        if reorder:
+            self._order = list(dict.fromkeys(name for cached in self._checks for name, _ in cached.values))
+            self._values = {name: self._values[name] for name in self._order}
+
+    def _agent_block(self, headers: dict[str, str]) -> bytes:
+        st = self.state
+        values = (None, st.start_time, 1 if st.config_ok else 0, st.config_loaded_at, st.store_write_errors,
+                  st.store_pending, max(st.maintenance.values(), default=0), st.workers, st.abandoned_runs)
+        parts = []
+        for name, value in zip(_AGENT_HEAD, values):
+            parts.append(headers[name])
+            parts.append(line(name, (("version", st.version),), 1) if name == "maint_agent_info"
+                         else line(name, (), value))
+        return "".join(parts).encode()
+
+    def _actions_block(self, headers: dict[str, str]) -> bytes:
+        st = self.state
+        key = (dict(st.exhausted), dict(st.action_results), dict(st.action_last_run))
+        if key != self._actions[0]:
+            exhausted, results, last = key
+            text = "".join((
+                headers["maint_check_remediation_exhausted"],
+                *(line("maint_check_remediation_exhausted", (("check", check),), 1 if value else 0)
+                  for check, value in sorted(exhausted.items())),
+                headers["maint_action_runs_total"],
+                *(line("maint_action_runs_total", (("action", action), ("result", result)), count)
+                  for (action, result), count in sorted(results.items())),
+                headers["maint_action_last_run_timestamp_seconds"],
+                *(line("maint_action_last_run_timestamp_seconds", (("action", action),), at)
+                  for action, at in sorted(last.items())),
+            ))
+            self._actions = (key, text.encode())
+        return self._actions[1]
+
+    def _limits_block(self, headers: dict[str, str]) -> bytes:
+        """The agent's own limits: runs lost to its shortages, and its listener's early closes."""
+        st = self.state
+        open_now, reasons = st.listener.snapshot() if st.listener is not None else (0, {})
+        return "".join((
+            headers["maint_agent_resource_errors_total"],
+            *(line("maint_agent_resource_errors_total", (("resource", resource),), count)
+              for resource, count in st.resource_errors.items()),
+            headers["maint_http_connections_rejected_total"],
+            *(line("maint_http_connections_rejected_total", (("reason", reason),), count)
+              for reason, count in reasons.items()),
+            headers["maint_http_open_connections"],
+            line("maint_http_open_connections", (), open_now),
+        )).encode()
+
+    def _notifications_block(self, headers: dict[str, str]) -> bytes:
+        st = self.state
+        return "".join((
+            headers["maint_notifications_pending"],
+            line("maint_notifications_pending", (), st.notifications_pending),
+            headers["maint_notification_failures_total"],
+            *(line("maint_notification_failures_total", (("channel", channel),), count)
+              for channel, count in sorted(st.notification_failures.items())),
+        )).encode()

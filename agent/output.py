@@ -13,10 +13,8 @@ a terminal only, never with NO_COLOR set) is added by this module around cells i
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import shutil
 import sys
 from typing import Callable
 
@@ -35,6 +33,7 @@ def emit(rows: list[dict], fmt: str, table_columns: list[str], out=None, headers
     if fmt == "json":
         out.write(json_lines(rows))
     elif fmt == "csv":
+        import csv
         fields = list(rows[0]) if rows else table_columns
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -90,7 +89,11 @@ def _table(rows: list[dict], columns: list[str], out, headers: dict[str, str], p
     titles = [headers.get(c, c.replace("_", " ").upper()) for c in columns]
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(t), *(len(r[i]) for r in cells)) for i, t in enumerate(titles)]
-    width = shutil.get_terminal_size((160, 24)).columns if out.isatty() else 10**6
+    if out.isatty():
+        import shutil   # here: a piped listing never needs the terminal size
+        width = shutil.get_terminal_size((160, 24)).columns
+    else:
+        width = 10**6
     out.write(_line([(t, None) for t in titles], widths, width) + "\n")
     for row, r in zip(rows, cells):
         out.write(_line([(v, paint(row, c) if paint else None) for v, c in zip(r, columns)], widths, width) + "\n")

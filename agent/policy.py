@@ -61,6 +61,10 @@ class BindingState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
+    def snapshot(self) -> tuple:
+        """The values, cheap to take and compare per result (`to_json` is for the store)."""
+        return tuple(tuple(v) if isinstance(v, list) else v for v in vars(self).values())
+
     @classmethod
     def from_json(cls, text: str) -> "BindingState":
         data = json.loads(text)
@@ -102,12 +106,14 @@ class Policy:
         self.tz = tz
         self.states: dict[tuple[str, str], BindingState] = {}
         self.dirty: set[tuple[str, str]] = set()
+        self.verifying: set[tuple[str, str]] = set()   # bindings with an attempt awaiting its verifying run
 
     def state(self, check: str, action: str) -> BindingState:
         return self.states.setdefault((check, action), BindingState())
 
     def exhausted(self, check: str) -> bool:
-        return any(s.exhausted for (c, a), s in self.states.items() if c == check and a in self.actions)
+        """Whether an action bound to `check` is out of attempts (a look-up per configured action, not a scan)."""
+        return any(st.exhausted for action in self.actions if (st := self.states.get((check, action))) is not None)
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -128,13 +134,13 @@ class Policy:
                 continue
             key = (check.name, binding.action)
             st = self.state(*key)
-            before = st.to_json()
+            before = st.snapshot()
             good = self._track(st, binding, status, pending, started)
             if self.notifies.get(binding.action):
                 decisions += self._notification(check, binding, options, st, started)
             else:
                 decisions += self._remediation(check, binding, options, st, good, started)
-            if st.to_json() != before:
+            if st.snapshot() != before:
                 self.dirty.add(key)
         return decisions
 
@@ -296,6 +302,7 @@ class Policy:
             return []
         if ok and verify and action in self.actions:
             st.verify_after = at + self.actions[action].verify_after
+            self.verifying.add((check, action))
             st.attempt_id = attempt_id
             return []
         if ok:
@@ -308,9 +315,10 @@ class Policy:
                          notify=options.escalate)]
 
     def verify_due(self) -> list[tuple[str, float]]:
-        """(check, time) for every attempt waiting for its verifying run."""
-        return [(check, st.verify_after) for (check, action), st in self.states.items()
-                if st.verify_after is not None and action in self.actions]
+        """(check, time) for every attempt waiting for its verifying run (only those bindings are looked at)."""
+        self.verifying = {key for key in self.verifying if self.states[key].verify_after is not None}
+        return [(check, self.states[check, action].verify_after) for check, action in self.verifying
+                if action in self.actions]
 
     def reset(self, check: str) -> list[str]:
         """An operator's `actions reset CHECK`: forget attempts and exhaustion; return the actions reset."""
@@ -332,6 +340,8 @@ class Policy:
                 continue          # an unreadable row starts fresh rather than stopping the agent
             state.running = False  # the process that ran it is gone; its verification still counts
             self.states[key] = state
+            if state.verify_after is not None:
+                self.verifying.add(key)
 
     def take_dirty(self) -> dict[tuple[str, str], str]:
         out = {key: self.states[key].to_json() for key in self.dirty if key in self.states}

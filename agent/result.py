@@ -25,7 +25,7 @@ class Status(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABEL[self]
 
     @property
     def severity(self) -> int:
@@ -45,11 +45,12 @@ class Status(enum.IntEnum):
 
 
 _SEVERITY = {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}
+_LABEL = {s: s.name.lower() for s in Status}   # looked up per result: not an enum property and a lower() each time
 
 
 def worst(*statuses: Status) -> Status:
     """Return the most severe status (OK when given none)."""
-    return max(statuses, key=lambda s: s.severity, default=Status.OK)
+    return max(statuses, key=_SEVERITY.__getitem__, default=Status.OK)
 
 
 @dataclass(frozen=True)

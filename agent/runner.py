@@ -1,14 +1,18 @@
-"""Runs checks in a bounded pool of threads with a per-check timeout.
+"""Runs checks on a persistent, bounded pool of worker threads with a per-check timeout.
 
 A check that overruns its timeout is reported UNKNOWN at the deadline and its
-thread is abandoned: the slot is freed so other checks keep their schedule, and
-the check itself is not started again while that thread lives (no overlap;
-each skipped run is counted). Python cannot kill a thread, so checks that do
-I/O pass their own timeouts to it (sockets, subprocesses) and rarely get here.
+thread is abandoned: it no longer counts as a worker, and the pool starts a new
+one when there is work for it, so the pool never loses capacity and other
+checks keep their schedule. The check itself is not started again while that
+thread lives (no overlap; each skipped run is counted). Python cannot kill a
+thread, so checks that do I/O pass their own timeouts to it (sockets,
+subprocesses) and rarely get here. Workers are started on demand up to
+`workers` and then kept: a run costs a queue hand-off, not a thread start.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import deque
@@ -27,6 +31,7 @@ from checks.base import CheckContext
 Deliver = Callable[[Job, CheckResult, float, float, float], None]   # job, result, started, duration, scheduled
 Started = Callable[[Job, float], None]                                # job, calendar slot being run
 DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report first
+NO_DEADLINE = float("inf")
 
 
 @dataclass(eq=False)
@@ -42,6 +47,10 @@ class _Run:
 
 
 class Runner:
+    """`request` queues a run, a worker runs it and hands the result to `deliver`; `pump` (the scheduler
+    loop) times out overrunning runs. `wake` is called when a worker starts a run whose deadline is
+    earlier than the one `pump` last returned, so the loop never sleeps past a deadline."""
+
     def __init__(self, workers: int, deliver: Deliver, wake: Callable[[], None] = lambda: None,
                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  started: Started = lambda job, fired: None, state_dir: Path | None = None,
@@ -53,9 +62,16 @@ class Runner:
         self._started = started
         self._wake = wake
         self._wall, self._monotonic = wall, monotonic
+        self._hostname = socket.gethostname()   # once, not a uname() per run
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         self._queue: deque[_Run] = deque()
-        self._running: list[_Run] = []
+        self._running: set[_Run] = set()
+        self._threads = 0             # workers not stuck in an abandoned run
+        self._idle = 0                # of those, waiting for work and not yet notified
+        self._spawned = 0             # workers ever started (names, and the tests' "no thread per run")
+        self._next_deadline = NO_DEADLINE
+        self._closed = False
         self.abandoned = 0
 
     def request(self, job: Job, scheduled: float, fired: float | None = None) -> bool:
@@ -64,50 +80,94 @@ class Runner:
         `fired` (a calendar slot) is reported to `started` when the run actually begins, so a
         run queued behind busy workers and dropped at shutdown is not recorded as done.
         """
-        with self._lock:
-            if job.in_flight:
-                job.skipped += 1
-                if not job.skipping:   # one line per episode, not one per interval
-                    job.skipping = True
-                    logs.event("check.skipping", "warning", check=job.name, reason="previous run still in flight")
-                return False
-            job.in_flight = True
-            self._queue.append(_Run(job, scheduled, fired))
-            return True
+        return self.request_many([(job, scheduled, fired)])[0]
 
-    def pump(self) -> float | None:
-        """Start queued runs while slots are free and time out overrunning ones; return seconds to the next deadline."""
-        now = self._monotonic()
-        expired, starting = [], []
+    def request_many(self, runs: list[tuple[Job, float, float | None]]) -> list[bool]:
+        """`request` for every (job, scheduled, fired) of a tick under one lock: workers start on the
+        batch once it is queued instead of contending with the scheduler loop for each run."""
+        queued = []
         with self._lock:
-            for run in self._running:
-                if not run.done and now >= run.deadline:
-                    run.done = run.abandoned = True
-                    expired.append(run)
-            self._running = [r for r in self._running if not r.done]
-            while self._queue and len(self._running) < self.workers:
+            for job, scheduled, fired in runs:
+                if job.in_flight:
+                    job.skipped += 1
+                    if not job.skipping:   # one line per episode, not one per interval
+                        job.skipping = True
+                        logs.event("check.skipping", "warning", check=job.name,
+                                   reason="previous run still in flight")
+                    queued.append(False)
+                    continue
+                job.in_flight = True
+                self._queue.append(_Run(job, scheduled, fired))
+                queued.append(True)
+            for _ in range(min(sum(queued), self.workers)):
+                self._hand_out()
+        return queued
+
+    def _hand_out(self) -> None:
+        """Under the lock: a worker for the newest queued run — an idle one, or a new one below `workers`."""
+        if self._idle:
+            self._idle -= 1
+            self._work.notify()
+        elif self._threads < self.workers and not self._closed:
+            self._threads += 1
+            self._spawned += 1
+            threading.Thread(target=self._worker, name=f"check-worker-{self._spawned}", daemon=True).start()
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    if self._closed:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    self._work.wait()
                 run = self._queue.popleft()
                 run.started_wall, run.started_mono = self._wall(), self._monotonic()
                 run.deadline = run.started_mono + run.job.timeout + DEADLINE_GRACE
-                self._running.append(run)
-                starting.append(run)
-                threading.Thread(target=self._execute, args=(run,), name=f"check-{run.job.name}",
-                                 daemon=True).start()
-            next_deadline = min((r.deadline for r in self._running), default=None)
-        for run in starting:
+                self._running.add(run)
+                earlier = run.deadline < self._next_deadline
+                if earlier:
+                    self._next_deadline = run.deadline
+            if earlier:
+                self._wake()
             if run.fired is not None:
                 self._started(run.job, run.fired)
+            try:
+                keep = self._execute(run)
+            except Exception as exc:  # a failing `deliver` must not cost the pool a worker
+                logs.event("runner.deliver_failed", "error", check=run.job.name, error=f"{type(exc).__name__}: {exc}")
+                keep = True
+            if not keep:
+                return   # abandoned: a new worker has taken this one's place
+
+    def pump(self) -> float | None:
+        """Time out overrunning runs; return seconds to the next deadline (None when nothing is queued or running)."""
+        now = self._monotonic()
+        with self._lock:
+            expired = [run for run in self._running if now >= run.deadline]
+            for run in expired:
+                run.done = run.abandoned = True
+                self._running.discard(run)
+                self._threads -= 1          # its thread is stuck in the check: no longer a worker
+            for _ in range(min(len(expired), len(self._queue))):
+                self._hand_out()            # …and queued runs get a new one
+            self._next_deadline = min((r.deadline for r in self._running), default=NO_DEADLINE)
+            next_deadline = self._next_deadline
+            if self._queue:                 # about to start: no deadline earlier than the grace from now
+                next_deadline = min(next_deadline, now + DEADLINE_GRACE)
         for run in expired:
             self.abandoned += 1
             logs.event("check.timeout", "warning", check=run.job.name, timeout=f"{run.job.timeout:g}s")
             result = CheckResult.unknown(f"timed out after {format_duration(run.job.timeout)}")
             self._deliver(run.job, result, run.started_wall, now - run.started_mono, run.scheduled)
-        return None if next_deadline is None else max(0.0, next_deadline - now)
+        return None if next_deadline == NO_DEADLINE else max(0.0, next_deadline - now)
 
-    def _execute(self, run: _Run) -> None:
+    def _execute(self, run: _Run) -> bool:
+        """Run the check and deliver its result; False when the run had been abandoned meanwhile."""
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, state_dir=self.state_dir,
-                           keep_state=self.keep_state, store=self.store, tz=self.tz)
+        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
+                           state_dir=self.state_dir, keep_state=self.keep_state, store=self.store, tz=self.tz)
         try:
             with children.owner("check", job.name):
                 result = job.check.run(ctx)
@@ -122,16 +182,17 @@ class Runner:
             job.in_flight = job.skipping = False
             late = run.done
             run.done = True
+            self._running.discard(run)
         if late:
             logs.event("check.late_result_discarded", "warning", check=job.name,
                        duration=format_duration(duration))
         else:
             self._deliver(job, result, run.started_wall, duration, run.scheduled)
-        self._wake()
+        return not late
 
     def idle(self) -> bool:
         with self._lock:
-            return not self._queue and not any(not r.done for r in self._running)
+            return not self._queue and not self._running
 
     def drop_queued(self) -> None:
         """Forget runs not yet started (shutdown): they never began, so nothing is lost."""
@@ -140,7 +201,14 @@ class Runner:
                 run.job.in_flight = False
             self._queue.clear()
 
+    def close(self) -> None:
+        """Let idle workers end (shutdown); a worker busy with a run ends after it."""
+        with self._lock:
+            self._closed = True
+            self._idle = 0
+            self._work.notify_all()
+
     @property
     def busy(self) -> int:
         with self._lock:
-            return sum(not r.done for r in self._running)
+            return len(self._running)

@@ -9,9 +9,12 @@ seconds; the calendar module does the local-time arithmetic.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from agent.calendar import catch_up_due, jitter_offset_seconds, next_fire
@@ -69,6 +72,43 @@ def clamp_to_clock(trigger: Trigger, next_due: float, now: float) -> float:
 def jitter_key_for(hostname: str, check: str) -> str:
     """What the jitter offset hashes: stable per host and check, different across a fleet."""
     return f"{hostname}/{check}"
+
+
+class _Timed(Protocol):
+    next_due: float
+
+
+T = TypeVar("T", bound=_Timed)
+
+
+class DueQueue(Generic[T]):
+    """Jobs ordered by `next_due`, so the loop takes the due ones and learns the soonest in O(log n) per
+    run, not by scanning every check each time it wakes (with 1,000 checks in different phases it wakes
+    about as often as there are checks). `push` a job again after changing its `next_due`; entries
+    left behind by a change are recognised and dropped when they surface."""
+
+    def __init__(self, jobs: list[T] = ()):
+        self._order = itertools.count()   # ties keep insertion order; jobs themselves are not compared
+        self._heap: list[tuple[float, int, T]] = [(job.next_due, next(self._order), job) for job in jobs]
+        heapq.heapify(self._heap)
+
+    def push(self, job: T) -> None:
+        heapq.heappush(self._heap, (job.next_due, next(self._order), job))
+
+    def pop_due(self, now: float) -> list[T]:
+        """The jobs due at `now`, each once, in due order."""
+        due: dict[int, T] = {}
+        while self._heap and self._heap[0][0] <= now:
+            at, _, job = heapq.heappop(self._heap)
+            if at == job.next_due:
+                due.setdefault(id(job), job)
+        return list(due.values())
+
+    def soonest(self) -> float:
+        """The earliest `next_due` (infinity when empty); stale entries on top are dropped first."""
+        while self._heap and self._heap[0][0] != self._heap[0][2].next_due:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else math.inf
 
 
 def describe(trigger: Trigger) -> str:

@@ -30,6 +30,8 @@ SavedWindow = tuple[Optional[str], Optional[float], Optional[float]]
 
 BUSY_TIMEOUT_MS = 5000
 SQLITE_HEADER = b"SQLite format 3\x00"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))   # built once: json.dumps(…, separators=…) builds one per call
+_COMPACT_STRICT = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False)
 PRUNE_BATCH_ROWS = 20000
 
 
@@ -141,11 +143,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _encode(run: Evaluated) -> tuple[str, str | None]:
     """Metrics and details as JSON; non-finite values are dropped (SQLite's JSON functions reject them)."""
-    metrics = json.dumps({s.key: s.value for s in run.samples if math.isfinite(s.value)}, separators=(",", ":"))
+    metrics = _COMPACT.encode({s.key: s.value for s in run.samples if math.isfinite(s.value)})
     if not run.details:
         return metrics, None
     try:
-        details = json.dumps(run.details, separators=(",", ":"), default=str, allow_nan=False)
+        details = _COMPACT_STRICT.encode(run.details)
     except (TypeError, ValueError) as exc:
         details = json.dumps({"error": f"details not serialisable: {exc}"})
     return metrics, details
@@ -153,8 +155,7 @@ def _encode(run: Evaluated) -> tuple[str, str | None]:
 
 def _encode_samples(run: Evaluated) -> str:
     """Samples with their labels, as JSON [[name, value, {label: value}], …] (finite values only)."""
-    return json.dumps([[s.name, s.value, dict(s.labels)] for s in run.samples if math.isfinite(s.value)],
-                      separators=(",", ":"))
+    return _COMPACT.encode([[s.name, s.value, dict(s.labels)] for s in run.samples if math.isfinite(s.value)])
 
 
 def _decode_samples(text: str | None) -> tuple[Sample, ...]:
@@ -302,23 +303,25 @@ class Store:
                             (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
                              run.summary, metrics, details, int(run.maintenance))).rowcount:
                         started += 1e-6
-                    self.conn.execute(
-                        "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
-                        "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
-                        (run.check, run.started))
-                    self.conn.execute(
-                        "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
-                        " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
-                        " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
-                        " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
-                        " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
-                        " WHERE excluded.started >= check_state.started",
-                        (run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
-                         int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance)))
-                for name, (key, warning_since, critical_since) in (windows or {}).items():
-                    self.conn.execute("UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ?"
-                                      " WHERE check_name = ?", (key, warning_since, critical_since, name))
+                self.conn.executemany(
+                    "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
+                    "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
+                    [(run.check, run.started) for run, _, _ in rows])
+                self.conn.executemany(
+                    "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
+                    " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
+                    " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
+                    " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
+                    " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
+                    " WHERE excluded.started >= check_state.started",
+                    [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
+                      int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance))
+                     for run, _, details in rows])
+                self.conn.executemany(
+                    "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
+                    [(key, warning_since, critical_since, name)
+                     for name, (key, warning_since, critical_since) in (windows or {}).items()])
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._check_ids.clear()   # ids inserted in this transaction are gone with it

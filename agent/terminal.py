@@ -25,6 +25,14 @@ def printable(text: str, keep_newlines: bool = False) -> str:
     return text.translate(_ESCAPES_KEEP_NEWLINE if keep_newlines else _ESCAPES)
 
 
+_C1_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]")
+
+
+def json_c1_escaped_bytes(data: bytes) -> bytes:
+    """`json_c1_escaped` for UTF-8 JSON bytes made of whole objects (a character is never cut in two)."""
+    return _C1_UTF8.sub(lambda m: b"\\u%04x" % m.group()[-1], data)
+
+
 def json_c1_escaped(text: str) -> str:
     """Given JSON text, return it with DEL and the C1 controls as `\\u00NN` (JSON encoders escape C0 but
     leave these raw when they write UTF-8; a terminal may act on them). Outside strings JSON has no

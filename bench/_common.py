@@ -248,12 +248,13 @@ def monitrc(workdir: Path, every: int = 15) -> Path:
     return path
 
 
-def start_monit(workdir: Path, binary: str = MONIT, every: int = 15) -> Proc | None:
+def start_monit(workdir: Path, binary: str = MONIT, every: int = 15, rc: Path | None = None) -> Proc | None:
+    """monit in the foreground on `rc` (default: `monitrc(workdir, every)`); None when it is not installed."""
     exe = which(binary)
     if exe is None:
         log(f"SKIP monit anchor: {binary} not found (Debian: apt-get install monit)")
         return None
-    rc = monitrc(workdir, every)
+    rc = rc or monitrc(workdir, every)
     syntax = subprocess.run([exe, "-t", "-c", str(rc)], capture_output=True, text=True, timeout=30)
     if syntax.returncode != 0:
         raise RuntimeError(f"monit rejected {rc}: {syntax.stdout}{syntax.stderr}")

@@ -119,6 +119,9 @@ def summary(idle: dict | None, scrape: dict | None, store: dict | None, commands
             "interpreter start)",
             f"{t['history']['mean_ms']:.1f} ± {t['history']['stddev_ms']:.1f} ms", fl, "—",
             f"≤ {store['targets']['history_ms']:g} ms", mark(store["met"]["history"]))
+        if "history_factor" in store:
+            row("↳ `history` / `python -c pass` (same run)", f"{store['history_factor']:.1f}×", "—", "—",
+                f"≤ {store['targets']['history_factor']:g}×", mark(store["met"]["history_factor"]))
         row("`status` (incl. interpreter start)", f"{t['status']['mean_ms']:.1f} ± {t['status']['stddev_ms']:.1f} ms",
             fl, "—", f"≤ {store['targets']['status_ms']:g} ms", mark(store["met"]["status"]))
         an = store.get("history_anatomy")

@@ -27,7 +27,7 @@ PROJECT = ("agent", "checks", "actions")
 PLUGIN_API = {
     "agent", "agent.address", "agent.calendar", "agent.child_env", "agent.children", "agent.faults",
     "agent.fields", "agent.heartbeat", "agent.jsonfile", "agent.logs", "agent.mailer", "agent.outfile",
-    "agent.paths", "agent.redact", "agent.result", "agent.storefile", "agent.terminal", "agent.units",
+    "agent.paths", "agent.redact", "agent.registry", "agent.result", "agent.storefile", "agent.terminal", "agent.units",
 }
 """What checks and actions may import from agent/; these modules import only each other (and no check or action)."""
 

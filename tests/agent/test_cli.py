@@ -191,3 +191,41 @@ def test_cli_history_reads_stopped_store_from_read_only_directory(populated):
     finally:
         os.chmod(base / "var", 0o755)
         shutil.rmtree(base)
+
+
+def test_cli_history_json_streamed_in_chunks_same_text_as_one_list(tmp_path):
+    """`history --format json` writes SQLite's objects chunk by chunk; the text is the one list it used to join."""
+    import sqlite3
+    from agent.history import _RUN_JSON, _runs_query, open_readonly, write_runs_json
+    store = Store(tmp_path / "maint-agent.db")
+    now = time.time()
+    store.record_runs([Evaluated("disk", "disk", Status(i % 4), f'run {i} "quoted" \\ é\nline', (
+        sample("used_ratio", i / 7, mount="/"), sample("free_bytes", 1.5e12 + i, mount='/mnt/"x"')), {},
+        now - i * 61.5, i / 3000, now - i * 61.5) for i in range(25)])
+    store.close()
+    conn = open_readonly(tmp_path / "maint-agent.db")
+    for query in ({"limit": None}, {"statuses": [2], "limit": None}, {"check": "nope", "limit": None}):
+        objects = [row[0] for row in conn.execute(*_runs_query(_RUN_JSON, query.get("check"), query.get("statuses"),
+                                                                None, None, None))]
+        expected = ("[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n").encode()
+        out = io.BytesIO()
+        assert write_runs_json(conn, out, chunk=4, **query) == len(objects)
+        assert out.getvalue() == expected
+        assert json.loads(out.getvalue()) == [json.loads(o) for o in objects]
+    assert conn.text_factory is str and isinstance(conn.execute("SELECT 1").fetchone(), sqlite3.Row)
+
+
+def test_cli_standalone_commands_parse_without_the_other_command_modules_and_the_same_way():
+    import subprocess
+    import sys
+    from agent.cli import STANDALONE_COMMANDS, build_parser
+    code = ("import sys; from agent.cli import build_parser; build_parser('run'); "
+            "print(sorted(m for m in sys.modules if m.startswith('agent.cli_')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    every = build_parser()._subparsers._group_actions[0].choices
+    for command in STANDALONE_COMMANDS:   # no command module adds to these parsers
+        alone = build_parser(command)._subparsers._group_actions[0].choices
+        assert alone[command].format_help() == every[command].format_help()
+        assert alone[command]._subparsers is None and every[command]._subparsers is None

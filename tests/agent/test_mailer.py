@@ -18,7 +18,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from agent.config import Sections, load_config
+from agent.config import load_config, schema_model
 from agent.mailer import MailError, SmtpSection, build_message, send_message
 from agent.report_config import report_issues, report_schedule
 from agent.reporting import MAX_ATTEMPTS, deliver_pending, queue_report, resend, retry_delay
@@ -306,7 +306,7 @@ def test_mailer_cli_send_outbox_and_resend(smtp_server, tmp_path, write_config):
 
 
 def test_mailer_report_issues_name_unknown_schedules_duplicates_and_missing_smtp():
-    config = Sections.model_validate({"schedules": {"biweekly": "mon 06:00"}, "reports": [
+    config = schema_model().model_validate({"schedules": {"biweekly": "mon 06:00"}, "reports": [
         {"name": "weekly", "period": "week", "recipients": ["ops@example.com"], "schedule": "biweekly"},
         {"name": "weekly", "period": "month", "recipients": ["ops@example.com"], "schedule": "biweeky"},
         {"name": "daily", "period": "day", "recipients": ["ops@example.com"], "schedule": "07:30"}]})

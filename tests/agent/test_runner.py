@@ -164,3 +164,78 @@ def test_runner_non_result_return_becomes_unknown():
     runner.request(job(Bad, "bad"), time.time())
     wait_for(lambda: (runner.pump(), out.results)[1], 5)
     assert out.results[0][1].status is Status.UNKNOWN and "not a CheckResult" in out.results[0][1].summary
+
+
+class Gauge:
+    """How many runs are inside `run` at once, and the most there ever were."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+
+    def __enter__(self):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.active -= 1
+
+
+def test_runner_after_hung_checks_pool_still_runs_others_at_full_width(monkeypatch):
+    monkeypatch.setattr("agent.runner.DEADLINE_GRACE", 0.05)
+    gauge, release = Gauge(), threading.Event()
+
+    class Hangs(FastCheck):
+        def run(self, ctx):
+            release.wait(30)
+            return CheckResult.ok("woke up")
+
+    class Busy(FastCheck):
+        def run(self, ctx):
+            with gauge:
+                time.sleep(0.2)
+            return CheckResult.ok("done")
+
+    out = Collector()
+    runner = Runner(3, out)
+    hung = [job(Hangs, f"hung{i}", timeout=0.1) for i in range(5)]   # more hung checks than workers
+    try:
+        for j in hung:
+            runner.request(j, time.time())
+        wait_for(lambda: (runner.pump(), runner.abandoned == 5)[1], 10, what="every hung run abandoned")
+        busy = [job(Busy, f"busy{i}") for i in range(6)]
+        started = time.monotonic()
+        for j in busy:
+            runner.request(j, time.time())
+        wait_for(lambda: (runner.pump(), all(out.of(j.name) for j in busy))[1], 10, what="the six busy runs")
+        assert gauge.peak == 3, "five stuck threads, yet three runs at once: each was replaced"
+        assert time.monotonic() - started < 1.0, "six 0.2 s runs on three workers take two rounds, not six"
+        assert all(out.of(j.name)[0][1].status is Status.OK for j in busy)
+        assert all(out.of(j.name)[0][1].status is Status.UNKNOWN for j in hung)
+    finally:
+        release.set()
+    wait_for(lambda: not any(j.in_flight for j in hung), 5, what="the hung threads to end")
+    assert all(len(out.of(j.name)) == 1 for j in hung), "late results are discarded"
+
+
+def test_runner_reuses_its_workers_instead_of_a_thread_per_run():
+    seen = []
+
+    class Records(FastCheck):
+        def run(self, ctx):
+            seen.append(threading.current_thread())   # kept alive: a thread object is never reused
+            return CheckResult.ok("done")
+
+    out = Collector()
+    runner = Runner(2, out)
+    jobs = [job(Records, f"r{i}") for i in range(10)]
+    for _ in range(5):
+        for j in jobs:
+            runner.request(j, time.time())
+        wait_for(lambda: not any(j.in_flight for j in jobs), 5, what="a round of runs")
+    assert len(out.results) == 50
+    assert len(set(seen)) <= 2
+    runner.close()
+    wait_for(lambda: not any(t.is_alive() for t in set(seen)), 5, what="the workers to end after close()")

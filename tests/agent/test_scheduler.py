@@ -95,3 +95,33 @@ def test_clamp_to_clock_calendar_slot_unchanged():
 def test_plan_start_interval_last_run_in_future_after_clock_step_back_not_delayed():
     plan = plan_start(Interval(60), None, 5000.0, 1000.0, BERLIN, "h/c", 0)
     assert plan.next_due == 1060.0
+
+
+class _Due:
+    def __init__(self, name, next_due):
+        self.name, self.next_due = name, next_due
+
+
+def test_due_queue_gives_due_jobs_once_in_order_and_the_soonest_of_the_rest():
+    from agent.scheduler import DueQueue
+    a, b, c = _Due("a", 10.0), _Due("b", 5.0), _Due("c", 20.0)
+    queue = DueQueue([a, b, c])
+    assert queue.soonest() == 5.0
+    assert queue.pop_due(4.0) == []
+    assert [j.name for j in queue.pop_due(10.0)] == ["b", "a"]
+    assert queue.soonest() == 20.0 and queue.pop_due(10.0) == []
+
+
+def test_due_queue_job_moved_after_push_surfaces_at_its_new_time_only():
+    from agent.scheduler import DueQueue
+    a, b = _Due("a", 10.0), _Due("b", 15.0)
+    queue = DueQueue([a, b])
+    a.next_due = 30.0                  # dispatched and planned: the old entry at 10 is stale
+    queue.push(a)
+    assert queue.soonest() == 15.0
+    assert [j.name for j in queue.pop_due(20.0)] == ["b"]
+    a.next_due = 25.0                  # moved twice, pushed twice: still given once
+    queue.push(a)
+    queue.push(a)
+    assert [j.name for j in queue.pop_due(40.0)] == ["a"]
+    assert queue.soonest() == float("inf")

@@ -1,0 +1,72 @@
+"""Check and action types load their module when a config first uses them, and every entry does load."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actions import ACTION_TYPES
+from agent.metrics import exported_name
+from agent.registry import TypeRegistry
+from checks import CHECK_TYPES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("registry", [CHECK_TYPES, ACTION_TYPES], ids=["checks", "actions"])
+def test_registry_every_entry_loads_a_class_of_its_own_type(registry):
+    for name in registry:
+        assert registry[name].TYPE == name
+    assert registry.loaded() == list(registry)
+
+
+def test_registry_misregistered_class_fails_loudly_when_loaded():
+    class Probe:
+        TYPE = "probe"
+
+    def loader():
+        return (Probe,)
+
+    registry = TypeRegistry("check", {"prob": loader})
+    assert "prob" in registry and registry.loaded() == [], "names are known without loading"
+    with pytest.raises(RuntimeError, match="returns Probe of type 'probe', which is not registered"):
+        registry["prob"]
+    with pytest.raises(KeyError):
+        registry["nope"]
+
+
+def test_registry_check_metric_names_unique_across_types():
+    """The exposition takes a value family's help from the check's own type: no name may mean two things."""
+    seen = {}
+    for name, cls in CHECK_TYPES.items():
+        for spec in cls.METRICS:
+            metric = exported_name(cls.metric_prefix(), spec)
+            assert metric not in seen, f"{metric} exported by {seen.get(metric)} and {name}"
+            seen[metric] = name
+
+
+LAZY = """
+import sys
+from pathlib import Path
+from agent.config import load_config
+from agent.daemon import Daemon
+loaded = load_config(sys.argv[1])
+Daemon(loaded)._apply(loaded, first=True)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_daemon_with_repo_config_imports_only_the_types_and_sections_it_uses(tmp_path):
+    config = tmp_path / "agent.yaml"
+    text = (REPO / "agent.yaml").read_text().replace("state_dir: ./var", f"state_dir: {tmp_path / 'var'}")
+    config.write_text(text)
+    done = subprocess.run([sys.executable, "-c", LAZY, str(config)], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert {"checks.system", "agent.daemon"} <= modules
+    unused = {"checks.postgres", "checks.redis", "checks.http", "checks.backup", "checks.s3", "checks.smart",
+              "actions.command", "actions.notify", "actions.systemd", "agent.mailer", "agent.reporting",
+              "agent.archive", "agent.webconfig", "sqlite_utils", "prometheus_client", "difflib"}
+    assert not unused & modules, f"imported without being configured: {sorted(unused & modules)}"
