@@ -209,12 +209,12 @@ def test_maintenance_expires_by_itself_and_survives_a_restart(agent_factory, ser
     port, pidfile = service
     start_service(port, pidfile)
     agent = agent_factory(maintenance_config(port, pidfile)).start()
+    started = time.monotonic()   # before the CLI writes the window: it cannot end sooner than 3 s from here
     out = agent.cli("maintenance", "start", "other", "--for", "3s", "--reason", "kernel tuning")
     assert out.returncode == 0, out.stderr
-    started = time.monotonic()
     wait_for(lambda: gauge(agent, "maint_check_in_maintenance", "other") == 1, 5, what="maintenance applied")
     wait_for(lambda: gauge(agent, "maint_check_in_maintenance", "other") == 0, 10, what="the expiry")
-    assert 2.9 < time.monotonic() - started < 5.0
+    assert 2.9 < time.monotonic() - started < 6.0    # on time, with room for a loaded machine
     assert any("maintenance #1 expired after 3s" in line for line in log_lines(db_path(agent)))
 
     assert agent.cli("maintenance", "start", "svc", "--for", "1h", "--reason", "long").returncode == 0
