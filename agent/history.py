@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
-from typing import BinaryIO
 
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
 
@@ -64,7 +64,7 @@ def runs(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[i
     return conn.execute(*_runs_query(_RUN_COLUMNS, check, statuses, since, until, limit)).fetchall()
 
 
-def write_runs_json(conn: sqlite3.Connection, out: BinaryIO, *, check: str | None = None,
+def write_runs_json(conn: sqlite3.Connection, out: io.BufferedIOBase, *, check: str | None = None,
                     statuses: list[int] | None = None, since: float | None = None, until: float | None = None,
                     limit: int | None = 100, chunk: int = 2000) -> int:
     """Write the runs to `out` as a JSON array, one object a line, each built by SQLite and streamed in chunks
