@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
-from typing import BinaryIO
 
 # the store's open primitives live below the store (the heartbeat check uses them too); the CLI and
 # agent.store still import them from here until the store package gathers both
@@ -65,7 +65,7 @@ def runs(conn: sqlite3.Connection, *, check: str | None = None, statuses: list[i
     return conn.execute(*_runs_query(_RUN_COLUMNS, check, statuses, since, until, limit)).fetchall()
 
 
-def write_runs_json(conn: sqlite3.Connection, out: BinaryIO, *, check: str | None = None,
+def write_runs_json(conn: sqlite3.Connection, out: io.BufferedIOBase, *, check: str | None = None,
                     statuses: list[int] | None = None, since: float | None = None, until: float | None = None,
                     limit: int | None = 100, chunk: int = 2000) -> int:
     """Write the runs to `out` as a JSON array, one object a line, each built by SQLite and streamed in chunks

@@ -1,8 +1,8 @@
 """The Prometheus text format (0.0.4), written byte for byte as prometheus_client's `generate_latest` writes it.
 
-The agent renders /metrics itself rather than through prometheus_client: importing that package costs
-the resident process ~12 MiB (it pulls in ssl and its own process collectors), and its registry renders
-every series on every refresh, where the agent re-renders only the check whose result changed.
+The agent renders /metrics itself rather than through prometheus_client: its registry renders every series
+on every refresh, where the agent re-renders only the checks whose state changed, and the daemon need not
+import the package (~1 MiB resident beyond what it loads anyway).
 `tests/agent/test_exposition_reference.py` holds the two outputs side by side.
 """
 

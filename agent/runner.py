@@ -69,7 +69,7 @@ class Runner:
         self._running: set[_Run] = set()
         self._threads = 0             # workers not stuck in an abandoned run
         self._idle = 0                # of those, waiting for work and not yet notified
-        self._spawned = 0             # workers ever started (names, and the tests' "no thread per run")
+        self._spawned = 0             # workers ever started (their thread names)
         self._next_deadline = NO_DEADLINE
         self._closed = False
         self.abandoned = 0

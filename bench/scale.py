@@ -41,9 +41,10 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (AGENT_BIN, HOST, MIB, MONIT, OUT, Proc, _spawn, fmt, free_port, http_get,  # noqa: E402
-                     loadavg, log, machine, ratio, start_monit, stop_all, table, wait_http, which, write_json)
-from scrape import sequential  # noqa: E402
+from _common import (AGENT_BIN, HOST, MIB, MONIT, NODE_EXPORTER, OUT, Proc, _spawn, fmt, free_port,  # noqa: E402
+                     http_get, loadavg, log, machine, ratio, start_monit, start_node_exporter, stop_all, table,
+                     wait_http, which, write_json)
+from scrape import TARGET_RPS_FACTOR, concurrent_python, concurrent_wrk, sequential  # noqa: E402
 
 TARGET_MS_PER_RUN = 0.25
 TARGET_FLAT_FACTOR = 1.3
@@ -255,12 +256,13 @@ def file_size_step(n: int, files: list[Path], args, work: Path) -> dict:
         runs = runs_total(port) - runs0
         log(f"N={n}: {args.requests} sequential /metrics requests")
         seq = sequential(port, "/metrics", args.requests, 60.0, gzip=False, warmup=20)
+        conc = concurrent(port, args) if n == max(args.size_list) else None
         prof = profile(agent, args.profile_seconds, f"n{n}") if args.profile else None
         a = measured["maint-agent"]
         out = {"n": n, "load_start": load, "agent": {**a, "runs": runs,
                                                      "ms_per_run": a["cpu_seconds"] * 1000 / runs if runs else None,
                                                      "runs_per_second": runs / a["wall_seconds"]},
-               "metrics_bytes": seq["body_bytes"], "sequential": seq, "profile": prof}
+               "metrics_bytes": seq["body_bytes"], "sequential": seq, "concurrent": conc, "profile": prof}
         if monit:
             m = measured["monit"]
             nominal = n * m["wall_seconds"]    # N checks per 1 s cycle
@@ -268,6 +270,28 @@ def file_size_step(n: int, files: list[Path], args, work: Path) -> dict:
         return out
     finally:
         stop_all(procs)
+
+
+def concurrent(port: int, args) -> dict:
+    """20 keep-alive connections for a few seconds (wrk when installed, else a client-bound Python pool)."""
+    log(f"{args.connections} connections to /metrics for {args.duration} s")
+    wrk = which("wrk")
+    if wrk:
+        return concurrent_wrk(wrk, port, "/metrics", 2, args.connections, args.duration, gzip=False)
+    return concurrent_python(port, "/metrics", args.connections, args.duration, gzip=False)
+
+
+def node_exporter_step(args, work: Path) -> dict | None:
+    """node_exporter's /metrics under the same 20 connections: the anchor of the req/s ratio."""
+    step_dir = work / "node_exporter"
+    step_dir.mkdir()
+    node = start_node_exporter(step_dir, args.node_exporter)
+    if node is None:
+        return None
+    try:
+        return concurrent(node.port, args)
+    finally:
+        node.stop()
 
 
 def window_for(n: int, window: float) -> float:
@@ -329,7 +353,7 @@ def http_step(args, work: Path) -> dict:
 # -- report --------------------------------------------------------------------------------------------------
 
 
-def report(steps: list[dict], http: dict | None, soak: dict | None, args) -> dict:
+def report(steps: list[dict], http: dict | None, soak: dict | None, node: dict | None, args) -> dict:
     rows = []
     for s in steps:
         a, m, q = s["agent"], s.get("monit"), s["sequential"]
@@ -348,6 +372,14 @@ def report(steps: list[dict], http: dict | None, soak: dict | None, args) -> dic
     if any("monit" not in s for s in steps):
         print(f"(Monit skipped: {args.monit} not installed — apt-get install monit)" if not args.no_monit
               else "(Monit skipped: --no-monit)")
+    for s in steps:
+        if s.get("concurrent"):
+            c = s["concurrent"]
+            anchor = (f"; node_exporter {node['rps']:,.0f} req/s → {c['rps'] / node['rps']:.1f}× (target ≥ "
+                      f"{TARGET_RPS_FACTOR:g}×)" if node and node.get("rps") else "; node_exporter not installed")
+            print(f"\n/metrics under {args.connections} connections at N={s['n']} ({c['client']}): "
+                  f"{c['rps']:,.0f} req/s, p50 {fmt(c.get('p50_ms'), '.2f')} ms, p99 {fmt(c.get('p99_ms'), '.2f')} ms"
+                  + anchor)
     if http:
         print(f"\nhttp checks: {http['n']} every {http['every_seconds']:g} s against a local server: "
               f"CPU {http['cpu_pct_one_core']:.2f} % of a core, {fmt(http['ms_per_run'], '.3f')} ms per run "
@@ -382,6 +414,12 @@ def report(steps: list[dict], http: dict | None, soak: dict | None, args) -> dic
               f"{'met' if met['cpu_1000'] else 'MISSED'}")
         print(f"target /metrics sequential p99 ≤ {TARGET_SEQ_P99_MS:g} ms at 1,000 checks: {p99:.2f} ms → "
               f"{'met' if met['p99_1000'] else 'MISSED'}")
+    largest = by_n.get(max(by_n)) if by_n else None
+    if largest and largest.get("concurrent") and node and node.get("rps"):
+        factor = largest["concurrent"]["rps"] / node["rps"]
+        met["rps"] = factor >= TARGET_RPS_FACTOR
+        print(f"target {args.connections}-connection req/s ≥ {TARGET_RPS_FACTOR:g}× node_exporter at "
+              f"N={largest['n']}: {factor:.1f}× → {'met' if met['rps'] else 'MISSED'}")
     factors = {n: ratio(s["agent"]["ms_per_run"], s["monit"]["ms_per_check"]) for n, s in by_n.items() if "monit" in s}
     if factors:
         worst_n = max(factors, key=lambda n: factors[n] or 0)
@@ -420,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run 1,000 file checks this long (s) and print RSS at 2 minutes and at the end "
                          "(600 for the 10-minute figure; default 0: skipped)")
     ap.add_argument("--no-monit", action="store_true", help="skip Monit")
+    ap.add_argument("--connections", type=int, default=20, help="concurrent /metrics connections at the largest N")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of the concurrent run (default 10)")
+    ap.add_argument("--node-exporter", default=NODE_EXPORTER)
     ap.add_argument("--monit", default=MONIT)
     ap.add_argument("--profile", action="store_true", help="after each window, profile the agent with py-spy")
     ap.add_argument("--profile-seconds", type=float, default=10.0)
@@ -427,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent-bin", type=Path, default=AGENT_BIN)
     ap.add_argument("--json-out", help="also write the figures as JSON to this file")
     args = ap.parse_args(argv)
-    sizes = sorted({int(n) for n in args.sizes.split(",") if n.strip()})
+    sizes = args.size_list = sorted({int(n) for n in args.sizes.split(",") if n.strip()})
     if not sizes or not all(1 <= n <= 5000 for n in sizes):
         ap.error("--sizes must be numbers in 1..5000")
     for name in ("warmup", "window", "http_window", "profile_seconds"):
@@ -437,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--soak must be 0 or more than {SOAK_FIRST_MARK:g} s (at most {4 * MAX_SECONDS} s)")
     if not 1 <= args.http_checks <= 5000 or not 1 <= args.requests <= 100_000 or not 1 <= args.workers <= 64:
         ap.error("--http-checks in 1..5000, --requests in 1..100000, --workers in 1..64")
+    if not 1 <= args.connections <= 1000 or not 1 <= args.duration <= 600:
+        ap.error("--connections in 1..1000, --duration in 1..600")
 
     with tempfile.TemporaryDirectory(prefix="maint-bench-scale-") as tmp:
         work = Path(tmp)
@@ -447,11 +490,15 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text("x\n")
             files.append(path)
         steps = [file_size_step(n, files, args, work) for n in sizes]
+        node = node_exporter_step(args, work)
         http = None if args.no_http else http_step(args, work)
         soak = soak_step(files, args, work) if args.soak else None
-    met = report(steps, http, soak, args)
+    met = report(steps, http, soak, node, args)
+    for s in steps:
+        if s.get("concurrent"):
+            s["concurrent"].pop("raw", None)
     write_json(args.json_out, {"benchmark": "scale", "machine": machine(), "steps": steps, "http": http,
-                               "soak": soak, "met": met,
+                               "soak": soak, "node_exporter_concurrent": node, "met": met,
                                "targets": {"ms_per_run": TARGET_MS_PER_RUN, "flat_factor": TARGET_FLAT_FACTOR,
                                            "cpu_pct_at_1000": TARGET_CPU_PCT_AT_1000,
                                            "monit_factor": TARGET_MONIT_FACTOR,
