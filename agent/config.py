@@ -419,7 +419,7 @@ def _validate(model, data: Any, prefix: Loc, source: MergedSource, issues: list[
         return validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc = _strip_union_tag(error["loc"], data)
+            loc = _strip_union_tag(error["loc"], data) if isinstance(model, TypeAdapter) else error["loc"]
             message = _message(error, model, data, loc)
             if error["type"] == "union_tag_invalid":  # point at the `type:` line, not the list item
                 loc = (*loc, "type")
