@@ -9,26 +9,21 @@ running daemon, which they do not talk to.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
+from agent.cli_common import (
+    EXIT_OK, EXIT_PROBLEM, EXIT_UNKNOWN, EXIT_USAGE, STATUS_NAMES, column_headers, config_path, fail,
+    load_or_report, open_store, time_format, time_range, unknown_name,
+)
 from agent.history import StoreUnusable
 from agent.output import FORMATS, emit
-from agent.statusview import ConfiguredCheck
 from agent.timefmt import TIME_FORMS
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
-STATUS_NAMES = ("ok", "warning", "critical", "unknown")
-COMMAND_MODULES = ("agent.cli_actions", "agent.cli_log", "agent.cli_report", "agent.cli_fleet", "agent.cli_drift",
-                   "agent.cli_maintenance", "agent.cli_ping", "agent.cli_notifications")
-"""Further commands, one module per area: `register(sub, common, fmt)` adds its subparsers."""
 STANDALONE_COMMANDS = ("run", "status")
-"""Commands defined here that no COMMAND_MODULES extends (`history` gains `export`): parsed without importing them."""
+"""Commands defined here that no command module extends (`history` gains `export`): parsed without importing them."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except StoreUnusable as exc:   # names the file and what to do
-        return _fail(str(exc))
+        return fail(str(exc))
     except sqlite3.Error as exc:
-        return _fail(f"store: {exc}")
+        return fail(f"store: {exc}")
     except KeyboardInterrupt:
         return 130
 
@@ -69,7 +64,7 @@ def _command_word(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or for a STANDALONE_COMMANDS `command` only of those defined here: `run`
-    (the daemon keeps what it imports for months) and `status` (start-up time) skip COMMAND_MODULES."""
+    (the daemon keeps what it imports for months) and `status` (start-up time) skip the command modules."""
     # -c/--config before the command word (`maint-agent -c FILE status`) or after it: the subcommands'
     # option has no default, so it never resets a value given before the word
     common = argparse.ArgumentParser(add_help=False)
@@ -140,168 +135,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
     if command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
-        for module in COMMAND_MODULES:
-            importlib.import_module(module).register(sub, common, fmt)
+        _register_command_modules(sub, common, fmt)
     return parser
 
 
+def _register_command_modules(sub, common, fmt) -> None:
+    """Further commands, one module per area, each adding its subparsers with `register(sub, common, fmt)`;
+    imported here by name (and only when a command needs them), never by a string."""
+    from agent import (
+        cli_actions, cli_drift, cli_fleet, cli_log, cli_maintenance, cli_notifications, cli_ping, cli_report,
+    )
+    for module in (cli_actions, cli_log, cli_report, cli_fleet, cli_drift, cli_maintenance, cli_ping,
+                   cli_notifications):
+        module.register(sub, common, fmt)
+
+
 # -- helpers ----------------------------------------------------------------------------------------------
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"maint-agent: {message}", file=sys.stderr)
-    return code
-
-
-def unknown_name(kind: str, name: str, known) -> str:
-    """`no check named 'dsk' (did you mean 'disk'?)`, or the known names when none is close."""
-    import difflib
-    known = sorted({k for k in known if k})
-    hint = difflib.get_close_matches(name, known, n=1)
-    if hint:
-        return f"no {kind} named {name!r} (did you mean {hint[0]!r}?)"
-    return f"no {kind} named {name!r}" + (f"; known: {', '.join(known)}" if known else "")
-
-
-def _config_path(args) -> Path:
-    from agent.paths import default_config
-    return getattr(args, "config", None) or default_config()
-
-
-def _load(path: Path, offline: bool = True):
-    """Full validation (imports pydantic); None after printing every error. `offline` (what every command
-    but `run`, `config check` and the senders uses) checks secret references for form, without reading
-    them: an operator's shell has no $CREDENTIALS_DIRECTORY, and listing checks needs no password."""
-    from agent.config import load_config
-    from agent.fields import secrets_offline
-    from agent.yamlsrc import ConfigError
-    try:
-        with secrets_offline(offline):
-            return load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return None
-
-
-@dataclass(frozen=True)
-class LeanConfig:
-    """What the lean commands need from the config, read from the YAML alone without validating the whole
-    file (keeps `status` and `history` fast and free of pydantic and of the secrets)."""
-
-    path: Path
-    db: Path
-    tz: ZoneInfo
-    hostname: str | None
-    checks: tuple[ConfiguredCheck, ...]
-
-    @property
-    def names(self) -> set[str]:
-        """The enabled checks' names."""
-        return {c.name for c in self.checks if c.enabled}
-
-    @property
-    def all_names(self) -> set[str]:
-        return {c.name for c in self.checks}
-
-
-def _read_yaml(path: Path) -> dict:
-    """The config file's mapping, parsed without validation; ValueError (ConfigError for an unreadable or
-    non-UTF-8 file) when it cannot be read."""
-    import yaml
-    from agent.yamlsrc import read_text
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(read_text(path), Loader=loader) or {}
-    except yaml.YAMLError as exc:   # callers report ValueError as "cannot read config"
-        raise ValueError(f"invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("the config must be a mapping of sections")
-    return data
-
-
-def _read_checks(path: Path) -> tuple[Path, dict[str, dict]]:
-    """The store's path and every check entry by name (as written, disabled ones, conf.d ones too)."""
-    from agent.includes import read_checks_fast
-    from agent.paths import store_path
-    data = _read_yaml(path)
-    agent, store = data.get("agent") or {}, data.get("store") or {}
-    return store_path(path, agent.get("state_dir"), store.get("path")), read_checks_fast(path, data)
-
-
-def _read_fast(path: Path) -> LeanConfig:
-    """The config's store, zone and checks; ValueError (or OSError) when the file cannot be read."""
-    from agent.includes import read_checks_fast
-    from agent.paths import store_path
-    from agent.timefmt import agent_zone
-    data = _read_yaml(path)
-    agent = data.get("agent") or {}
-    store = data.get("store") or {}
-    default = _seconds(agent.get("default_interval"), 60.0)
-    checks = tuple(ConfiguredCheck(str(c["name"]), str(c.get("type") or "?"), c.get("enabled", True) is not False,
-                                   None if c.get("schedule") is not None else _seconds(c.get("every"), default))
-                   for c in read_checks_fast(path, data).values() if isinstance(c, dict) and c.get("name"))
-    return LeanConfig(Path(path), store_path(path, agent.get("state_dir"), store.get("path")),
-                      agent_zone(agent.get("timezone")), agent.get("hostname"), checks)
-
-
-def _seconds(value, default: float) -> float:
-    from agent.units import parse_duration
-    try:
-        return parse_duration(value) if value is not None else default
-    except ValueError:
-        return default
-
-
-def _lean(args) -> LeanConfig:
-    """The lean config of --config; exits 2 with the reason when it cannot be read."""
-    from agent.yamlsrc import ConfigError
-    path = _config_path(args)
-    try:
-        return _read_fast(path)
-    except ConfigError as exc:   # unreadable or not UTF-8: file:line: reason
-        raise SystemExit(_fail(str(exc)))
-    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
-        raise SystemExit(_fail(f"cannot read config {path}: {exc}"))
-
-
-def _open_store(args):
-    """(read-only connection, lean config); exits 2 with the reason when either is missing."""
-    from agent.history import StoreMissing, open_readonly
-    lean = _lean(args)
-    try:
-        return open_readonly(lean.db), lean
-    except StoreMissing as exc:
-        raise SystemExit(_fail(str(exc)))
-
-
-def _time_range(args, now: float, tz: ZoneInfo) -> tuple[float | None, float | None]:
-    """`--since` and `--until` of a listing command (either may be absent), read in the agent's zone;
-    ValueError names a bad one."""
-    since = _parse_when(args.since, now, tz) if getattr(args, "since", None) else None
-    until = _parse_when(args.until, now, tz) if getattr(args, "until", None) else None
-    return since, until
-
-
-def _parse_when(text: str, now: float, tz: ZoneInfo) -> float:
-    """'7d' → now − 7 days; '2026-11-01' or '2026-11-01T08:00' → that time in the agent's zone `tz`."""
-    from agent.timefmt import parse_when
-    return parse_when(text, now, tz)
-
-
-def _time_format(fmt: str, tz: ZoneInfo, now: float | None = None):
-    """Tables show wall time in the agent's zone (named in their headers); JSON and CSV ISO 8601 UTC."""
-    from agent.timefmt import time_format
-    return time_format(fmt, tz, time.time() if now is None else now)
-
-
-def _headers(when, *columns: str) -> dict[str, str]:
-    """Table titles of time columns with the zone they are in: `LAST RUN (CET)`."""
-    header = getattr(when, "header", None)
-    return {c: header(c) for c in columns} if header else {}
-
-
-# -- commands ---------------------------------------------------------------------------------------------
 
 
 def cmd_run(args) -> int:
@@ -309,7 +158,7 @@ def cmd_run(args) -> int:
     import signal
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # a reload before the daemon is up must not kill it
     os.umask(0o077)   # the store, state and anything a check leaves are the agent's alone, however it was started
-    loaded = _load(_config_path(args), offline=False)
+    loaded = load_or_report(config_path(args), offline=False)
     if loaded is None:
         return EXIT_USAGE
     from agent.daemon import Daemon
@@ -336,8 +185,8 @@ def _start_error(exc: Exception, listen: str) -> str:
 
 
 def cmd_config_check(args) -> int:
-    path = args.file or _config_path(args)
-    loaded = _load(path, offline=args.offline)
+    path = args.file or config_path(args)
+    loaded = load_or_report(path, offline=args.offline)
     if loaded is None:
         return EXIT_USAGE
     from agent.config import exposed_files
@@ -351,7 +200,7 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_config_show(args) -> int:
-    loaded = _load(args.file or _config_path(args))
+    loaded = load_or_report(args.file or config_path(args))
     if loaded is None:
         return EXIT_USAGE
     from agent.configview import human_config
@@ -424,7 +273,7 @@ def cmd_config_schema(args) -> int:
 
 
 def cmd_checks(args) -> int:
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     from agent.history import StoreMissing, latest_runs, open_readonly, scheduler_state
@@ -435,7 +284,7 @@ def cmd_checks(args) -> int:
     except StoreMissing:
         persisted, latest = {}, {}
     now = time.time()
-    when = _time_format(args.format, loaded.tz, now)
+    when = time_format(args.format, loaded.tz, now)
     table = args.format == "table"
     rows = []
     for options in loaded.checks:
@@ -450,17 +299,17 @@ def cmd_checks(args) -> int:
                      "last_run": when(last["started"]) if last else None,
                      "last_status": STATUS_NAMES[last["status"]] if last else None})
     emit(rows, args.format, ["check", "type", "schedule", "next_due", "last_run", "last_status"],
-         headers=_headers(when, "next_due", "last_run"))
+         headers=column_headers(when, "next_due", "last_run"))
     return EXIT_OK
 
 
 def cmd_check(args) -> int:
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     options = next((c for c in loaded.checks if c.name == args.name), None)
     if options is None:
-        return _fail(unknown_name("check", args.name, [c.name for c in loaded.checks]))
+        return fail(unknown_name("check", args.name, [c.name for c in loaded.checks]))
     from agent.checkview import result_lines, result_row
     from agent.evaluate import WindowState, evaluate
     from agent.job import Job
@@ -499,9 +348,9 @@ def cmd_status(args) -> int:
     from agent.output import json_document, use_colour
     from agent.statusview import build, header_line, status_cell, summary_cell
     from agent.timefmt import ago, zone_text
-    conn, lean = _open_store(args)
+    conn, lean = open_store(args)
     now = time.time()
-    when = _time_format(args.format, lean.tz, now)
+    when = time_format(args.format, lean.tz, now)
     record = heartbeat.read(conn)
     live = heartbeat.liveness(record, now, heartbeat.process_alive(record) if record else None)
     latest = {r["check_name"]: dict(r) for r in latest_runs(conn)}
@@ -523,7 +372,7 @@ def cmd_status(args) -> int:
         rows = [{**row, "status_text": status_cell(row), "summary_text": summary_cell(row),
                  "age": ago(row["age_seconds"]) if row["age_seconds"] is not None else None} for row in view.rows]
         emit(rows, "table", ["check", "status_text", "last_run", "age", "summary_text"],
-             headers={"status_text": "STATUS", "summary_text": "SUMMARY", **_headers(when, "last_run")}, paint=_paint)
+             headers={"status_text": "STATUS", "summary_text": "SUMMARY", **column_headers(when, "last_run")}, paint=_paint)
     return EXIT_PROBLEM if view.problem else EXIT_OK
 
 
@@ -539,31 +388,31 @@ def _paint(row: dict, column: str) -> str | None:
 def cmd_history(args) -> int:
     from agent.history import runs, write_runs_json
     now = time.time()
-    conn, lean = _open_store(args)
+    conn, lean = open_store(args)
     try:
-        since, until = _time_range(args, now, lean.tz)
+        since, until = time_range(args, now, lean.tz)
         statuses = [STATUS_NAMES.index(s.strip().lower()) for s in args.status.split(",")] if args.status else None
     except ValueError as exc:
-        return _fail(str(exc) if "invalid time" in str(exc) else
+        return fail(str(exc) if "invalid time" in str(exc) else
                      f"invalid --status {args.status!r} (use ok,warning,critical,unknown)")
     if args.limit is None:
         args.limit = 100 if args.format == "table" else 0
     if args.limit < 0:
-        return _fail("--limit must be 0 (no limit) or more")
+        return fail("--limit must be 0 (no limit) or more")
     if args.check and args.check not in lean.all_names:
         stored = {row[0] for row in conn.execute("SELECT name FROM checks")}
         if args.check not in stored:
-            return _fail(unknown_name("check", args.check, lean.all_names | stored))
+            return fail(unknown_name("check", args.check, lean.all_names | stored))
     query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
     if args.format == "json":
         sys.stdout.flush()
         write_runs_json(conn, sys.stdout.buffer, **query)
         return EXIT_OK
-    when = _time_format(args.format, lean.tz, now)
+    when = time_format(args.format, lean.tz, now)
     rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],
              "duration_seconds": round(r["duration"], 4), "summary": r["summary"], "metrics": r["metrics"]}
             for r in runs(conn, **query)]
-    emit(rows, args.format, ["started", "check", "status", "summary"], headers=_headers(when, "started"))
+    emit(rows, args.format, ["started", "check", "status", "summary"], headers=column_headers(when, "started"))
     return EXIT_OK
 
 

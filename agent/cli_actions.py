@@ -38,14 +38,14 @@ def cmd_actions(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from agent.cli import EXIT_OK, _fail, _headers, _open_store, _parse_when, _time_format, unknown_name
+    from agent.cli_common import EXIT_OK, column_headers, fail, open_store, parse_when, time_format, unknown_name
     from agent.output import emit
-    conn, lean = _open_store(args)
+    conn, lean = open_store(args)
     now = time.time()
     try:
-        since = _parse_when(args.since or "7d", now, lean.tz)
+        since = parse_when(args.since or "7d", now, lean.tz)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
     for kind, value, column in (("check", args.check, "check_name"), ("action", args.action, "action")):
         if value and not conn.execute(f"SELECT 1 FROM action_runs WHERE {column} = ? LIMIT 1", (value,)).fetchone():
@@ -54,7 +54,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
                 continue   # configured, just never acted upon: an empty list is the answer
             if kind == "check":
                 known |= lean.all_names
-            return _fail(unknown_name(kind, value, known))
+            return fail(unknown_name(kind, value, known))
     where, params = ["started >= ?"], [since]
     for column, value in (("check_name", args.check), ("action", args.action)):
         if value:
@@ -63,7 +63,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     sql = ("SELECT id, started, duration, action, action_type, check_name, trigger_status, trigger, target, "
            "decision, source, dry_run, exit_code, outcome, verified, output, details FROM action_runs "
            f"WHERE {' AND '.join(where)} ORDER BY started DESC, id DESC" + (" LIMIT ?" if limit else ""))
-    when = _time_format(args.format, lean.tz, now)
+    when = time_format(args.format, lean.tz, now)
     rows = []
     for r in conn.execute(sql, params + ([limit] if limit else [])):
         try:
@@ -81,21 +81,21 @@ def cmd_actions(args: argparse.Namespace) -> int:
             row["dry_run"] = bool(r["dry_run"])
         rows.append(row)
     emit(rows, args.format, ["time", "check", "action", "decision", "outcome", "summary"],
-         headers=_headers(when, "time"))
+         headers=column_headers(when, "time"))
     return EXIT_OK
 
 
 def cmd_actions_reset(args: argparse.Namespace) -> int:
     import time
 
-    from agent.cli import EXIT_OK, _fail, _lean, unknown_name
+    from agent.cli_common import EXIT_OK, fail, lean_config, unknown_name
     from agent.store import connect
-    lean = _lean(args)   # the store and the check names only: a reset must not need the config's secrets
+    lean = lean_config(args)   # the store and the check names only: a reset must not need the config's secrets
     db, names = lean.db, lean.names
     if args.check not in names:
-        return _fail(unknown_name("check", args.check, names))
+        return fail(unknown_name("check", args.check, names))
     if not db.exists():
-        return _fail(f"no store at {db} (has the agent run with this config?)")
+        return fail(f"no store at {db} (has the agent run with this config?)")
     conn = connect(db)
     conn.execute("INSERT INTO operator_requests(at, kind, target) VALUES (?, 'reset', ?)", (time.time(), args.check))
     conn.close()
@@ -108,23 +108,23 @@ def cmd_action_run(args: argparse.Namespace) -> int:
     import time
 
     from actions.base import TriggerInfo
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load, unknown_name
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, config_path, fail, load_or_report, unknown_name
     from agent.output import emit
     from agent.redact import REDACT
     from agent.remediation import audit_row, execute_action
     from agent.store import Store
     from agent.terminal import printable
-    loaded = _load(_config_path(args), offline=False)   # the action may need its secrets now
+    loaded = load_or_report(config_path(args), offline=False)   # the action may need its secrets now
     if loaded is None:
         return EXIT_USAGE
     options = loaded.actions.get(args.name)
     if options is None:
-        return _fail(unknown_name("action", args.name, loaded.actions))
+        return fail(unknown_name("action", args.name, loaded.actions))
     check = None
     if args.check:
         check = next((c for c in loaded.checks if c.name == args.check), None)
         if check is None:
-            return _fail(unknown_name("check", args.check, [c.name for c in loaded.checks]))
+            return fail(unknown_name("check", args.check, [c.name for c in loaded.checks]))
     REDACT.refresh(loaded.config)
     trigger = TriggerInfo(check.name if check else "manual", "manual", f"run by hand ({_who()})",
                           check.severity if check else "P3", event="trigger", reason="manual run")
@@ -137,7 +137,7 @@ def cmd_action_run(args: argparse.Namespace) -> int:
         row.update(outcome="running", check_name=check.name if check else None)
         audit_id = store.record_action(row)
     except (OSError, sqlite3.Error, RuntimeError) as exc:
-        return _fail(f"cannot write the audit to the store {loaded.db_path}: {exc}")
+        return fail(f"cannot write the audit to the store {loaded.db_path}: {exc}")
     from actions import ACTION_TYPES
     from agent.notifications import Outbox
     outbox = Outbox(loaded.db_path)   # a notification is queued like the daemon's: a failed one is retried by it

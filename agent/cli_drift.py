@@ -34,11 +34,11 @@ def register(sub, common, fmt) -> None:
 
 def _drift_checks(loaded, names: list[str]):
     """The named config_drift checks (all when none named); raise SystemExit(2) naming a wrong one."""
-    from agent.cli import _fail
+    from agent.cli_common import fail
     drift = {c.name: c for c in loaded.checks if c.type == "config_drift"}
     if not names:
         if not drift:
-            raise SystemExit(_fail(f"{loaded.path} has no config_drift check"))
+            raise SystemExit(fail(f"{loaded.path} has no config_drift check"))
         return list(drift.values())
     chosen = []
     for name in names:
@@ -46,7 +46,7 @@ def _drift_checks(loaded, names: list[str]):
             other = next((c for c in loaded.checks if c.name == name), None)
             hint = f" (it is a {other.type} check)" if other else (
                 f"; config_drift checks: {', '.join(drift)}" if drift else "")
-            raise SystemExit(_fail(f"no config_drift check named {name!r}{hint}"))
+            raise SystemExit(fail(f"no config_drift check named {name!r}{hint}"))
         chosen.append(drift[name])
     return chosen
 
@@ -54,31 +54,31 @@ def _drift_checks(loaded, names: list[str]):
 def _current(loaded, options) -> dict:
     """The watched files as they are now; raise SystemExit(1) when they cannot be hashed."""
     import time
-    from agent.cli import EXIT_PROBLEM, _fail
+    from agent.cli_common import EXIT_PROBLEM, fail
     from checks.drift import OutOfTime, snapshot
     timeout = loaded.timeout_for(options)
     try:
         return snapshot(options.paths, options.max_files, time.monotonic() + timeout, time.monotonic)
     except ValueError as exc:
-        raise SystemExit(_fail(f"{options.name}: {exc}", EXIT_PROBLEM))
+        raise SystemExit(fail(f"{options.name}: {exc}", EXIT_PROBLEM))
     except OutOfTime as exc:
-        raise SystemExit(_fail(f"{options.name}: timed out after {timeout:g}s while hashing {exc}", EXIT_PROBLEM))
+        raise SystemExit(fail(f"{options.name}: timed out after {timeout:g}s while hashing {exc}", EXIT_PROBLEM))
 
 
 def _baseline(path):
-    from agent.cli import EXIT_PROBLEM, _fail
+    from agent.cli_common import EXIT_PROBLEM, fail
     from checks.drift import load_baseline
     try:
         return load_baseline(path)
     except ValueError as exc:
-        raise SystemExit(_fail(str(exc), EXIT_PROBLEM))
+        raise SystemExit(fail(str(exc), EXIT_PROBLEM))
 
 
 def cmd_diff(args) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _load
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, config_path, load_or_report
     from agent.output import emit
     from checks.drift import baseline_path, compare
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     options = _drift_checks(loaded, [args.check])[0]
@@ -95,10 +95,10 @@ def cmd_diff(args) -> int:
 
 def cmd_accept(args) -> int:
     import time
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _load
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, config_path, load_or_report
     from agent.output import emit
     from checks.drift import baseline_path, compare, file_count, save_baseline
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     rows, said = [], []

@@ -164,8 +164,8 @@ def _day(text: str) -> date:
 
 def _archive_config(args):
     """(loaded config, its archive section), or an exit code after saying what is missing."""
-    from agent.cli import _config_path, _load
-    loaded = _load(_config_path(args), offline=getattr(args, "handler", None) is cmd_archive_status)
+    from agent.cli_common import config_path, load_or_report
+    loaded = load_or_report(config_path(args), offline=getattr(args, "handler", None) is cmd_archive_status)
     if loaded is None:
         return None, EXIT_USAGE
     section = loaded.config.archive
@@ -207,8 +207,8 @@ def _lines(objects: dict | None) -> str | None:
 
 
 def _when(value: float | None, fmt: str, tz) -> str | None:
-    from agent.cli import _time_format
-    return _time_format(fmt, tz)(value)
+    from agent.cli_common import time_format
+    return time_format(fmt, tz)(value)
 
 
 def cmd_archive_run(args) -> int:

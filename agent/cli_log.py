@@ -112,7 +112,7 @@ def _register_export(history) -> None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    from agent.cli import EXIT_USAGE
+    from agent.cli_common import EXIT_USAGE
     parser.print_help()
     return EXIT_USAGE
 
@@ -179,54 +179,54 @@ def _check_choices(option: str, values: list[str], known) -> None:
 
 def cmd_log_add(args) -> int:
     import time
-    from agent.cli import EXIT_OK, _fail, _lean, unknown_name
+    from agent.cli_common import EXIT_OK, fail, lean_config, unknown_name
     from agent.redact import REDACT
     message = args.message.strip()
     if not message:
-        return _fail("the message is empty: say what was done")
-    lean = _lean(args)
+        return fail("the message is empty: say what was done")
+    lean = lean_config(args)
     db_path, names = lean.db, lean.all_names
     now = time.time()
     try:
         at = _past(_parse_at(args.at, now, lean.tz), now) if args.at else now
         author = _author(args.by)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.check and args.check not in names:
-        return _fail(unknown_name("check", args.check, names))
+        return fail(unknown_name("check", args.check, names))
     try:
         entry = _append(db_path, REDACT(message), at=at, category=args.category, author=author,
                         check_name=args.check)
     except (OSError, RuntimeError) as exc:   # state dir not writable; a store from a newer agent
-        return _fail(f"cannot write the store {db_path}: {exc}")
+        return fail(f"cannot write the store {db_path}: {exc}")
     print(f"logged #{entry} ({args.category}, by {author})")
     return EXIT_OK
 
 
 def cmd_log_list(args) -> int:
     import time
-    from agent.cli import EXIT_OK, _fail, _headers, _open_store, _time_format, _time_range, unknown_name
+    from agent.cli_common import EXIT_OK, column_headers, fail, open_store, time_format, time_range, unknown_name
     from agent.output import emit
     now = time.time()
-    conn, lean = _open_store(args)
+    conn, lean = open_store(args)
 
     def stored(column: str) -> set[str]:
         return {row[0] for row in conn.execute(f"SELECT DISTINCT {column} FROM maintenance_log") if row[0]}
 
     try:
-        since, until = _time_range(args, now, lean.tz)
+        since, until = time_range(args, now, lean.tz)
         _check_choices("--source", _csv_list(args.source), set(SOURCES) | stored("source"))
         _check_choices("--category", _csv_list(args.category),
                        set(LOG_CATEGORIES + AGENT_CATEGORIES) | stored("category"))
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
     if limit < 0:
-        return _fail("--limit must be 0 (no limit) or more")
+        return fail("--limit must be 0 (no limit) or more")
     logged = stored("check_name")
     for name in _csv_list(args.check):
         if name not in lean.all_names and name not in logged:
-            return _fail(unknown_name("check", name, lean.all_names | logged))
+            return fail(unknown_name("check", name, lean.all_names | logged))
     where, params = [], []
     for column, values in (("category", _csv_list(args.category)), ("source", _csv_list(args.source)),
                            ("check_name", _csv_list(args.check))):
@@ -241,11 +241,11 @@ def cmd_log_list(args) -> int:
     sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    when = _time_format(args.format, lean.tz, now)
+    when = time_format(args.format, lean.tz, now)
     rows = [{"id": r["id"], "at": when(r["at"]), "category": r["category"], "author": r["author"],
              "source": r["source"], "check": r["check_name"], "message": r["message"]}
             for r in conn.execute(sql, params)]
-    emit(rows, args.format, ["at", "category", "author", "check", "message"], headers=_headers(when, "at"))
+    emit(rows, args.format, ["at", "category", "author", "check", "message"], headers=column_headers(when, "at"))
     return EXIT_OK
 
 
@@ -255,10 +255,10 @@ def cmd_log_list(args) -> int:
 def cmd_checklist(args) -> int:
     import time
     from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _headers, _load, _time_format
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, column_headers, config_path, fail, load_or_report, time_format
     from agent.history import StoreMissing, open_readonly
     from agent.output import emit
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     tz, now = loaded.tz, time.time()
@@ -266,8 +266,8 @@ def cmd_checklist(args) -> int:
         at = _parse_at(args.at, now, tz) if args.at else now
         conn = open_readonly(loaded.db_path)
     except (ValueError, StoreMissing) as exc:
-        return _fail(str(exc))
-    section, when = loaded.config.checklists, _time_format(args.format, tz, now)
+        return fail(str(exc))
+    section, when = loaded.config.checklists, time_format(args.format, tz, now)
     rows = []
     for name in [args.checklist] if args.checklist else CHECKLISTS:
         period = CHECKLIST_PERIODS[name]
@@ -276,7 +276,7 @@ def cmd_checklist(args) -> int:
         for item in checklist_status(conn, section, period, start, end, tz=tz):
             rows.append(_checklist_row(name, label, when(start), when(end), item, when, args.format == "table"))
     emit(rows, args.format, ["item", "title", "period", "done", "status", "when", "by", "detail"],
-         headers=_headers(when, "when"))
+         headers=column_headers(when, "when"))
     return EXIT_PROBLEM if any(not r["done"] or r["status"] not in (None, "ok") for r in rows) else EXIT_OK
 
 
@@ -296,9 +296,9 @@ def _checklist_row(name: str, label: str, start: str, end: str, item: dict, when
 def cmd_checklist_done(args) -> int:
     import time
     from agent.checklist import CHECKLIST_PERIODS, TICK_CATEGORY, period_bounds, period_label
-    from agent.cli import EXIT_OK, EXIT_USAGE, _config_path, _fail, _load
+    from agent.cli_common import EXIT_OK, EXIT_USAGE, config_path, fail, load_or_report
     from agent.redact import REDACT
-    loaded = _load(_config_path(args))
+    loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
     section = loaded.config.checklists
@@ -306,26 +306,26 @@ def cmd_checklist_done(args) -> int:
     key = args.item.strip()
     item = items.get(key)
     if item is None:
-        from agent.cli import unknown_name
-        return _fail(unknown_name("checklist item", key, items) if items else
+        from agent.cli_common import unknown_name
+        return fail(unknown_name("checklist item", key, items) if items else
                      f"no checklist item {key!r} (no checklists: in the config)")
     period = CHECKLIST_PERIODS[key.split(".", 1)[0]]
     if item.checks:
-        return _fail(f"{key} is automated: it is done when {', '.join(item.checks)} ran this {period}; "
+        return fail(f"{key} is automated: it is done when {', '.join(item.checks)} ran this {period}; "
                      f"there is nothing to tick (add a note with `maint-agent log add --check NAME …`)")
     note = args.note.strip()
     if not note:
-        return _fail("--note is empty: say what was done or found")
+        return fail("--note is empty: say what was done or found")
     tz, now = loaded.tz, time.time()
     try:
         at = _past(_parse_at(args.at, now, tz), now) if args.at else now
         author = _author(args.by)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         _append(loaded.db_path, REDACT(note), at=at, category=TICK_CATEGORY, author=author, check_name=key)
     except (OSError, RuntimeError) as exc:
-        return _fail(f"cannot write the store {loaded.db_path}: {exc}")
+        return fail(f"cannot write the store {loaded.db_path}: {exc}")
     start, _ = period_bounds(period, at, tz)
     print(f"ticked {key} ({item.title}) for {period_label(period, start, tz)}, by {author}")
     return EXIT_OK
@@ -364,17 +364,17 @@ def _export_sql(jsonl: bool, check: str | None, since: float | None, until: floa
 def cmd_history_export(args) -> int:
     import sys
     import time
-    from agent.cli import EXIT_OK, _fail, _open_store, _time_range, unknown_name
+    from agent.cli_common import EXIT_OK, fail, open_store, time_range, unknown_name
     now = time.time()
-    conn, lean = _open_store(args)
+    conn, lean = open_store(args)
     try:
-        since, until = _time_range(args, now, lean.tz)
+        since, until = time_range(args, now, lean.tz)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.check and not conn.execute("SELECT 1 FROM checks WHERE name = ?", (args.check,)).fetchone():
         if args.check not in lean.all_names:
             known = {row[0] for row in conn.execute("SELECT name FROM checks")} | lean.all_names
-            return _fail(unknown_name("check", args.check, known))
+            return fail(unknown_name("check", args.check, known))
     cursor = conn.execute(*_export_sql(args.export_format != "csv", args.check, since, until))
     if not args.output:
         _write_export(cursor, args.export_format, sys.stdout)
@@ -382,7 +382,7 @@ def cmd_history_export(args) -> int:
     try:
         count = _export_to_file(cursor, args.export_format, args.output)
     except OSError as exc:
-        return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
+        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
     print(f"exported {count} runs to {args.output}")
     return EXIT_OK
 

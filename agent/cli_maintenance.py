@@ -53,32 +53,32 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
     import time
 
     from agent import maintenance
-    from agent.cli import EXIT_OK, _fail
-    from agent.cli import unknown_name
+    from agent.cli_common import EXIT_OK, fail
+    from agent.cli_common import unknown_name
     from agent.cli_log import _author
     from agent.redact import REDACT
     from agent.units import format_duration, parse_duration
     if bool(args.checks) == args.all:
-        return _fail("name the checks the work affects, or give --all (not both)")
+        return fail("name the checks the work affects, or give --all (not both)")
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
-        return _fail(f"--for: {exc}")
+        return fail(f"--for: {exc}")
     if not 0 < seconds <= maintenance.MAX_SECONDS:
-        return _fail(f"--for must be more than 0 and at most {format_duration(maintenance.MAX_SECONDS)} (got "
+        return fail(f"--for must be more than 0 and at most {format_duration(maintenance.MAX_SECONDS)} (got "
                      f"{args.duration}); for longer work start a new window when this one ends")
     reason = " ".join(args.reason.split())
     if not reason:
-        return _fail("--reason is empty: say what work is planned")
+        return fail("--reason is empty: say what work is planned")
     try:
         author = _author(args.by)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     lean = _config(args)
     db, names = lean.db, lean.all_names
     unknown = [name for name in args.checks if name not in names]
     if unknown:
-        return _fail(unknown_name("check", unknown[0], names))
+        return fail(unknown_name("check", unknown[0], names))
     now = time.time()
     window = maintenance.Window(0, now, now + seconds, tuple(dict.fromkeys(args.checks)) or None, REDACT(reason),
                                 author, "cli")
@@ -100,18 +100,18 @@ def cmd_maintenance_stop(args: argparse.Namespace) -> int:
     import time
 
     from agent import maintenance
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, _fail
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, fail
     from agent.cli_log import _author
     from agent.units import format_duration
     if (args.id is None) == (not args.all):
-        return _fail("give the ID of a window (see `maint-agent maintenance list`) or --all (not both)")
+        return fail("give the ID of a window (see `maint-agent maintenance list`) or --all (not both)")
     try:
         author = _author(args.by)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     db = _config(args).db
     if not db.exists():
-        return _fail(f"no store at {db} (has the agent run with this config?)")
+        return fail(f"no store at {db} (has the agent run with this config?)")
     now = time.time()
 
     def stop(conn):
@@ -140,9 +140,9 @@ def cmd_maintenance_stop(args: argparse.Namespace) -> int:
     try:
         stopped = _write(db, stop)
     except LookupError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except NotInForce as exc:
-        return _fail(str(exc), EXIT_PROBLEM)
+        return fail(str(exc), EXIT_PROBLEM)
     for window in stopped:
         print(f"maintenance #{window.id} stopped after {format_duration(now - window.starts)} (planned "
               f"{format_duration(window.ends - window.starts)}) for {window.scope()}; the running agent applies it "
@@ -155,22 +155,22 @@ def cmd_maintenance_list(args: argparse.Namespace) -> int:
     import time
 
     from agent import maintenance
-    from agent.cli import EXIT_OK, _fail, _open_store, _parse_when, _time_format
+    from agent.cli_common import EXIT_OK, fail, open_store, parse_when, time_format
     from agent.output import emit
     now = time.time()
     try:
         lean = _config(args)
-        since = _parse_when(args.since, now, lean.tz)
+        since = parse_when(args.since, now, lean.tz)
     except ValueError as exc:
-        return _fail(str(exc))
-    conn, _ = _open_store(args)
+        return fail(str(exc))
+    conn, _ = open_store(args)
     try:
         windows = maintenance.read_windows(conn, since=since)
     except sqlite3.OperationalError as exc:   # a store an older agent wrote: no window recorded yet
         if "no such table" not in str(exc):
             raise
         windows = []
-    when = _time_format(args.format, lean.tz, now)
+    when = time_format(args.format, lean.tz, now)
     listed = [(w, _state(w, now)) for w in windows] + [(w, "scheduled") for w in _scheduled(args, now)]
     order = {"active": 0, "scheduled": 1}
     listed.sort(key=lambda pair: (order.get(pair[1], 2), pair[0].starts if pair[1] == "scheduled" else -pair[0].starts))
@@ -206,10 +206,10 @@ def _scheduled(args, now: float) -> list:
 
     from agent import maintenance
     from agent.calendar import CalendarSpecError, parse_calendar
-    from agent.cli import _config_path
+    from agent.cli_common import config_path
     from agent.units import parse_duration
     try:
-        with open(_config_path(args), encoding="utf-8") as fh:
+        with open(config_path(args), encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         entries = list(data.get("maintenance") or [])
         zone = (data.get("agent") or {}).get("timezone")
@@ -242,8 +242,8 @@ def _scheduled(args, now: float) -> list:
 def _config(args):
     """The lean config (store path, zone, configured checks) from the YAML alone; exits 2 when it cannot be
     read."""
-    from agent.cli import _lean
-    return _lean(args)
+    from agent.cli_common import lean_config
+    return lean_config(args)
 
 
 def _write(db, change):
@@ -251,12 +251,12 @@ def _write(db, change):
     opened before the agent starts); exits 2 when the store cannot be written."""
     import sqlite3
 
-    from agent.cli import _fail
+    from agent.cli_common import fail
     from agent.store import Store
     try:
         store = Store(db)
     except (OSError, RuntimeError, sqlite3.Error) as exc:
-        raise SystemExit(_fail(f"cannot write the store {db}: {exc}"))
+        raise SystemExit(fail(f"cannot write the store {db}: {exc}"))
     conn = store.conn
     try:
         conn.execute("BEGIN IMMEDIATE")

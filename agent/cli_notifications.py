@@ -23,15 +23,15 @@ def register(sub, common, fmt) -> None:
 
 
 def cmd_notifications(args: argparse.Namespace) -> int:
-    from agent.cli import EXIT_OK, _fail, _open_store, _time_format
+    from agent.cli_common import EXIT_OK, fail, open_store, time_format
     from agent.notifications import listing
     from agent.output import emit
     statuses = [s.strip().lower() for s in args.status.split(",")] if args.status else None
     if statuses and not set(statuses) <= set(STATUSES):
-        return _fail(f"invalid --status {args.status!r} (use {','.join(STATUSES)})")
+        return fail(f"invalid --status {args.status!r} (use {','.join(STATUSES)})")
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
-    conn, lean = _open_store(args)
-    when = _time_format(args.format, lean.tz)
+    conn, lean = open_store(args)
+    when = time_format(args.format, lean.tz)
     rows = []
     for row in listing(conn, statuses, limit or None):
         rows.append({"id": row["id"], "created": when(row["created"]), "action": row["action"],
@@ -48,20 +48,20 @@ def cmd_notifications(args: argparse.Namespace) -> int:
 def cmd_notifications_resend(args: argparse.Namespace) -> int:
     import time
 
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, _config_path, _fail, _read_fast
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, config_path, fail, read_fast
     from agent.notifications import resend
     from agent.store import connect
-    path = _config_path(args)
+    path = config_path(args)
     try:
-        db = _read_fast(path).db
+        db = read_fast(path).db
     except (OSError, ValueError, AttributeError) as exc:
-        return _fail(f"cannot read config {path}: {exc}")
+        return fail(f"cannot read config {path}: {exc}")
     if not db.exists():
-        return _fail(f"no store at {db} (has the agent run with this config?)")
+        return fail(f"no store at {db} (has the agent run with this config?)")
     conn = connect(db)
     try:
         if not resend(conn, args.id, time.time()):
-            return _fail(f"no notification {args.id} (see maint-agent notifications)", EXIT_PROBLEM)
+            return fail(f"no notification {args.id} (see maint-agent notifications)", EXIT_PROBLEM)
     finally:
         conn.close()
     print(f"notification {args.id} queued again; the running agent sends it within seconds")

@@ -33,13 +33,13 @@ def register(sub, common, fmt) -> None:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _read_checks
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, config_path, read_checks
     if args.command and (args.start or args.fail or args.exit_status is not None):
         return _say("--start, --fail and --exit-status are for a bare ping; with `-- COMMAND` the command's "
                     "exit status decides", EXIT_USAGE)
-    path = _config_path(args)
+    path = config_path(args)
     try:
-        db, checks = _read_checks(path)
+        db, checks = read_checks(path)
     except (OSError, ValueError, AttributeError) as exc:
         db, problem = None, f"cannot read config {path}: {exc}"
     else:

@@ -45,9 +45,9 @@ def register(sub, common, fmt) -> None:
 
 
 def cmd_report(args) -> int:
-    from agent.cli import EXIT_OK, EXIT_USAGE, _config_path, _fail, _load
+    from agent.cli_common import EXIT_OK, EXIT_USAGE, config_path, fail, load_or_report
 
-    loaded = _load(_config_path(args), offline=not args.send)   # sending needs the SMTP password
+    loaded = load_or_report(config_path(args), offline=not args.send)   # sending needs the SMTP password
     if loaded is None:
         return EXIT_USAGE
     section = None
@@ -59,9 +59,9 @@ def cmd_report(args) -> int:
     try:
         start, end = _bounds(period, args.start, loaded.tz)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if not loaded.db_path.exists():
-        return _fail(f"no store at {loaded.db_path} (has the agent run with this config?)")
+        return fail(f"no store at {loaded.db_path} (has the agent run with this config?)")
     from agent.redact import REDACT
     REDACT.refresh(loaded.config)    # the configured secrets' values are masked in log entries and queries
     if args.send:
@@ -78,19 +78,19 @@ def cmd_report(args) -> int:
 
 def _section(loaded, name: str | None):
     """The named report, or the only one configured; None after saying why."""
-    from agent.cli import _fail
+    from agent.cli_common import fail
 
     reports = loaded.config.reports
     if name is None and len(reports) == 1:
         return reports[0]
     if name is None:
-        _fail("--send needs --report NAME" + (f" (one of: {', '.join(r.name for r in reports)})" if reports
+        fail("--send needs --report NAME" + (f" (one of: {', '.join(r.name for r in reports)})" if reports
                                               else "; no reports: are configured"))
         return None
     section = next((r for r in reports if r.name == name), None)
     if section is None:
-        from agent.cli import unknown_name
-        _fail(unknown_name("report", name, [r.name for r in reports])
+        from agent.cli_common import unknown_name
+        fail(unknown_name("report", name, [r.name for r in reports])
               + ("" if reports else " (no reports: configured)"))
     return section
 
@@ -110,7 +110,7 @@ def _bounds(period: str, start: str | None, tz) -> tuple[float, float]:
 
 
 def _send(loaded, section, period: str, start: float, end: float) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, _fail
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, fail
     from agent.mailer import MailError
     from agent.reporting import ReportError, deliver_pending, queue_period
 
@@ -120,7 +120,7 @@ def _send(loaded, section, period: str, start: float, end: float) -> int:
     try:
         outbox_id = queue_period(loaded.db_path, loaded, section, start, end, now, again=True)
     except (ReportError, MailError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     deliver_pending(loaded.db_path, loaded, now)
     return _outcome(loaded, outbox_id, EXIT_OK, EXIT_PROBLEM)
 
@@ -142,32 +142,32 @@ def _outcome(loaded, outbox_id: int, ok: int, problem: int) -> int:
 
 
 def cmd_outbox(args) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, _headers, _open_store, _time_format
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, column_headers, open_store, time_format
     from agent.output import emit
     from agent.reporting import outbox
 
-    conn, lean = _open_store(args)
-    when = _time_format(args.format, lean.tz)
+    conn, lean = open_store(args)
+    when = time_format(args.format, lean.tz)
     rows = [{**row, **{k: when(row[k]) for k in ("created", "period_start", "period_end", "next_attempt",
                                                    "sent_at")},
              "recipients": row["recipients"] if args.format == "json" else ", ".join(row["recipients"])}
             for row in outbox(conn)]
     emit(rows, args.format, ["id", "created", "report", "status", "attempts", "recipients", "last_error"],
-         headers=_headers(when, "created"))
+         headers=column_headers(when, "created"))
     return EXIT_PROBLEM if any(row["status"] == "failed" for row in rows) else EXIT_OK
 
 
 def cmd_resend(args) -> int:
-    from agent.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, _config_path, _fail, _load
+    from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, config_path, fail, load_or_report
     from agent.reporting import deliver_pending, resend
 
-    loaded = _load(_config_path(args), offline=False)
+    loaded = load_or_report(config_path(args), offline=False)
     if loaded is None:
         return EXIT_USAGE
     if not loaded.db_path.exists():
-        return _fail(f"no store at {loaded.db_path} (has the agent run with this config?)")
+        return fail(f"no store at {loaded.db_path} (has the agent run with this config?)")
     now = time.time()
     if not resend(loaded.db_path, args.id, now):
-        return _fail(f"no report with ID {args.id} in the outbox (see: maint-agent report outbox)")
+        return fail(f"no report with ID {args.id} in the outbox (see: maint-agent report outbox)")
     deliver_pending(loaded.db_path, loaded, now)
     return _outcome(loaded, args.id, EXIT_OK, EXIT_PROBLEM)
