@@ -46,7 +46,7 @@ from checks.dump_policy import judge
 from checks.pg_load import ScriptLoader, StatementFailed, Watchdog
 from checks.pg_script import Connect, ScriptIncomplete, ScriptRefused, read_segments
 from checks.pg_session import PgOptions, ProbeFailed, describe_error, is_down, open_session, redact_query
-from checks.restore_common import RESTORE_METRICS, SanityQuery, jsonable
+from checks.restore_common import RESTORE_METRICS, SanityQuery, run_sanity
 
 _FALLBACK_FILES = 3                # older backups read when the newest fails, to find the last good one
 
@@ -989,12 +989,8 @@ class RestoreTestCheck(Check):
                  "timeout_seconds": round(limit, 3)}
         began = ctx.monotonic()
         try:
-            conn.execute(f"SET statement_timeout = {max(1, int(limit * 1000))}")
-            cur = conn.execute(query.query)
-            rows = cur.fetchmany(2) if cur.description else []
-            value = next(iter(rows[0].values()), None) if rows else None
-            reason = query.failure(value, len(rows))
-            entry.update(value=jsonable(value), ok=reason is None, reason=reason)
+            value, reason = run_sanity(conn, query, limit)
+            entry.update(value=value, ok=reason is None, reason=reason)
         except psycopg.errors.QueryCanceled:
             if own > left:
                 raise _Stop(Status.UNKNOWN, f"timed out after {format_duration(ctx.timeout)} in sanity query "

@@ -97,3 +97,15 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def run_sanity(conn, query: SanityQuery, limit: float) -> tuple[Any, str | None]:
+    """Given a psycopg connection to a restored database, run `query` under `limit` seconds of
+    statement_timeout; return its first value (JSON-ready) and why it misses its expectation (None
+    when it passes). psycopg's errors (QueryCanceled at the timeout) reach the caller, which knows
+    whether the test's own deadline or the query's timeout ran out."""
+    conn.execute(f"SET statement_timeout = {max(1, int(limit * 1000))}")
+    cur = conn.execute(query.query)
+    rows = cur.fetchmany(2) if cur.description else []
+    value = next(iter(rows[0].values()), None) if rows else None
+    return jsonable(value), query.failure(value, len(rows))

@@ -430,7 +430,7 @@ class Restore:
 
     def _sanity(self, query: dict, role: str, sessions: dict) -> dict:
         import psycopg
-        from checks.restore_common import SanityQuery
+        from checks.restore_common import SanityQuery, run_sanity
 
         model = SanityQuery.model_validate({k: v for k, v in query.items() if k != "database"})
         database = query.get("database") or "postgres"
@@ -442,12 +442,8 @@ class Restore:
             conn = sessions.get(database)
             if conn is None:
                 conn = sessions[database] = self._session(database, role)
-            conn.execute(f"SET statement_timeout = {max(1, int(limit * 1000))}")
-            cur = conn.execute(model.query)
-            rows = cur.fetchmany(2) if cur.description else []
-            value = next(iter(rows[0].values()), None) if rows else None
-            reason = model.failure(value, len(rows))
-            entry.update(value=_jsonable(value), ok=reason is None, reason=reason)
+            value, reason = run_sanity(conn, model, limit)
+            entry.update(value=value, ok=reason is None, reason=reason)
         except psycopg.errors.QueryCanceled:
             if limit >= self.deadline - began:
                 raise Deadline() from None
@@ -460,11 +456,6 @@ class Restore:
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _jsonable(value: Any) -> Any:
-    from checks.restore_common import jsonable
-    return jsonable(value)
 
 
 def _size(count: int) -> str:
