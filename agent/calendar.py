@@ -167,6 +167,14 @@ def next_fire(spec: CalendarSpec, after: datetime, tz: tzinfo) -> datetime:
     raise CalendarSpecError(f"calendar {spec.text!r} has no fire time within {SEARCH_LIMIT_DAYS} days")
 
 
+def fire_times_between(spec: CalendarSpec, start: float, end: float, tz: tzinfo) -> list[float]:
+    """Given Unix times, return every fire time in (start, end) as Unix times, oldest first (demo history)."""
+    times, moment = [], datetime.fromtimestamp(start, tz)
+    while (moment := next_fire(spec, moment, tz)).timestamp() < end:
+        times.append(moment.timestamp())
+    return times
+
+
 def previous_fire(spec: CalendarSpec, before: datetime, tz: tzinfo) -> datetime:
     """Given an aware `before`, return the latest fire time <= it as an aware UTC datetime (the start of the current period)."""
     _require_aware(before, "before")

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.calendar import next_fire  # noqa: E402  (after the path insert: runs from a checkout)
+from agent.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
 from agent.config import Interval, LoadedConfig, load_config  # noqa: E402
 from agent.maintenance import Window  # noqa: E402
 from agent.report import build_report, render_html, render_text  # noqa: E402
@@ -58,12 +58,7 @@ def fire_times(loaded: LoadedConfig, name: str, start: float, end: float) -> lis
     if isinstance(trigger, Interval):
         step = max(trigger.seconds, MIN_SPACING)
         return [start + i * step for i in range(int((end - start) // step))]
-    times, moment = [], datetime.fromtimestamp(start, loaded.tz)
-    while True:
-        moment = next_fire(trigger.spec, moment, loaded.tz)
-        if moment.timestamp() >= end:
-            return times
-        times.append(moment.timestamp())
+    return fire_times_between(trigger.spec, start, end, loaded.tz)
 
 
 class Week:

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.calendar import next_fire  # noqa: E402  (after the path insert: runs from a checkout)
+from agent.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
 from agent.config import Interval, LoadedConfig, load_config  # noqa: E402
 from agent.result import Evaluated, Status, sample  # noqa: E402
 from agent.store import Store  # noqa: E402
@@ -143,12 +143,7 @@ def run_times(loaded: LoadedConfig, name: str, start: float, end: float) -> list
     if isinstance(trigger, Interval):   # backwards from `end`: the newest run is due again only after it
         step = max(trigger.seconds, SEED_STEP)
         return [end - i * step for i in range(int((end - start) // step), -1, -1)]
-    times, moment = [], datetime.fromtimestamp(start, loaded.tz)
-    while True:
-        moment = next_fire(trigger.spec, moment, loaded.tz)
-        if moment.timestamp() >= end:
-            return times
-        times.append(moment.timestamp())
+    return fire_times_between(trigger.spec, start, end, loaded.tz)
 
 
 def seed(loaded: LoadedConfig, now: float, days: float = DAYS, *,

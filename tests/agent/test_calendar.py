@@ -14,6 +14,7 @@ from agent.calendar import (
     CalendarSpecError,
     catch_up_due,
     days_in_month,
+    fire_times_between,
     jitter_offset_seconds,
     next_fire,
     parse_calendar,
@@ -405,3 +406,13 @@ def test_jitter_is_zero_without_a_positive_maximum(maximum):
 
 def test_jitter_below_one_for_tiny_maximum():
     assert 0 <= jitter_offset_seconds("host-a/disk", 1e-300) < 1e-300
+
+
+def test_fire_times_between_lists_the_fires_in_the_open_range_as_next_fire_chains_them():
+    spec = parse_calendar("mon 03:00")
+    start = local(BERLIN, 2026, 3, 23, 3, 0)     # a fire itself: excluded
+    end = local(BERLIN, 2026, 4, 13, 3, 0)       # likewise (the range is open at both ends)
+    times = fire_times_between(spec, start.timestamp(), end.timestamp(), BERLIN)
+    assert times == [f.timestamp() for f in fires_between(spec, start, end, BERLIN)][:-1]
+    assert [datetime.fromtimestamp(t, BERLIN).isoformat() for t in times] == [
+        "2026-03-30T03:00:00+02:00", "2026-04-06T03:00:00+02:00"]   # across the DST change
