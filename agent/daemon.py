@@ -76,6 +76,7 @@ class Daemon:
         self._unmarked_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self._due: DueQueue[Job] = DueQueue()
+        self._rechecking: set[str] = set()   # jobs with a `recheck_at`: the loop looks at these, not at every job
         self._last_now = 0.0
         self.tz = loaded.tz
         self.maintenance = MaintenanceTracker(self.store, self._safely_log)
@@ -177,8 +178,9 @@ class Daemon:
             due = self._due.pop_due(now)
             if due:
                 self._dispatch(due, now)
-            for job in [j for j in self.jobs.values() if j.recheck_at is not None and j.recheck_at <= now]:
-                self._run_now(job)   # a result's recheck time or a heartbeat signal (few jobs ever have one)
+            for job in self._rechecks():
+                if job.recheck_at <= now:
+                    self._run_now(job)   # a result's recheck time or a heartbeat signal
             signals_in = self._poll_signals(now)
             tasks_in = self.tasks.run_due(now)
             self._take_requests(now)
@@ -199,8 +201,7 @@ class Daemon:
                 notify(f"STATUS={status}")
                 last_status = status
             wait = min([MAX_TICK_SECONDS, signals_in, max(0.0, self._due.soonest() - time.time())]
-                       + [max(0.0, j.recheck_at - time.time()) for j in self.jobs.values()
-                          if j.recheck_at and not j.in_flight]
+                       + [max(0.0, j.recheck_at - time.time()) for j in self._rechecks() if not j.in_flight]
                        + ([max(0.0, last_ping + watchdog - time.monotonic())] if watchdog else [])
                        + ([deadline_in] if deadline_in is not None else [])
                        + ([verify_in] if verify_in is not None else [])
@@ -407,7 +408,24 @@ class Daemon:
         if job.in_flight:
             return False
         job.recheck_at = None
+        self._rechecking.discard(job.name)
         return self.runner.request(job, time.time(), None)
+
+    def _recheck(self, job: Job, at: float) -> None:
+        """Run `job` again at `at` (or sooner, if it is due again sooner already)."""
+        job.recheck_at = at if job.recheck_at is None else min(job.recheck_at, at)
+        self._rechecking.add(job.name)
+
+    def _rechecks(self) -> list[Job]:
+        """The jobs waiting for a recheck (a name whose job is gone or was rechecked is dropped)."""
+        waiting = []
+        for name in list(self._rechecking):   # the sink thread adds to the set meanwhile
+            job = self.jobs.get(name)
+            if job is None or job.recheck_at is None:
+                self._rechecking.discard(name)
+            else:
+                waiting.append(job)
+        return waiting
 
     def _poll_signals(self, now: float) -> float:
         """Jobs that pinged since the last look (`maint-agent ping` writes to the store from another process)
@@ -420,7 +438,7 @@ class Daemon:
                 for name in names:
                     job = self.jobs.get(name)
                     if job is not None and not self._run_now(job):
-                        job.recheck_at = now   # in flight: judged again once that run is done
+                        self._recheck(job, now)   # in flight: judged again once that run is done
         return max(0.0, self._next_signal_poll - now)
 
     def _ping(self, target: str, message: str) -> tuple[int, str]:
@@ -557,7 +575,7 @@ class Daemon:
             logs.event("agent.out_of_resources", "error", check=job.name, resource=resource, reason=result.summary)
         job.latest = run
         if result.recheck_at is not None:
-            job.recheck_at = result.recheck_at if job.recheck_at is None else min(job.recheck_at, result.recheck_at)
+            self._recheck(job, result.recheck_at)
         job.lag = max(0.0, started - scheduled)
         job.runs[verdict.status.label] += 1
         if verdict.status is not previous:
