@@ -10,7 +10,8 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, fail
+
 DEFAULT_PORT = 9469
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9_.-]*)(:\d{1,5})?$")
@@ -43,11 +44,6 @@ def register(sub, common, fmt) -> None:
     p.add_argument("--day", type=_day, help="upload only this completed day (YYYY-MM-DD), again if it was")
     p.set_defaults(handler=cmd_archive_run)
     archive.set_defaults(handler=lambda a: (archive.print_help(), EXIT_USAGE)[1])
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"maint-agent: {message}", file=sys.stderr)
-    return code
 
 
 # -- fleet targets --------------------------------------------------------------------------------------
@@ -130,14 +126,14 @@ def write_targets(path: Path, text: str) -> None:
 
 def cmd_fleet_targets(args) -> int:
     if not 0 < args.port < 65536:
-        return _fail(f"invalid --port {args.port}")
+        return fail(f"invalid --port {args.port}")
     try:
         labels = dict(parse_label(text) for text in args.label)
         groups = file_sd(read_hosts(args.hosts), args.port, labels)
     except TargetError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except (OSError, UnicodeDecodeError) as exc:
-        return _fail(f"cannot read the host list {getattr(exc, 'filename', None) or ''}: "
+        return fail(f"cannot read the host list {getattr(exc, 'filename', None) or ''}: "
                      f"{getattr(exc, 'strerror', None) or exc}")
     text = json.dumps(groups, indent=2) + "\n"
     if args.output is None:
@@ -146,7 +142,7 @@ def cmd_fleet_targets(args) -> int:
     try:
         write_targets(args.output, text)
     except OSError as exc:
-        return _fail(f"cannot write {args.output}: {exc.strerror or exc}", EXIT_PROBLEM)
+        return fail(f"cannot write {args.output}: {exc.strerror or exc}", EXIT_PROBLEM)
     print(f"{args.output}: {len(groups)} target{'s' * (len(groups) != 1)}", file=sys.stderr)
     return EXIT_OK
 
@@ -170,7 +166,7 @@ def _archive_config(args):
         return None, EXIT_USAGE
     section = loaded.config.archive
     if section is None:
-        return None, _fail(f"{loaded.path}: no `archive:` section (see docs/fleet.md)")
+        return None, fail(f"{loaded.path}: no `archive:` section (see docs/fleet.md)")
     return (loaded, section), EXIT_OK
 
 
@@ -186,7 +182,7 @@ def cmd_archive_status(args) -> int:
     try:
         conn = open_readonly(loaded.db_path)
     except StoreMissing as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         states = day_states(conn, loaded.tz, datetime.now(loaded.tz).date(), section.max_days_per_run)
     finally:
@@ -219,12 +215,12 @@ def cmd_archive_run(args) -> int:
         return code
     loaded, section = found
     if not section.enabled and args.day is None:
-        return _fail("archive.enabled is false (give --day to upload one day anyway)")
+        return fail("archive.enabled is false (give --day to upload one day anyway)")
     try:
         result = archive_pending(loaded.db_path, section, loaded.config.agent.hostname, loaded.tz, time.time(),
                                  day=args.day)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     host = loaded.config.agent.hostname
     for done in result["uploaded"]:
         where = f"s3://{section.bucket}/{day_prefix(section, host, date.fromisoformat(done['day']))}/"
