@@ -26,6 +26,9 @@ the single-database policy refuses.
 
 from __future__ import annotations
 
+import re
+from typing import Iterator
+
 from checks.pg_script import DOLLAR_STRING, NUMBER, OPERATOR, PUNCT, QUOTED_IDENT, STRING, WORD, Statement, Tokens
 
 # object kinds that live outside one database (shared catalogs) or reach other databases
@@ -57,6 +60,10 @@ def judge(statement: Statement) -> str | None:
     check = _RULES.get(first)
     if check is None:
         return _NAMED.get(first, f"{first} is not a statement pg_dump writes")
+    for name, value in _settings(t):   # SET, ALTER … SET and set_config alike
+        refused = _setting_refused(name, value)
+        if refused:
+            return f"setting {refused}"
     return check(t)
 
 
@@ -76,12 +83,54 @@ def _outside(verb: str, kind: str | None) -> str | None:
     return None
 
 
-def _set(t: Tokens) -> str | None:
-    i = 2 if t.word(1) in ("SESSION", "LOCAL") else 1
-    if t.word(i) == "STANDARD_CONFORMING_STRINGS":
-        value = [t.value(j).strip(b"'").lower() for j in range(i + 1, len(t)) if t.kind(j) in (WORD, STRING)]
-        if value != [b"on"]:
-            return "SET standard_conforming_strings other than on (pg_dump always writes on)"
+# client encodings whose multibyte characters may end in the bytes of `\` or `'`: the server would read a
+# string's end where this reader does not (PostgreSQL's client-only encodings and their aliases)
+_SPLITTING_ENCODINGS = frozenset({"big5", "gb18030", "gbk", "johab", "mskanji", "shiftjis", "shiftjis2004", "sjis",
+                                  "uhc", "win932", "win936", "win949", "win950", "windows932", "windows936",
+                                  "windows949", "windows950"})
+
+
+def _setting_refused(name: str | None, value: bytes | None) -> str | None:
+    """Why setting `name` to `value` (None: not given as a constant) would make the server read the rest of the
+    script differently from this reader, or None. `name` None: a name written so the reader cannot tell."""
+    if name is None:
+        return "a setting named with U&\"…\" escapes (pg_dump writes plain names)"
+    if name == "standard_conforming_strings" and (value or b"").lower() != b"on":
+        return "standard_conforming_strings other than on (pg_dump always writes on)"
+    if name == "client_encoding" and re.sub(rb"[^a-z0-9]", b"", (value or b"").lower()).decode() in \
+            _SPLITTING_ENCODINGS:
+        return f"client_encoding {(value or b'').decode('ascii', 'replace')}: its characters can end in the bytes " \
+               f"of a quote or a backslash"
+    return None
+
+
+def _settings(t: Tokens) -> Iterator[tuple[str | None, bytes | None]]:
+    """(name, value) of every `SET name {=|TO} value` at the statement's top level (SET …, ALTER ROLE/DATABASE/
+    FUNCTION … SET …) and of `set_config('name', 'value', …)`; name None when written with U&"…" escapes."""
+    for i, depth in t.depths():
+        if depth or t.word(i) != "SET":
+            continue
+        j = i + 1 if t.word(i + 1) not in ("SESSION", "LOCAL") else i + 2
+        if t.kind(j) == QUOTED_IDENT and t.value(j)[:1] in (b"U", b"u"):
+            yield None, None
+            continue
+        name = _identifier(t, j)
+        if name is not None:
+            given = t.kind(j + 1) in (OPERATOR, WORD) and t.value(j + 1).upper() in (b"=", b"TO")
+            yield name, _constant(t, j + 2) if given else None
+    if t.word(0) == "SELECT" and t.word(3) == "SET_CONFIG":
+        args = [_constant(t, i) for i in range(5, len(t) - 1) if t.kind(i) in (STRING, DOLLAR_STRING)]
+        if args:
+            yield args[0].decode("utf-8", "replace").lower(), args[1] if len(args) > 1 else None
+
+
+def _constant(t: Tokens, i: int) -> bytes | None:
+    """A setting's value as the server reads it: a word, a number or a plain string (its quotes removed)."""
+    kind = t.kind(i)
+    if kind in (WORD, NUMBER):
+        return t.value(i)
+    if kind == STRING and t.value(i)[:1] == b"'":
+        return t.value(i)[1:-1].replace(b"''", b"'")
     return None
 
 
@@ -104,12 +153,15 @@ def _create(t: Tokens) -> str | None:
 
 def _language(t: Tokens, start: int, kind: str) -> str | None:
     """Every LANGUAGE clause must name a trusted language; a SQL-standard body (BEGIN ATOMIC, RETURN) comes last."""
+    name_end = _qualified_name(t, start) or start
     for i, depth in t.depths():
-        if i < start or depth:
+        if i < name_end or depth:   # the routine's own name (a function may be called `return` or `begin`)
             continue
         word = t.word(i)
-        if word in ("BEGIN", "RETURN"):
+        if word == "BEGIN" and t.word(i + 1) == "ATOMIC":
             break
+        if word == "RETURN" and t.word(i - 1) not in ("RETURNS", "SETOF") and t.value(i - 1) != b".":
+            break   # RETURN expr, not a type named return
         if word == "LANGUAGE":
             name = _name(t, i + 1)
             if name not in TRUSTED_LANGUAGES:
@@ -261,7 +313,7 @@ def _allowed(t: Tokens) -> str | None:
 
 
 _RULES = {
-    "SET": _set, "RESET": _allowed, "SELECT": _select, "INSERT": _insert, "CREATE": _create, "ALTER": _alter,
+    "SET": _allowed, "RESET": _allowed, "SELECT": _select, "INSERT": _insert, "CREATE": _create, "ALTER": _alter,
     "DROP": _drop, "COMMENT": _comment, "SECURITY": _security_label, "GRANT": _grant, "REVOKE": _grant,
     "COPY": _copy, "REFRESH": _refresh, "BEGIN": _allowed, "COMMIT": _allowed,
 }
@@ -278,9 +330,12 @@ _CLUSTER_KINDS = frozenset({"DATABASE", "ROLE", "USER", "GROUP"})
 def judge_cluster(statement: Statement) -> str | None:
     """Given a statement read from a pg_dumpall script, return why a scratch-cluster restore refuses it, or None."""
     t = statement.tokens
-    setting = _library_setting(t)
-    if setting:
-        return f"setting {setting} makes sessions load native code"
+    for name, value in _settings(t):   # ALTER ROLE/DATABASE … SET included: they apply to later sessions
+        if name in LIBRARY_SETTINGS:
+            return f"setting {name} makes sessions load native code"
+        refused = _setting_refused(name, value)
+        if refused:
+            return f"setting {refused}"
     first = t.word(0)
     if first in ("CREATE", "ALTER", "DROP", "COMMENT", "SECURITY"):
         kind = _cluster_kind(t)
@@ -346,17 +401,6 @@ def _cluster_grant(statement: Statement) -> str | None:
         return None
     return judge(statement)
 
-
-def _library_setting(t: Tokens) -> str | None:
-    """The name after SET in SET …, ALTER ROLE … SET … and ALTER DATABASE … SET … when it loads libraries."""
-    for i, depth in t.depths():
-        if depth or t.word(i) != "SET":
-            continue
-        j = i + 1 if t.word(i + 1) not in ("SESSION", "LOCAL") else i + 2
-        name = _identifier(t, j)
-        if name in LIBRARY_SETTINGS:
-            return name
-    return None
 
 
 def _template_flag(t: Tokens) -> bool:
