@@ -446,7 +446,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._send(413, f"body must be at most {PING_BODY_CAP} bytes, with a Content-Length\n".encode(),
                               "text/plain; charset=utf-8")
+        self.server.connections.waiting(self.conn)   # a trickled body holds no slot others need, like headers
         body = self._read_body(length)
+        self.server.connections.serving(self.conn)
         if body is None:
             self.close_connection = True
             return
@@ -482,6 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.server.connections.waiting(self.conn)   # a client slow to take its reply holds no slot others need
         self.wfile.flush()
 
     do_HEAD = do_GET

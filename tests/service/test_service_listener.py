@@ -116,6 +116,41 @@ def test_listener_idle_and_half_handshake_floods_leave_metrics_and_healthz_answe
             sock.close()
 
 
+def test_listener_clients_that_never_read_their_replies_do_not_lock_out_a_scrape(agent_factory):
+    agent = agent_factory(agent_config(max_connections=8, header_timeout="2s")).start()
+    pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+    hogs = []
+    for _ in range(8):   # every slot busy sending replies nobody reads
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sock.connect(("127.0.0.1", agent.port))
+        sock.sendall(pipelined)
+        hogs.append(sock)
+    try:
+        for _ in range(3):
+            status, seconds = timed_get(agent, "/metrics")
+            assert status == 200 and seconds < 1.0, (status, seconds)
+    finally:
+        for sock in hogs:
+            sock.close()
+
+
+def test_listener_trickled_ping_bodies_do_not_lock_out_a_scrape(agent_factory):
+    agent = agent_factory(agent_config(max_connections=8, header_timeout="2s")).start()
+    slow = []
+    for _ in range(16):   # more than the limit: a body promised, then a byte at a time (never, here)
+        sock = socket.create_connection(("127.0.0.1", agent.port), timeout=5)
+        sock.sendall(b"POST /ping/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\nz")
+        slow.append(sock)
+    try:
+        for _ in range(3):
+            status, seconds = timed_get(agent, "/metrics")
+            assert status == 200 and seconds < 1.0, (status, seconds)
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def closed_by_server(socks: list[socket.socket]) -> int:
     """How many of `socks` the server has closed (EOF or reset waiting), without blocking."""
     closed = 0
