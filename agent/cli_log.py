@@ -18,7 +18,7 @@ typo is refused. The agent writes its own under `agent` (start, stop, reloads, c
 (remediation), `checklist` (ticks, written by `checklist done`) and `maintenance` (windows started, stopped
 or expired; `maintenance start|stop` write theirs with the operator as author)."""
 CHECKLISTS = ("daily", "weekly", "monthly", "quarterly")
-"""agent.checklist.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
+"""agent.checklist_section.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
 EXPORT_COLUMNS = ("check", "type", "started", "duration_seconds", "status", "pending", "summary", "metrics",
                   "details")
 TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (in the agent's time zone)"
@@ -254,7 +254,8 @@ def cmd_log_list(args) -> int:
 
 def cmd_checklist(args) -> int:
     import time
-    from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
+    from agent.checklist import checklist_status, period_bounds, period_label
+    from agent.checklist_section import CHECKLIST_PERIODS
     from agent.cli_common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, column_headers, config_path, fail, load_or_report, time_format
     from agent.history import StoreMissing, open_readonly
     from agent.output import emit
@@ -295,7 +296,8 @@ def _checklist_row(name: str, label: str, start: str, end: str, item: dict, when
 
 def cmd_checklist_done(args) -> int:
     import time
-    from agent.checklist import CHECKLIST_PERIODS, TICK_CATEGORY, period_bounds, period_label
+    from agent.checklist import TICK_CATEGORY, period_bounds, period_label
+    from agent.checklist_section import CHECKLIST_PERIODS
     from agent.cli_common import EXIT_OK, EXIT_USAGE, config_path, fail, load_or_report
     from agent.redact import REDACT
     loaded = load_or_report(config_path(args))

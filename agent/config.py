@@ -31,12 +31,12 @@ from agent.includes import MergedSource, merge_includes
 from agent.yamlsrc import ConfigError, ConfigIssue, Loc, load_yaml, read_text
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
-from agent.checklist import ChecklistsSection
+from agent.checklist_section import ChecklistsSection
 from checks import CHECK_TYPES
 from checks.base import CheckOptions
 
 if TYPE_CHECKING:   # imported when a file has the section, or for the schema (`schema_model`)
-    from agent.archive import ArchiveSection
+    from agent.archive_section import ArchiveSection
     from agent.maintenance import Recurring
     from agent.mailer import SmtpSection
     from agent.report_config import ReportSection
@@ -260,7 +260,7 @@ def _reports() -> Any:
 
 
 def _archive() -> Any:
-    from agent.archive import ArchiveSection
+    from agent.archive_section import ArchiveSection
     return ArchiveSection | None
 
 
@@ -277,7 +277,7 @@ def _section_model(key: str) -> type[BaseModel]:
 @functools.cache
 def schema_model() -> type[Config]:
     """`Config` with every type resolved (importing every section, check and action module), for the schema and docs."""
-    from agent.archive import ArchiveSection
+    from agent.archive_section import ArchiveSection
     from agent.mailer import SmtpSection
     from agent.report_config import ReportSection
     Config.model_rebuild(_types_namespace={

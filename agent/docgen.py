@@ -20,8 +20,8 @@ from agent.config import (
 from agent.metrics import contract
 from actions import ACTION_TYPES
 from actions.base import ActionOptions
-from agent.archive import ArchiveSection
-from agent.checklist import ChecklistItem, ChecklistsSection
+from agent.archive_section import ArchiveSection
+from agent.checklist_section import ChecklistItem, ChecklistsSection
 from agent.mailer import SmtpSection
 from agent.report_config import ReportSection, ReportUpload
 from checks import CHECK_TYPES

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent.calendar import parse_window
 from agent import maintenance as windows_store
-from agent.checklist import CHECKLIST_PERIODS, checklist_status, period_bounds, period_label
+from agent.checklist import checklist_status, period_bounds, period_label
+from agent.checklist_section import CHECKLIST_PERIODS
 from agent.triggers import Calendar
 from agent.result import Status
 from agent.scheduler import describe

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from agent.checklist import (CHECKLIST_PERIODS, ChecklistItem, ChecklistsSection, checklist_status, period_bounds,
+from agent.checklist_section import CHECKLIST_PERIODS, ChecklistItem, ChecklistsSection
+from agent.checklist import (checklist_status, period_bounds,
                              period_label)
 from agent.cli_log import CHECKLISTS
 from agent.history import open_readonly

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.archive import ArchiveSection, archive_pending
+from agent.archive import archive_pending
+from agent.archive_section import ArchiveSection
 from agent.result import Evaluated, Status, sample
 from agent.store import Store
 from tests.conftest import free_port, run_cli
