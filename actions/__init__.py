@@ -6,7 +6,7 @@ without actions imports none of them; iterating the registry's items imports the
 """
 
 from actions.base import Action
-from agent.registry import TypeRegistry
+from agent.plugin.registry import TypeRegistry
 
 
 def _command():

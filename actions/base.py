@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.fields import Duration, Name, PositiveDuration, Severity
+from agent.plugin.fields import Duration, Name, PositiveDuration, Severity
 
 OUTPUT_CAP_CHARS = 4000
 
@@ -65,7 +65,7 @@ class ActionContext:
     trigger: TriggerInfo | None = None
     hostname: str = field(default_factory=socket.gethostname)
     redact: Callable[[str], str] = lambda text: text
-    smtp: Any = None       # the config's `smtp:` section (agent.mailer), for email notifications
+    smtp: Any = None       # the config's `smtp:` section (agent.plugin.mailer), for email notifications
     outbox: Any = None     # agent.notifications.Outbox: notifications are stored there before they are sent
     wall: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic

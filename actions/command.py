@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
-from agent.child_env import AGENT_ONLY, child_env
-from agent.fields import AbsoluteArgv, Secret, SecretStr, SecretUnavailable
+from agent.plugin.child_env import AGENT_ONLY, child_env
+from agent.plugin.fields import AbsoluteArgv, Secret, SecretStr, SecretUnavailable
 from checks.bounded_process import run_bounded
 
 

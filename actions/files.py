@@ -34,8 +34,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
 from actions.mounts import mount_id
-from agent.fields import AbsolutePath, LongDuration, Size
-from agent.units import format_duration, format_size
+from agent.plugin.fields import AbsolutePath, LongDuration, Size
+from agent.plugin.units import format_duration, format_size
 
 _SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/opt", "/proc", "/root", "/run", "/sbin", "/srv",
                 "/sys", "/usr", "/var")

@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, TriggerInfo
-from agent.fields import (
+from agent.plugin.fields import (
     PositiveDuration, Secret, SecretStr, SecretUnavailable, Severity, check_http_url, secrets_are_offline,
 )
-from agent.mailer import EmailAddress
-from agent.redact import url_parts
+from agent.plugin.mailer import EmailAddress
+from agent.plugin.redact import url_parts
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
@@ -230,7 +230,7 @@ class NotifyAction(Action):
 def _email(smtp, payload: dict[str, Any], timeout: float, redact: Callable[[str], str]) -> str:
     if smtp is None:
         return "failed: email notification needs smtp: in the config"
-    from agent.mailer import MailError, send_message
+    from agent.plugin.mailer import MailError, send_message
 
     try:
         send_message(smtp.model_copy(update={"timeout": min(smtp.timeout, timeout)}), list(payload["to"]),

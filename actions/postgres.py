@@ -26,8 +26,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
-from agent.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, is_reference
-from agent.units import format_duration
+from agent.plugin.fields import PositiveDuration, Secret, SecretStr, SecretUnavailable, is_reference
+from agent.plugin.units import format_duration
 from checks.pg_session import WATCHDOG_GRACE_SECONDS, Watchdog, describe_error
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"

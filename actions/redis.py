@@ -27,9 +27,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult
-from agent.address import split_target
-from agent.fields import HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable
-from agent.units import format_duration, format_size
+from agent.plugin.address import split_target
+from agent.plugin.fields import HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable
+from agent.plugin.units import format_duration, format_size
 from checks.net import SocketDeadline
 
 SAMPLE_KEYS = 20     # removed keys named in the details

@@ -19,8 +19,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from actions.base import Action, ActionContext, ActionOptions, ActionResult, cap
-from agent.child_env import child_env
-from agent.fields import AbsolutePath
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsolutePath
 from checks.bounded_process import Finished, run_bounded
 
 _UNIT_TYPES = ("service", "socket", "target", "timer", "mount", "automount", "path", "swap", "slice")

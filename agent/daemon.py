@@ -4,7 +4,7 @@ Threads: the main loop (due checks, timeouts, watchdog, signals), the runner's
 pool of check workers, the sink (evaluate → store → metrics; the store's only
 writer) and the HTTP server. Signals only set flags; the loop acts on them.
 At shutdown running checks get `agent.shutdown_grace`; the child processes
-still running after it are killed (agent.children), never left orphaned.
+still running after it are killed (agent.plugin.children), never left orphaned.
 """
 
 from __future__ import annotations
@@ -16,28 +16,30 @@ import threading
 import time
 from collections import deque
 
-from agent import __version__, children, liveness, logs
-from agent.calendar import CalendarSpec, parse_calendar
-from agent.config import LoadedConfig, load_config
+from agent import __version__
+from agent.plugin import children, logs
+from agent.store import liveness
+from agent.plugin.calendar import CalendarSpec, parse_calendar
+from agent.config.load import LoadedConfig, load_config
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
-from agent.faults import fault_of
-from agent.http_server import MetricsServer
+from agent.plugin.faults import fault_of
+from agent.http.server import MetricsServer
 from agent.maintenance import REQUEST_KIND as MAINTENANCE_REQUEST, Tracker as MaintenanceTracker
-from agent.metrics import AgentState, Exposition
+from agent.http.metrics import AgentState, Exposition
 from agent.notifications import Outbox
-from agent.address import split_target
-from agent.result import CheckResult, Evaluated, Status
+from agent.plugin.address import split_target
+from agent.plugin.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
 from agent.scheduler import DueQueue, clamp_to_clock, jitter_key_for, plan_next, plan_start
-from agent.redact import REDACT, redacted_outcome
+from agent.plugin.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
-from agent.store import SavedState, Store
-from agent.triggers import Calendar, Interval
-from agent.units import format_timestamp
-from agent.yamlsrc import ConfigError
+from agent.store.writer import SavedState, Store
+from agent.config.triggers import Calendar, Interval
+from agent.plugin.units import format_timestamp
+from agent.config.yamlsrc import ConfigError
 from actions import ACTION_TYPES
 from checks import CHECK_TYPES
 
@@ -444,7 +446,7 @@ class Daemon:
     def _ping(self, target: str, message: str) -> tuple[int, str]:
         """A heartbeat signal over HTTP (`POST /ping/NAME[/start|/fail|/EXIT]`): stored like `maint-agent
         ping`'s, then judged by the next look at the signals."""
-        from agent.heartbeat import finish_kind
+        from agent.plugin.heartbeat import finish_kind
         name, _, what = target.partition("/")
         job = self.jobs.get(name)
         if job is None or job.check.TYPE != "heartbeat":
@@ -570,7 +572,7 @@ class Daemon:
                         started, duration, scheduled, verdict.pending, job.name in self.state.maintenance)
         previous = job.latest.status if job.latest else None
         resource = fault_of(result.details)
-        if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.faults)
+        if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.plugin.faults)
             self.state.resource_errors[resource] += 1
             logs.event("agent.out_of_resources", "error", check=job.name, resource=resource, reason=result.summary)
         job.latest = run
@@ -612,20 +614,20 @@ class Daemon:
         tasks = [Task(STORE_MAINTENANCE, Calendar(_maintenance_spec(loaded), "store maintenance"), maintain)]
         for section in cfg.reports:
             def report(now: float, section=section) -> dict:
-                from agent.reporting import deliver_pending, queue_report
+                from agent.reports.delivery import deliver_pending, queue_report
                 queued = queue_report(db, loaded, section, now)
                 return {"report": section.name, "queued": queued, **(deliver_pending(db, loaded, now) or {})}
-            from agent.report_config import report_schedule
+            from agent.config.reports import report_schedule
             tasks.append(Task(f"_report:{section.name}",
                               Calendar(report_schedule(section, cfg.schedules), section.schedule_name), report))
         if cfg.reports:
             def outbox(now: float) -> dict | None:
-                from agent.reporting import deliver_pending
+                from agent.reports.delivery import deliver_pending
                 return deliver_pending(db, loaded, now) or None
             tasks.append(Task("_outbox", Interval(OUTBOX_EVERY_SECONDS), outbox))
         if cfg.archive is not None and getattr(cfg.archive, "enabled", True):
             def archive(now: float) -> dict:
-                from agent.archive import archive_pending
+                from agent.store.archive import archive_pending
                 return archive_pending(db, cfg.archive, cfg.agent.hostname, tz, now)
             tasks.append(Task("_archive", Calendar(parse_calendar(getattr(cfg.archive, "at", "00:45")), "archive"),
                               archive))
@@ -650,7 +652,7 @@ class Daemon:
                 if job.latest is not None and job.latest.pending is not Status.OK}
 
     def _beat(self, now: float, stopped: bool = False) -> None:
-        """Write the heartbeat `maint-agent status` reads (agent/liveness.py): from the scheduler loop only,
+        """Write the heartbeat `maint-agent status` reads (agent/store/liveness.py): from the scheduler loop only,
         so a hung loop stops it; a failed write is counted like any other, never fatal."""
         self._beat_due = now + liveness.HEARTBEAT_SECONDS
         self._beat_pending = self._pending_breaches()
@@ -700,7 +702,7 @@ def _stall_for_tests() -> None:
 
 def _warn_exposed_files(loaded: LoadedConfig) -> None:
     """Loudly, at every start: the config or a secret file that others can read (`config check --strict` fails)."""
-    from agent.config import exposed_files
+    from agent.config.load import exposed_files
     for problem in exposed_files(loaded):
         logs.event("config.file_exposed", "warning", file=str(problem.path), problem=problem.reason)
 

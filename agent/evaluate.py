@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agent.result import CheckResult, Sample, Status, worst
-from agent.units import format_value
+from agent.plugin.result import CheckResult, Sample, Status, worst
+from agent.plugin.units import format_value
 from checks.base import Check
 
 

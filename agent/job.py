@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agent.triggers import Trigger
+from agent.config.triggers import Trigger
 from agent.evaluate import WindowState
-from agent.result import Evaluated
+from agent.plugin.result import Evaluated
 from checks.base import Check, CheckOptions
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Iterable
 
-from agent.calendar import CalendarSpec, next_fire, previous_fire
+from agent.plugin.calendar import CalendarSpec, next_fire, previous_fire
 
 LOG_CATEGORY = "maintenance"
 REQUEST_KIND = "maintenance"
@@ -172,7 +172,7 @@ def request_refresh(conn: sqlite3.Connection, at: float, window_id: int) -> None
 
 def log_message(window: Window, event: str, at: float) -> str:
     """The maintenance-log line for a window that started, was stopped or expired: who, why, how long."""
-    from agent.units import format_duration
+    from agent.plugin.units import format_duration
     label = f"maintenance #{window.id}" + (f" ({window.name})" if window.name else "")
     reason = f": {window.reason}" if window.reason else ""
     if event == "started":
@@ -206,7 +206,7 @@ class Tracker:
     """
 
     def __init__(self, store, add_log: Callable[..., object]):
-        self.store = store              # agent.store.Store (its methods take its lock)
+        self.store = store              # agent.store.writer.Store (its methods take its lock)
         self.add_log = add_log          # daemon's best-effort maintenance-log write
         self.recurring: tuple[Recurring, ...] = ()
         self.checks: tuple[str, ...] = ()

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from agent import logs
-from agent.redact import REDACT
-from agent.units import format_duration
+from agent.plugin import logs
+from agent.plugin.redact import REDACT
+from agent.plugin.units import format_duration
 
 POLL_SECONDS = 1.0            # due retries and `notifications resend` are picked up within this
 LEASE_GRACE_SECONDS = 60.0    # a claimed row is left alone for the action's timeout plus this
@@ -65,7 +65,7 @@ class Outbox:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            from agent.store import connect
+            from agent.store.writer import connect
             self._conn = connect(self.path)
         return self._conn
 

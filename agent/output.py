@@ -7,7 +7,7 @@ unit in the name (`duration_seconds`), times ISO 8601 UTC with milliseconds (age
 absent values null. CSV has the same columns and values as the JSON rows.
 
 Cells and fields hold what checks and peers said: control characters are escaped in every format
-(see agent/terminal.py), so a plugin's output cannot drive the operator's terminal. Colour (a table on
+(see agent/plugin/terminal.py), so a plugin's output cannot drive the operator's terminal. Colour (a table on
 a terminal only, never with NO_COLOR set) is added by this module around cells it has escaped.
 """
 
@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Callable
 
-from agent.terminal import json_c1_escaped, printable
+from agent.plugin.terminal import json_c1_escaped, printable
 
 FORMATS = ("table", "json", "csv")
 Paint = Callable[[dict, str], str | None]

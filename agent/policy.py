@@ -33,8 +33,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from actions.base import ActionOptions
-from agent.calendar import parse_window
-from agent.result import Status
+from agent.plugin.calendar import parse_window
+from agent.plugin.result import Status
 from checks.base import ActionBinding, CheckOptions
 
 SkipReason = Literal["cooldown", "limit", "exhausted", "window", "running", "maintenance"]

@@ -13,11 +13,11 @@ from typing import Callable
 
 from actions import ACTION_TYPES
 from actions.base import ActionContext, ActionOptions, ActionResult, TriggerInfo
-from agent import children, logs
-from agent.faults import fault_of
+from agent.plugin import children, logs
+from agent.plugin.faults import fault_of
 from agent.policy import Decision, Policy
-from agent.redact import REDACT, redact_tree
-from agent.result import Evaluated
+from agent.plugin.redact import REDACT, redact_tree
+from agent.plugin.result import Evaluated
 
 MAX_CONCURRENT_ACTIONS = 4
 

@@ -21,11 +21,11 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Callable
 
-from agent import children, logs
-from agent.faults import agent_fault
+from agent.plugin import children, logs
+from agent.plugin.faults import agent_fault
 from agent.job import Job
-from agent.result import CheckResult
-from agent.units import format_duration
+from agent.plugin.result import CheckResult
+from agent.plugin.units import format_duration
 from checks.base import CheckContext
 
 Deliver = Callable[[Job, CheckResult, float, float, float], None]   # job, result, started, duration, scheduled

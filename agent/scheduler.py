@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from agent.calendar import catch_up_due, jitter_offset_seconds, next_fire
-from agent.triggers import Interval, Trigger
-from agent.units import format_duration
+from agent.plugin.calendar import catch_up_due, jitter_offset_seconds, next_fire
+from agent.config.triggers import Interval, Trigger
+from agent.plugin.units import format_duration
 
 
 @dataclass(frozen=True)

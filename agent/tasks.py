@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from agent import logs
-from agent.triggers import Calendar, Interval
+from agent.plugin import logs
+from agent.config.triggers import Calendar, Interval
 from agent.scheduler import Plan, plan_next, plan_start
 
 

@@ -105,7 +105,7 @@ def time_format(fmt: str, tz: ZoneInfo, now: float):
 def parse_when(text: str, now: float, tz: ZoneInfo) -> float:
     """Given `7d`/`12h` (that long before `now`), `2026-11-01` (midnight) or `2026-11-01T08:00`, return
     epoch seconds; a date or time without an offset is read in `tz`. Raise ValueError naming the forms."""
-    from agent.units import parse_duration
+    from agent.plugin.units import parse_duration
     try:
         return now - parse_duration(text)
     except ValueError:

@@ -38,19 +38,19 @@ MAX_SECONDS = 3600
 # interpreter; the last rows are what the daemon does not keep resident, for comparison.
 BREAKDOWN_STEPS = [
     ("interpreter (venv python + site)", ""),
-    ("agent.cli (argparse, sqlite3)", "import agent.cli"),
+    ("agent.cli.main (argparse, sqlite3)", "import agent.cli.main"),
     ("pydantic (+ pydantic_core)", "import pydantic"),
     ("yaml", "import yaml"),
-    ("agent.config (core sections built)", "import agent.config"),
+    ("agent.config.load (core sections built)", "import agent.config.load"),
     ("load_config(agent.yaml): its check types (psutil), models built",
-     "import agent.config; agent.config.load_config('agent.yaml')"),
+     "import agent.config.load; agent.config.load.load_config('agent.yaml')"),
     ("agent.daemon (http.server + ssl, logging, runner, store)", "import agent.daemon"),
     ("— not resident: every other check and action type", "import checks, actions; dict(checks.CHECK_TYPES); "
                                                          "dict(actions.ACTION_TYPES)"),
     ("— not resident: report, archive, mail, web-config modules",
-     "import agent.reporting, agent.archive, agent.mailer, agent.webconfig"),
+     "import agent.reports.delivery, agent.store.archive, agent.plugin.mailer, agent.config.web"),
     ("— not resident: sqlite_utils (migrations run in a child)", "import sqlite_utils"),
-    ("— not resident: prometheus_client (/metrics is rendered by agent.promtext)", "import prometheus_client"),
+    ("— not resident: prometheus_client (/metrics is rendered by agent.http.promtext)", "import prometheus_client"),
 ]
 BREAKDOWN_CODE = r"""
 import json, sys, time

@@ -40,8 +40,8 @@ from _common import MIB, REPO, Proc, _spawn, free_port, log, loadavg, machine, t
     write_json  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from agent.result import Status  # noqa: E402
-from agent.units import format_duration, format_size, parse_size  # noqa: E402
+from agent.plugin.result import Status  # noqa: E402
+from agent.plugin.units import format_duration, format_size, parse_size  # noqa: E402
 
 BINDIR = Path("/usr/lib/postgresql/15/bin")
 RSS_BUDGET_MIB = 10.0

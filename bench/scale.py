@@ -213,7 +213,7 @@ def profile(agent: Proc, seconds: float, label: str) -> dict | None:
 
 
 def _frame(text: str) -> str:
-    """`refresh (agent/metrics.py:213)` → `agent/metrics.py:refresh`."""
+    """`refresh (agent/http/metrics.py:213)` → `agent/http/metrics.py:refresh`."""
     m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", text.strip())
     if not m:
         return text.strip()

@@ -98,11 +98,11 @@ def time_requests(port: int, count: int) -> list[float]:
 def in_process(cfg: Path, repeat: int) -> dict:
     """Gathering vs rendering of the overview, in this process (no HTTP), after one warm-up."""
     sys.path.insert(0, str(REPO))
-    import agent.statuspage as page
-    from agent.config import load_config
-    from agent.metrics import AgentState
-    from agent.statuspage import pages
-    from agent.statuspage.render import render
+    import agent.http.statuspage as page
+    from agent.config.load import load_config
+    from agent.http.metrics import AgentState
+    from agent.http.statuspage import pages
+    from agent.http.statuspage.render import render
 
     loaded = load_config(cfg)
     state = AgentState("bench", 4)

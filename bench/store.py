@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Store at scale: build a SQLite store of N synthetic check runs, then time the CLI read commands on it.
 
-The schema comes from the agent itself (`agent.store.Store(path)` creates and migrates it); the rows are
+The schema comes from the agent itself (`agent.store.writer.Store(path)` creates and migrates it); the rows are
 then bulk-inserted with plain sqlite3 (executemany, big transactions, journal_mode=OFF, synchronous=OFF —
 a build shortcut, not the daemon's write path). 30 checks at one run per minute each, the newest run
 of each check at "now" (build time), so `--since 30d` selects ~43 200 runs of one check. The rows look
@@ -154,7 +154,7 @@ def build(db_path: Path, runs: int, seed: int = 4, checks: list | None = None) -
     """Create the schema with the agent's Store, then bulk-insert `runs` rows of `checks` (default: the 30 of
     check_table()); returns build figures."""
     sys.path.insert(0, str(REPO))
-    from agent.store import Store
+    from agent.store.writer import Store
 
     tmp_path = db_path.with_suffix(".building")
     for p in (tmp_path, Path(f"{tmp_path}-wal"), Path(f"{tmp_path}-shm")):
@@ -214,11 +214,11 @@ OPTIONS_BY_TYPE = {"disk": lambda n: {"mounts": ["/"]},
 
 
 def schema_fingerprint() -> str:
-    """A short hash of the schema `agent.store.Store` creates today: the cache key besides the run count
+    """A short hash of the schema `agent.store.writer.Store` creates today: the cache key besides the run count
     (a cached store built by an older schema is rebuilt, even when PRAGMA user_version did not move)."""
     import hashlib
     sys.path.insert(0, str(REPO))
-    from agent.store import SCHEMA_VERSION, Store
+    from agent.store.writer import SCHEMA_VERSION, Store
     with tempfile.TemporaryDirectory(prefix="maint-bench-schema-") as tmp:
         path = Path(tmp) / "schema.db"
         Store(path).close()
@@ -297,7 +297,7 @@ def time_subprocess(commands: list[tuple[str, str]], warmup: int, runs: int, env
 def importtime(python: Path, cli_args: list[str], env: dict, top: int = 8, children: int = 3) -> dict:
     """Top-level imports of one CLI command by cumulative time (python -X importtime), best of 3 runs,
     each with its heaviest direct children."""
-    code = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from agent.cli.main import main; sys.exit(main(sys.argv[1:]))"
     best = None
     for _ in range(3):
         t0 = time.perf_counter()
@@ -348,14 +348,14 @@ def warm_page_cache(db: Path, chunk: int = 16 * MIB) -> float:
 
 def history_anatomy(db: Path, cfg: Path, check: str, repeat: int = 3, top: int = 6) -> dict:
     """Where `history --since 30d --format json` spends its time, in-process (stdout a buffered /dev/null):
-    the whole command (agent.cli.main, best of `repeat`), the store query of the same runs as rows
-    (agent.history.runs, no limit, best of `repeat`), and the command's top functions under cProfile."""
+    the whole command (agent.cli.main.main, best of `repeat`), the store query of the same runs as rows
+    (agent.store.history.runs, no limit, best of `repeat`), and the command's top functions under cProfile."""
     import contextlib
     import cProfile
     import pstats
     sys.path.insert(0, str(REPO))
-    from agent.cli import main as cli_main
-    from agent.history import open_readonly, runs as history_runs
+    from agent.cli.main import main as cli_main
+    from agent.store.history import open_readonly, runs as history_runs
 
     argv = ["history", "--config", str(cfg), "--check", check, "--since", "30d", "--format", "json"]
     query, whole, rows = [], [], 0
@@ -432,9 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     since = time.time() - 30 * 86400
     selected = ro.execute("SELECT count(*) FROM check_runs WHERE check_id = (SELECT id FROM checks WHERE name = ?)"
                           " AND started >= ?", (args.check, since)).fetchone()[0]
-    # the plan of the very query `history` runs (agent.history.runs), captured with its parameters bound
+    # the plan of the very query `history` runs (agent.store.history.runs), captured with its parameters bound
     sys.path.insert(0, str(REPO))
-    from agent.history import runs as history_runs
+    from agent.store.history import runs as history_runs
     statements: list[str] = []
     ro.set_trace_callback(statements.append)
     history_runs(ro, check=args.check, since=since)
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"page cache warmed before timing (the whole file read once in {warm_s:.1f} s)")
     print(f"history in-process (best of 3, no interpreter start): the whole command "
           f"{anatomy['command_in_process_ms']:.0f} ms; for scale, fetching the same {anatomy['rows']:,} runs as "
-          f"plain rows (agent.history.runs) {anatomy['query_rows_ms']:.0f} ms. Heaviest functions under cProfile "
+          f"plain rows (agent.store.history.runs) {anatomy['query_rows_ms']:.0f} ms. Heaviest functions under cProfile "
           f"(self time, profiler overhead included, total {anatomy['profile_total_ms']:.0f} ms):")
     for hot in anatomy["profile_top"]:
         print(f"    {hot['self_ms']:8.1f} ms  {hot['calls']:>9,} calls  {hot['function']}")

@@ -6,7 +6,7 @@ pays in memory only for the types its host runs; iterating the registry's items 
 (the docs, `config schema`, the metric contract).
 """
 
-from agent.registry import TypeRegistry
+from agent.plugin.registry import TypeRegistry
 from checks.base import Check
 
 

@@ -30,11 +30,11 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent import logs
-from agent.child_env import child_env
-from agent.fields import AbsoluteGlob, Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
-from agent.result import CheckResult, Sample, Status, cap_summary, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin import logs
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsoluteGlob, Duration, LongDuration, PositiveDuration, Ratio, Secret, Size
+from agent.plugin.result import CheckResult, Sample, Status, cap_summary, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
 from checks.backup_verify import (
     CHUNK_BYTES, EDGE_BYTES, SIDECAR_SUFFIX, BackupFile, CannotVerify, Corrupt, GunzipReader, RawReader, Recorder,

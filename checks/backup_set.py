@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent.fields import AbsoluteGlob, Duration
-from agent.result import CheckResult, Status, cap_summary, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin.fields import AbsoluteGlob, Duration
+from agent.plugin.result import CheckResult, Status, cap_summary, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.backup_sets import BackupSet, Member, expected_members, read_set, set_directories
 from checks.backup_verify import (
     SIDECAR_SUFFIX, BackupFile, CannotVerify, Verification, VerifyTimeout, sidecar_key, verify_backup,

@@ -20,8 +20,8 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-from agent.child_env import child_env
-from agent.units import format_size, format_timestamp
+from agent.plugin.child_env import child_env
+from agent.plugin.units import format_size, format_timestamp
 from checks.bounded_process import run_bounded
 
 CHUNK_BYTES = 1024 * 1024          # one read of a backup; memory stays at a few of these whatever the file size

@@ -11,12 +11,12 @@ from typing import Annotated, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent.fields import Count, Duration, Name, PositiveDuration, Ratio, Severity, Size
-from agent.result import CheckResult, Sample
+from agent.plugin.fields import Count, Duration, Name, PositiveDuration, Ratio, Severity, Size
+from agent.plugin.result import CheckResult, Sample
 
 
 def _window(text: str) -> str:
-    from agent.calendar import CalendarSpecError, parse_window
+    from agent.plugin.calendar import CalendarSpecError, parse_window
     try:
         parse_window(text)
     except CalendarSpecError as exc:

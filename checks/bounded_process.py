@@ -2,14 +2,14 @@
 
 A child runs from an argv list (never a shell) in its own process group, so at
 the deadline the child and everything it started (pg_restore -j workers) are
-killed together; `agent.children` records the group while it runs, so the
+killed together; `agent.plugin.children` records the group while it runs, so the
 agent's shutdown ends it too. Its stdin may be fed from an iterator of byte
 chunks (a dump decompressed on the fly, never held whole in memory); stdout
 and stderr are merged and capped, keeping the head and the tail, because the
 first error and the final summary are what an operator needs. `tick` is called every
 `tick_every` seconds while the child runs, for progress lines in the journal.
 A child never inherits the agent's environment: without `env` it gets
-`agent.child_env.child_env()` (PATH and the C locale).
+`agent.plugin.child_env.child_env()` (PATH and the C locale).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from agent import children
-from agent.child_env import child_env
+from agent.plugin import children
+from agent.plugin.child_env import child_env
 
 OUTPUT_CAP_BYTES = 64 * 1024
 _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "fatal:", "PANIC:")

@@ -31,9 +31,9 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
-from agent.fields import AbsoluteGlobs
-from agent.jsonfile import read_json, write_json_atomic
-from agent.result import CheckResult, Status, sample, worst
+from agent.plugin.fields import AbsoluteGlobs
+from agent.plugin.jsonfile import read_json, write_json_atomic
+from agent.plugin.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 BASELINE_VERSION = 1

@@ -23,9 +23,9 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from agent.fields import Duration, PositiveDuration
-from agent.result import CheckResult, Status, sample
-from agent.units import format_duration, format_timestamp
+from agent.plugin.fields import Duration, PositiveDuration
+from agent.plugin.result import CheckResult, Status, sample
+from agent.plugin.units import format_duration, format_timestamp
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 
 State = Literal["new", "up", "late", "down", "failed"]
@@ -43,7 +43,7 @@ class Judgement:
 
 def judge(signals, watched_since: float, now: float, due_after: Callable[[float], float],
           grace: float) -> Judgement:
-    """Given a job's latest signals (agent.heartbeat.Signals), when the agent began watching it, the time,
+    """Given a job's latest signals (agent.plugin.heartbeat.Signals), when the agent began watching it, the time,
     the job's rhythm (`due_after(t)`: when the next success is due after one at t) and the grace, return
     its state."""
     finish, success = signals.finish, signals.success
@@ -135,8 +135,8 @@ class HeartbeatCheck(Check):
     def run(self, ctx: CheckContext) -> CheckResult:
         if ctx.store is None:
             return CheckResult.unknown("heartbeat signals live in the agent's store, which this run cannot read")
-        from agent.heartbeat import Signals, first_seen, latest
-        from agent.storefile import StoreMissing, open_readonly
+        from agent.plugin.heartbeat import Signals, first_seen, latest
+        from agent.plugin.storefile import StoreMissing, open_readonly
         now = ctx.wall()
         try:
             conn = open_readonly(ctx.store)
@@ -155,7 +155,7 @@ class HeartbeatCheck(Check):
     def _due_after(self, ctx: CheckContext) -> Callable[[float], float]:
         if self.options.period is not None:
             return lambda at: at + self.options.period
-        from agent.calendar import next_fire, parse_calendar
+        from agent.plugin.calendar import next_fire, parse_calendar
         spec, tz = parse_calendar(self.options.schedule), ctx.tz or timezone.utc
         return lambda at: next_fire(spec, datetime.fromtimestamp(at, timezone.utc), tz).timestamp()
 

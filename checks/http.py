@@ -21,14 +21,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
-from agent.address import split_target
-from agent.fields import (
+from agent.plugin.address import split_target
+from agent.plugin.fields import (
     AbsolutePath, Duration, HostPort, PositiveDuration, Secret, SecretStr, SecretUnavailable, Size, check_http_url,
     is_reference,
 )
-from agent.faults import agent_fault
-from agent.result import CheckResult, sample
-from agent.units import format_duration, format_size
+from agent.plugin.faults import agent_fault
+from agent.plugin.result import CheckResult, sample
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, DurationThresholds, MetricSpec, Threshold
 from checks.net import SocketDeadline, describe_connect_error, describe_error, open_connection
 

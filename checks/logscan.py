@@ -19,7 +19,7 @@ first, so the budget covers the most recent entries. The first run counts
 `initial_since` back (default: nothing). Its output is streamed line by line
 rather than through `checks.bounded_process.run_bounded`, whose output cap
 (head and tail) would drop lines from the count; the child gets the same
-treatment: argv, own process group (recorded in `agent.children`), killed at
+treatment: argv, own process group (recorded in `agent.plugin.children`), killed at
 the deadline.
 
 Under the hardened unit the agent's user reads the system journal only as a
@@ -48,13 +48,13 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import Field, model_validator
 
-from agent import children
-from agent.child_env import child_env
-from agent.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Regex, Size
-from agent.jsonfile import read_json, write_json_atomic
-from agent.redact import REDACT
-from agent.result import CheckResult, Status, sample
-from agent.units import format_duration, format_size
+from agent.plugin import children
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsoluteGlobs, AbsolutePath, Count, Duration, Regex, Size
+from agent.plugin.jsonfile import read_json, write_json_atomic
+from agent.plugin.redact import REDACT
+from agent.plugin.result import CheckResult, Status, sample
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 
 STATE_VERSION = 1

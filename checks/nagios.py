@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.child_env import child_env
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
-from agent.fields import AbsoluteArgv, Secret, SecretStr
+from agent.plugin.child_env import child_env
+from agent.plugin.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample
+from agent.plugin.fields import AbsoluteArgv, Secret, SecretStr
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import OUTPUT_CAP_BYTES, run_bounded  # noqa: F401 (the cap plugins are held to)
 

@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Callable
 
-from agent.faults import agent_resources
-from agent.units import format_duration
+from agent.plugin.faults import agent_resources
+from agent.plugin.units import format_duration
 
 
 class ResolveTimeout(TimeoutError):

@@ -32,9 +32,9 @@ from typing import Any, Callable
 
 from pydantic import Field
 
-from agent.faults import AgentFault, agent_fault, strerror_fault
-from agent.fields import PositiveDuration, SecretStr
-from agent.result import Status
+from agent.plugin.faults import AgentFault, agent_fault, strerror_fault
+from agent.plugin.fields import PositiveDuration, SecretStr
+from agent.plugin.result import Status
 from checks.base import CheckOptions
 
 # libpq's messages for "the server is not there or not taking connections". English texts: under a translated

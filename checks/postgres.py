@@ -40,9 +40,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agent.fields import Duration, Secret
-from agent.result import CheckResult, Sample, Status, cap_summary, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin.fields import Duration, Secret
+from agent.plugin.result import CheckResult, Sample, Status, cap_summary, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, DurationThresholds, MetricSpec, RatioThresholds, Threshold
 from checks.pg_session import (
     WATCHDOG_GRACE_SECONDS, PgOptions, ProbeFailed, Session, Watchdog, describe_error, is_down, libpq_agent_fault,

@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
-from agent.faults import OutOfResources, agent_fault
-from agent.fields import Secret, SecretStr, SecretUnavailable
-from agent.result import CheckResult, Sample, Status, sample
-from agent.units import format_duration, format_size
+from agent.plugin.faults import OutOfResources, agent_fault
+from agent.plugin.fields import Secret, SecretStr, SecretUnavailable
+from agent.plugin.result import CheckResult, Sample, Status, sample
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, RatioThresholds, SizeThresholds, Threshold
 from checks.net import SocketDeadline
 

@@ -48,11 +48,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent import logs
-from agent.child_env import child_env
-from agent.fields import AbsolutePath, Duration, PositiveDuration
-from agent.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin import logs
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsolutePath, Duration, PositiveDuration
+from agent.plugin.result import SUMMARY_CAP_CHARS, CheckResult, Status, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.backup_verify import BackupFile, find_backups
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import StreamedOutput

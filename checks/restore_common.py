@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.fields import PositiveDuration
+from agent.plugin.fields import PositiveDuration
 from checks.base import MetricSpec
 
 RESTORE_METRICS = (

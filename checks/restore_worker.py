@@ -459,7 +459,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def _size(count: int) -> str:
-    from agent.units import format_size
+    from agent.plugin.units import format_size
     return format_size(count)
 
 

@@ -69,9 +69,9 @@ from typing import Any, Callable, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent import __version__
-from agent.fields import Duration, LongDuration, PositiveDuration, Secret, SecretStr, check_http_url
-from agent.result import CheckResult, Sample, Status, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin.fields import Duration, LongDuration, PositiveDuration, Secret, SecretStr, check_http_url
+from agent.plugin.result import CheckResult, Sample, Status, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.backup_sets import BackupSet, Member, read_set, set_directories
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 from checks.net import describe_error

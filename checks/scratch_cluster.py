@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.child_env import child_env
+from agent.plugin.child_env import child_env
 
 PORT = 5432                         # only the socket file's name: .s.PGSQL.5432 in the private directory
 LOG_TAIL_BYTES = 16 * 1024

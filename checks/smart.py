@@ -39,9 +39,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from agent.child_env import child_env
-from agent.fields import AbsolutePath, Ratio
-from agent.result import CheckResult, Sample, Status, sample, worst
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsolutePath, Ratio
+from agent.plugin.result import CheckResult, Sample, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import run_bounded
 

@@ -10,15 +10,15 @@ from typing import Literal
 import psutil
 from pydantic import Field, field_validator
 
-from agent.result import CheckResult, Status, sample
+from agent.plugin.result import CheckResult, Status, sample
 from checks.base import (
     Check, CheckContext, CheckOptions, CountThresholds, DurationThresholds, MetricSpec,
     RatioThresholds, Threshold,
 )
-from agent.fields import HostPort, PositiveDuration, Regex, Size
-from agent.address import split_target
+from agent.plugin.fields import HostPort, PositiveDuration, Regex, Size
+from agent.plugin.address import split_target
 from checks.net import connect_time
-from agent.units import format_duration, format_size
+from agent.plugin.units import format_duration, format_size
 
 
 class CpuCheck(Check):

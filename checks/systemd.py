@@ -18,11 +18,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent import children
-from agent.child_env import child_env
-from agent.fields import AbsolutePath
-from agent.result import CheckResult, Status, sample
-from agent.units import format_duration
+from agent.plugin import children
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsolutePath
+from agent.plugin.result import CheckResult, Status, sample
+from agent.plugin.units import format_duration
 from checks.base import Check, CheckContext, CheckOptions, CountThresholds, MetricSpec, Threshold
 
 SD_BOOTED = Path("/run/systemd/system")   # what sd_booted(3) tests: systemd is PID 1

@@ -32,9 +32,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from agent.child_env import child_env
-from agent.fields import AbsolutePath
-from agent.result import CheckResult, Status, sample, worst
+from agent.plugin.child_env import child_env
+from agent.plugin.fields import AbsolutePath
+from agent.plugin.result import CheckResult, Status, sample, worst
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec
 from checks.bounded_process import Finished, run_bounded
 

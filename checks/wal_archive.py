@@ -39,9 +39,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.fields import AbsolutePath, Duration, Size
-from agent.result import CheckResult, Status, sample, worst
-from agent.units import format_duration, format_size
+from agent.plugin.fields import AbsolutePath, Duration, Size
+from agent.plugin.result import CheckResult, Status, sample, worst
+from agent.plugin.units import format_duration, format_size
 from checks.base import Check, CheckContext, CheckOptions, MetricSpec, Threshold
 
 XLOGID_BYTES = 1 << 32                    # the LSN range one "xlogid" (XXXXXXXX in a segment name) covers

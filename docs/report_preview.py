@@ -26,12 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
-from agent.config import Interval, LoadedConfig, load_config  # noqa: E402
+from agent.plugin.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
+from agent.config.load import Interval, LoadedConfig, load_config  # noqa: E402
 from agent.maintenance import Window  # noqa: E402
-from agent.report import build_report, render_html, render_text  # noqa: E402
-from agent.result import Evaluated, Status, sample  # noqa: E402
-from agent.store import Store  # noqa: E402
+from agent.reports.build import build_report, render_html, render_text  # noqa: E402
+from agent.plugin.result import Evaluated, Status, sample  # noqa: E402
+from agent.store.writer import Store  # noqa: E402
 
 PROFILE = REPO / "examples" / "ai-camera.yaml"
 HOST = "app-1.ai-camera"
@@ -158,7 +158,7 @@ def seed(store: Store, loaded: LoadedConfig, start: float, end: float) -> None:
             runs.append(Evaluated(options.name, options.type, Status.OK, "restored and checked", (
                 sample("restore_duration_seconds", 47 * 60 + 12), sample("restore_passed", 1)), {}, t, 2832.0, t))
     store.record_runs(runs)
-    from agent.heartbeat import record
+    from agent.plugin.heartbeat import record
     for options in loaded.checks:   # the nightly job pings at 02:00 and runs ~40 min; Thursday's run failed
         if options.type == "heartbeat":
             for day in range(7):

@@ -28,10 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
-from agent.config import Interval, LoadedConfig, load_config  # noqa: E402
-from agent.result import Evaluated, Status, sample  # noqa: E402
-from agent.store import Store  # noqa: E402
+from agent.plugin.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
+from agent.config.load import Interval, LoadedConfig, load_config  # noqa: E402
+from agent.plugin.result import Evaluated, Status, sample  # noqa: E402
+from agent.store.writer import Store  # noqa: E402
 
 DAYS = 35
 HOUR, DAY = 3600.0, 86400.0

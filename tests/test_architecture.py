@@ -24,12 +24,18 @@ from checks import CHECK_TYPES
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = ("agent", "checks", "actions")
 
-PLUGIN_API = {
-    "agent", "agent.address", "agent.calendar", "agent.child_env", "agent.children", "agent.faults",
-    "agent.fields", "agent.heartbeat", "agent.jsonfile", "agent.logs", "agent.mailer", "agent.outfile",
-    "agent.paths", "agent.redact", "agent.registry", "agent.result", "agent.storefile", "agent.terminal", "agent.units",
-}
-"""What checks and actions may import from agent/; these modules import only each other (and no check or action)."""
+PLUGIN_PACKAGE = "agent.plugin"
+"""What checks and actions may import from agent/ (with `agent` itself, the version); it imports only itself."""
+
+
+def _plugin_api(graph: grimp.ImportGraph) -> set[str]:
+    return {"agent"} | {m for m in graph.modules if m == PLUGIN_PACKAGE or m.startswith(PLUGIN_PACKAGE + ".")}
+
+
+def _under(module: str, packages) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 
 
 @pytest.fixture(scope="module")
@@ -63,26 +69,39 @@ def test_architecture_import_contracts_kept():
 
 
 def test_architecture_plugins_import_only_the_plugin_api_of_agent(graph):
+    api = _plugin_api(graph)
     reached = {
-        module: sorted(m for m in _project_imports(graph, module) if m.startswith("agent") and m not in PLUGIN_API)
+        module: sorted(m for m in _project_imports(graph, module) if m.split(".")[0] == "agent" and m not in api)
         for module in graph.modules if module.split(".")[0] in ("checks", "actions")}
     assert {module: upward for module, upward in reached.items() if upward} == {}
 
 
 def test_architecture_plugin_api_imports_nothing_above_it(graph):
-    reached = {module: sorted(_project_imports(graph, module) - PLUGIN_API) for module in PLUGIN_API}
+    api = _plugin_api(graph)
+    assert len(api) > 10
+    reached = {module: sorted(_project_imports(graph, module) - api) for module in api}
     assert {module: upward for module, upward in reached.items() if upward} == {}
 
 
 def test_architecture_every_agent_module_is_plugin_api_or_named_engine(graph, contracts):
-    """A new module of agent/ is a decision: it joins PLUGIN_API here, or the engine list of the contracts."""
+    """A new module of agent/ is a decision: it goes into agent/plugin/, into one of the engine's packages, or
+    joins the engine list of the contracts as a flat module of agent/."""
     engine = set(_contract(contracts, "forbidden", {"checks", "actions"})["forbidden_modules"])
-    modules = {m for m in graph.modules if m.split(".")[0] == "agent" and not m.startswith("agent.statuspage.")}
-    assert engine & PLUGIN_API == set()
-    assert sorted(modules - PLUGIN_API - engine) == []
-    assert sorted(engine - modules) == []
-    api_contract = _contract(contracts, "forbidden", PLUGIN_API - {"agent"})
+    api = _plugin_api(graph)
+    modules = {m for m in graph.modules if m.split(".")[0] == "agent"}
+    assert not any(_under(m, engine) for m in api)
+    assert sorted(m for m in modules - api if not _under(m, engine)) == []
+    assert sorted(e for e in engine if e not in modules) == []
+    api_contract = _contract(contracts, "forbidden", {PLUGIN_PACKAGE})
     assert set(api_contract["forbidden_modules"]) == engine | {"checks", "actions"}
+    on_top = _contract(contracts, "forbidden", engine - {"agent.cli"})
+    assert on_top["forbidden_modules"] == ["agent.cli"]
+
+
+def test_architecture_the_folder_says_the_layer():
+    """agent/ holds the engine's flat modules and its packages; the plugin API and the CLI are packages of their own."""
+    packages = sorted(p.name for p in (REPO / "agent").iterdir() if (p / "__init__.py").exists())
+    assert packages == ["cli", "config", "http", "plugin", "reports", "store"]
 
 
 def test_architecture_every_module_defining_a_check_type_is_an_independent_family(contracts):
@@ -152,8 +171,8 @@ def test_architecture_no_import_circle_across_the_project(graph):
 
 def test_architecture_graph_holds_function_level_imports(graph):
     """The rules cover lazy imports: the heartbeat check opens the store inside `run`."""
-    details = graph.get_import_details(importer="checks.heartbeat", imported="agent.storefile")
-    assert details and details[0]["line_contents"].startswith("from agent.storefile import")
+    details = graph.get_import_details(importer="checks.heartbeat", imported="agent.plugin.storefile")
+    assert details and details[0]["line_contents"].startswith("from agent.plugin.storefile import")
 
 
 def test_architecture_cycle_finder_finds_a_circle_and_only_it():
@@ -195,9 +214,9 @@ def test_architecture_no_plugin_module_imports_a_private_name_of_another():
 
 
 def test_architecture_private_import_finder_sees_both_spellings():
-    source = ("from checks.postgres import _is_down, describe_error\nfrom agent import children\n"
+    source = ("from checks.postgres import _is_down, describe_error\nfrom agent.plugin import children\n"
               "def run():\n    from checks.backup import _cap\n    return children._table\n")
     assert _private_imports("checks.probe", source) == [
         "checks.probe:1 from checks.postgres import _is_down", "checks.probe:4 from checks.backup import _cap",
-        "checks.probe:5 agent.children._table"]
+        "checks.probe:5 agent.plugin.children._table"]
     assert _private_imports("checks.postgres", "from checks.postgres import _own\n") == []

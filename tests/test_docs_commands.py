@@ -70,7 +70,7 @@ def argv_of(command: str) -> list[str]:
 
 @pytest.mark.parametrize("where, command", agent_commands(), ids=lambda v: v if ":" in str(v) else None)
 def test_docs_every_maint_agent_command_parses(where, command, capsys):
-    from agent.cli import build_parser
+    from agent.cli.main import build_parser
     argv = argv_of(command)
     try:
         build_parser().parse_args(argv)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from agent.config import load_config
+from agent.config.load import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from actions import ACTION_TYPES
-from agent.config import parse_config
-from agent.docgen import config_reference, example_entries
+from agent.config.load import parse_config
+from agent.cli.docgen import config_reference, example_entries
 from checks import CHECK_TYPES
 
 TYPES = [("checks", name, cls) for name, cls in CHECK_TYPES.items()] + \

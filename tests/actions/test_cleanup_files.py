@@ -31,8 +31,8 @@ from pydantic import ValidationError
 import actions.mounts
 from actions.base import ActionContext
 from actions.files import CleanupFilesAction, Walk, _Skip
-from agent.config import load_config
-from agent.yamlsrc import ConfigError
+from agent.config.load import load_config
+from agent.config.yamlsrc import ConfigError
 
 DAY = 86400.0
 NOW = time.time()

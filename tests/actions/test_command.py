@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from actions.base import OUTPUT_CAP_CHARS, ActionContext
 from actions.command import CommandAction
-from agent.redact import Redactor
+from agent.plugin.redact import Redactor
 from tests.conftest import run_cli, wait_for
 
 SH = shutil.which("sh") or "/bin/sh"

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from actions.base import ActionContext, TriggerInfo
 from actions.notify import NotifyAction
-from agent.mailer import SmtpSection
+from agent.plugin.mailer import SmtpSection
 from tests.conftest import free_port, run_cli
 from tests.fixtures.webhook import Receiver
 

@@ -26,8 +26,8 @@ from pydantic import ValidationError
 import actions.redis
 from actions.base import ActionContext
 from actions.redis import RedisEvictAction
-from agent.config import load_config
-from agent.yamlsrc import ConfigError
+from agent.config.load import load_config
+from agent.config.yamlsrc import ConfigError
 from tests.conftest import wait_for
 from tests.fixtures.redis import RedisServers
 

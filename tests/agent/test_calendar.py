@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.calendar import (
+from agent.plugin.calendar import (
     LAST_DAY,
     CalendarSpec,
     CalendarSpecError,

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from agent.checklist_section import CHECKLIST_PERIODS, ChecklistItem, ChecklistsSection
-from agent.checklist import (checklist_status, period_bounds,
+from agent.config.checklists import CHECKLIST_PERIODS, ChecklistItem, ChecklistsSection
+from agent.reports.checklist import (checklist_status, period_bounds,
                              period_label)
-from agent.cli_log import CHECKLISTS
-from agent.history import open_readonly
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.cli.log import CHECKLISTS
+from agent.store.history import open_readonly
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from tests.conftest import run_cli
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -232,7 +232,7 @@ def test_example_profile_carries_the_seed_checklists_bound_to_its_checks():
     assert kinds["monthly.process-review"] == kinds["weekly.security-review"] == "manual"
     assert all(len(section.items(name)) == 5 for name in CHECKLISTS)
     bound = {check for name in CHECKLISTS for item in section.items(name) for check in item.checks}
-    from agent.includes import read_checks_fast
+    from agent.config.includes import read_checks_fast
     assert bound <= set(read_checks_fast(REPO / "examples" / "ai-camera.yaml", data)), "defined here or in conf.d"
 
 

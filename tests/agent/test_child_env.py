@@ -17,7 +17,7 @@ import pytest
 from actions.base import ActionContext
 from actions.command import CommandAction
 from actions.systemd import SystemdRestartAction
-from agent.child_env import AGENT_ONLY, SAFE_PATH, child_env
+from agent.plugin.child_env import AGENT_ONLY, SAFE_PATH, child_env
 from checks.backup import BackupFilesCheck
 from checks.base import CheckContext
 from checks.logscan import LogScanCheck

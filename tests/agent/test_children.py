@@ -1,4 +1,4 @@
-"""agent.children: the child processes of checks are known while they run, and shutdown ends them.
+"""agent.plugin.children: the child processes of checks are known while they run, and shutdown ends them.
 
 Real children (sh, sleep) in this process; the daemon-level story (SIGTERM, Ctrl-C, nothing orphaned) is in
 test_daemon.py.
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agent import children
+from agent.plugin import children
 from checks.base import CheckContext
 from checks.bounded_process import run_bounded
 from checks.nagios import NagiosCheck

@@ -10,8 +10,8 @@ import time
 import pytest
 from pathlib import Path
 
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from tests.conftest import run_cli
 
 COMMANDS = [[], ["run"], ["config"], ["config", "check"], ["config", "schema"], ["checks"], ["check"], ["status"],
@@ -196,7 +196,7 @@ def test_cli_history_reads_stopped_store_from_read_only_directory(populated):
 def test_cli_history_json_streamed_in_chunks_same_text_as_one_list(tmp_path):
     """`history --format json` writes SQLite's objects chunk by chunk; the text is the one list it used to join."""
     import sqlite3
-    from agent.history import _RUN_JSON, _runs_query, open_readonly, write_runs_json
+    from agent.store.history import _RUN_JSON, _runs_query, open_readonly, write_runs_json
     store = Store(tmp_path / "maint-agent.db")
     now = time.time()
     store.record_runs([Evaluated("disk", "disk", Status(i % 4), f'run {i} "quoted" \\ é\nline', (
@@ -218,9 +218,10 @@ def test_cli_history_json_streamed_in_chunks_same_text_as_one_list(tmp_path):
 def test_cli_standalone_commands_parse_without_the_other_command_modules_and_the_same_way():
     import subprocess
     import sys
-    from agent.cli import STANDALONE_COMMANDS, build_parser
-    code = ("import sys; from agent.cli import build_parser; build_parser('run'); "
-            "print(sorted(m for m in sys.modules if m.startswith('agent.cli_') and m != 'agent.cli_common'))")
+    from agent.cli.main import STANDALONE_COMMANDS, build_parser
+    code = ("import sys; from agent.cli.main import build_parser; build_parser('run'); "
+            "areas = ('actions', 'drift', 'fleet', 'log', 'maintenance', 'notifications', 'ping', 'report'); "
+            "print(sorted(m for m in sys.modules if m in ['agent.cli.' + a for a in areas]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from agent.result import Evaluated, Status
-from agent.store import Store
+from agent.plugin.result import Evaluated, Status
+from agent.store.writer import Store
 from tests.conftest import run_cli
 
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from agent.liveness import LOST_AFTER_SECONDS, Liveness, liveness, process_alive, process_identity
-from agent.result import Evaluated, Status
-from agent.statusview import ConfiguredCheck, build, header_line, status_cell, summary_cell
-from agent.store import Store
+from agent.store.liveness import LOST_AFTER_SECONDS, Liveness, liveness, process_alive, process_identity
+from agent.plugin.result import Evaluated, Status
+from agent.cli.statusview import ConfiguredCheck, build, header_line, status_cell, summary_cell
+from agent.store.writer import Store
 from agent.timefmt import iso_utc
 from tests.conftest import AGENT, REPO, run_cli, wait_for
 

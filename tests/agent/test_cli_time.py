@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from agent.timefmt import TableTime, iso_utc, parse_when
 from tests.conftest import AGENT, REPO
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from agent.units import duration_text, format_duration, parse_duration, parse_ratio, parse_size, ratio_text, size_text
+from agent.plugin.units import duration_text, format_duration, parse_duration, parse_ratio, parse_size, ratio_text, size_text
 from tests.conftest import run_cli
 
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from agent.config import DEFAULT_SCHEDULES, json_schema, load_config, parse_config
-from agent.triggers import Calendar, Interval
-from agent.yamlsrc import ConfigError, ConfigIssue
+from agent.config.load import DEFAULT_SCHEDULES, json_schema, load_config, parse_config
+from agent.config.triggers import Calendar, Interval
+from agent.config.yamlsrc import ConfigError, ConfigIssue
 from checks import CHECK_TYPES
 from tests.conftest import REPO, run_cli
 

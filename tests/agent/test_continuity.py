@@ -55,7 +55,7 @@ def test_restart_exposes_last_statuses_at_ready_without_rerunning_or_logging_a_c
   - {name: weekly, type: nagios, schedule: weekly, command: [/bin/sh, -c, "echo 'WARNING - 3 tables bloated'; exit 1"]}
   - {name: quarterly, type: nagios, schedule: quarterly, command: [/bin/echo, OK]}
 """)
-    from agent.store import Store
+    from agent.store.writer import Store
     store = Store(db_path(agent))
     store.mark_fired("weekly", time.time() - 8 * 86400)    # missed last week's run: caught up once at start
     store.close()

@@ -328,8 +328,8 @@ def test_daemon_sd_notify_ready_watchdog_reloading_stopping(agent_factory, tmp_p
 
 
 def test_daemon_store_maintenance_missed_runs_at_start_rolls_up_and_prunes(agent_factory):
-    from agent.result import Evaluated, Status, sample
-    from agent.store import Store
+    from agent.plugin.result import Evaluated, Status, sample
+    from agent.store.writer import Store
 
     agent = agent_factory(BASE + "  - {name: load, type: load, every: 1h}\n")
     store = Store(db_path(agent))
@@ -370,7 +370,7 @@ def test_daemon_calendar_run_queued_at_shutdown_is_caught_up_next_start(agent_fa
   - {name: slow, type: nagios, every: 1h, command: [/bin/sh, -c, "sleep 2; echo OK"]}
   - {name: nightly, type: disk, schedule: daily, mounts: [/]}
 """)
-    from agent.store import Store
+    from agent.store.writer import Store
     store = Store(db_path(agent))
     store.mark_fired("nightly", time.time() - 3 * 86400)
     store.close()

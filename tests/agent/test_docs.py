@@ -3,22 +3,22 @@
 import argparse
 import re
 
-from agent.cli import build_parser
-from agent.docgen import DOCS, config_reference, metrics_reference
+from agent.cli.main import build_parser
+from agent.cli.docgen import DOCS, config_reference, metrics_reference
 
 REPO = DOCS.parent
 
 
 def test_docs_config_reference_is_current():
-    assert (DOCS / "config-reference.md").read_text() == config_reference(), "run: python -m agent.docgen"
+    assert (DOCS / "config-reference.md").read_text() == config_reference(), "run: python -m agent.cli.docgen"
 
 
 def test_docs_metrics_reference_is_current():
-    assert (DOCS / "metrics.md").read_text() == metrics_reference(), "run: python -m agent.docgen"
+    assert (DOCS / "metrics.md").read_text() == metrics_reference(), "run: python -m agent.cli.docgen"
 
 
 _INTERNAL_WORDS = re.compile(r"\bseeds?\b|\bissues?\s*#?\d", re.IGNORECASE)
-_OPERATOR_FILES = ("README.md", "agent.yaml", "docs/**/*.md", "docs/*.txt", "agent/templates/**/*.j2",
+_OPERATOR_FILES = ("README.md", "agent.yaml", "docs/**/*.md", "docs/*.txt", "agent/**/templates/**/*.j2",
                    "examples/**/*.yaml", "systemd/*.yaml", "deploy/**/*.yml", "deploy/**/*.json")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from agent.evaluate import Verdict, WindowState, breach_level, evaluate
-from agent.result import CheckResult, Status, sample
+from agent.plugin.result import CheckResult, Status, sample
 from checks.system import DiskCheck, LoadCheck, NetworkLatencyCheck, ProcessCheck
 
 T0 = 1_700_000_000.0   # an arbitrary wall-clock epoch; only differences matter

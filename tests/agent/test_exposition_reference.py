@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.calendar import parse_calendar
-from agent.config import Calendar, Interval
+from agent.plugin.calendar import parse_calendar
+from agent.config.load import Calendar, Interval
 from agent.job import Job
-from agent.metrics import AGENT_FAMILIES, AgentState, Exposition, check_families, exported_name
-from agent.promtext import go_float
-from agent.result import Evaluated, Status, sample
+from agent.http.metrics import AGENT_FAMILIES, AgentState, Exposition, check_families, exported_name
+from agent.http.promtext import go_float
+from agent.plugin.result import Evaluated, Status, sample
 from checks import CHECK_TYPES
 
 

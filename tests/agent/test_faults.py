@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from agent.faults import FAULT_DETAIL, AgentFault, OutOfResources, agent_fault, fault_of, strerror_fault
-from agent.result import Status
+from agent.plugin.faults import FAULT_DETAIL, AgentFault, OutOfResources, agent_fault, fault_of, strerror_fault
+from agent.plugin.result import Status
 from tests.conftest import REPO
 
 
@@ -86,7 +86,7 @@ CHILD = textwrap.dedent("""
     import json, os, resource, socket, sys
     from checks import CHECK_TYPES
     from checks.base import CheckContext
-    from agent.faults import agent_fault
+    from agent.plugin.faults import agent_fault
     import agent.runner, httpx, psycopg, psycopg.rows, psycopg.conninfo, redis, redis.backoff, redis.retry
 
     def make(kind, **options):

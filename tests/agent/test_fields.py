@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from agent.fields import AbsoluteArgv, AbsoluteGlob, PositiveDuration, Regex, Severity
-from agent.result import cap_summary
+from agent.plugin.fields import AbsoluteArgv, AbsoluteGlob, PositiveDuration, Regex, Severity
+from agent.plugin.result import cap_summary
 
 
 def _error(kind, value) -> str:

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from agent.http_server import Connections
+from agent.http.server import Connections
 
 
 class Clock:

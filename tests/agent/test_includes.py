@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import exposed_files, load_config
-from agent.yamlsrc import ConfigError
+from agent.config.load import exposed_files, load_config
+from agent.config.yamlsrc import ConfigError
 from tests.conftest import run_cli, wait_for
 
 MAIN = """

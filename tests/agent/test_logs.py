@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from agent import logs
-from agent.redact import REDACT
+from agent.plugin import logs
+from agent.plugin.redact import REDACT
 from tests.fixtures.logfmt import agent_lines, duplicate_keys, pairs
 
 

@@ -18,12 +18,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from agent.config import load_config, schema_model
-from agent.mailer import MailError, SmtpSection, build_message, send_message
-from agent.report_config import report_issues, report_schedule
-from agent.reporting import MAX_ATTEMPTS, deliver_pending, queue_report, resend, retry_delay
-from agent.store import connect
-from agent.yamlsrc import ConfigError
+from agent.config.load import load_config, schema_model
+from agent.plugin.mailer import MailError, SmtpSection, build_message, send_message
+from agent.config.reports import report_issues, report_schedule
+from agent.reports.delivery import MAX_ATTEMPTS, deliver_pending, queue_report, resend, retry_delay
+from agent.store.writer import connect
+from agent.config.yamlsrc import ConfigError
 from tests.agent.test_report import END, make_seeded
 from tests.conftest import free_port, run_cli
 

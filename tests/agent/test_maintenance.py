@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.calendar import parse_calendar
+from agent.plugin.calendar import parse_calendar
 from agent.maintenance import Recurring, Tracker, Window, coverage, occurrence, read_windows, seconds_in
-from agent.store import Store
+from agent.store.writer import Store
 from tests.conftest import run_cli
 
 UTC = timezone.utc
@@ -134,7 +134,7 @@ def test_tracker_covers_only_configured_checks(store):
 
 def test_store_upgrade_seeds_each_checks_latest_state_from_its_runs(tmp_path):
     """A store written by the previous schema: the first restart after the upgrade keeps the statuses too."""
-    from agent.store import MIGRATIONS, SCHEMA_VERSION
+    from agent.store.writer import MIGRATIONS, SCHEMA_VERSION
     import sqlite_utils
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

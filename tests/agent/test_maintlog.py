@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli_log import EXPORT_COLUMNS
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.cli.log import EXPORT_COLUMNS
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from tests.conftest import AGENT, REPO, run_cli
 
 

@@ -6,11 +6,11 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.triggers import Interval
+from agent.config.triggers import Interval
 from agent.evaluate import WindowState, evaluate
 from agent.job import Job
-from agent.metrics import AgentState, Exposition, contract
-from agent.result import Evaluated
+from agent.http.metrics import AgentState, Exposition, contract
+from agent.plugin.result import Evaluated
 from checks import CHECK_TYPES
 from checks.base import CheckContext
 from tests.conftest import have

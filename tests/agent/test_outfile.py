@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from agent.outfile import replace_file
+from agent.plugin.outfile import replace_file
 
 
 def test_replace_file_new_file_is_0600_whatever_the_umask(tmp_path):

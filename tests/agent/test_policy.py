@@ -17,7 +17,7 @@ import pytest
 
 from actions.command import CommandAction
 from agent.policy import BindingState, Decision, Policy
-from agent.result import Status
+from agent.plugin.result import Status
 from checks.system import CpuCheck
 
 UTC = ZoneInfo("UTC")
@@ -769,7 +769,7 @@ def test_policy_failed_notification_is_sent_again_after_the_cooldown():
 # --- the agent's own shortage ---------------------------------------------------------------------------
 
 def agent_fault_at(story: Story, offset: float) -> list[Decision]:
-    """An UNKNOWN the agent caused itself (out of file descriptors): what agent.faults marks."""
+    """An UNKNOWN the agent caused itself (out of file descriptors): what agent.plugin.faults marks."""
     return story.policy.observe(story.check, UNKNOWN, T0 + offset, agent_fault=True)
 
 

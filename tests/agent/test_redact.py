@@ -8,7 +8,7 @@ import json
 import re
 from urllib.parse import quote, quote_plus
 
-from agent.redact import MASK, Redactor, url_parts
+from agent.plugin.redact import MASK, Redactor, url_parts
 from checks.http import HttpCheck
 
 SECRET = "s3cr3t/pa+ss word?"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from actions import ACTION_TYPES
-from agent.metrics import exported_name
-from agent.registry import TypeRegistry
+from agent.http.metrics import exported_name
+from agent.plugin.registry import TypeRegistry
 from checks import CHECK_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_registry_check_metric_names_unique_across_types():
 LAZY = """
 import sys
 from pathlib import Path
-from agent.config import load_config
+from agent.config.load import load_config
 from agent.daemon import Daemon
 loaded = load_config(sys.argv[1])
 Daemon(loaded)._apply(loaded, first=True)
@@ -68,6 +68,6 @@ def test_daemon_with_repo_config_imports_only_the_types_and_sections_it_uses(tmp
     modules = set(done.stdout.split())
     assert {"checks.system", "agent.daemon"} <= modules
     unused = {"checks.postgres", "checks.redis", "checks.http", "checks.backup", "checks.s3", "checks.smart",
-              "actions.command", "actions.notify", "actions.systemd", "agent.mailer", "agent.reporting",
-              "agent.archive", "agent.archive_section", "agent.webconfig", "sqlite_utils", "prometheus_client", "difflib"}
+              "actions.command", "actions.notify", "actions.systemd", "agent.plugin.mailer", "agent.reports.delivery",
+              "agent.store.archive", "agent.config.archive", "agent.config.web", "sqlite_utils", "prometheus_client", "difflib"}
     assert not unused & modules, f"imported without being configured: {sorted(unused & modules)}"

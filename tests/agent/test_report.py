@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.config import load_config
-from agent.checklist import period_bounds
-from agent.report import build_report, last_complete, render_csv, render_html, render_json, render_text
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.config.load import load_config
+from agent.reports.checklist import period_bounds
+from agent.reports.build import build_report, last_complete, render_csv, render_html, render_json, render_text
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from tests.conftest import run_cli
 
 UTC = timezone.utc
@@ -331,7 +331,7 @@ def test_report_json_upload_to_s3_retries_until_the_bucket_exists(tmp_path, writ
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from agent.reporting import deliver_pending, queue_report
+    from agent.reports.delivery import deliver_pending, queue_report
     from tests.conftest import free_port
 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -8,10 +8,10 @@ import io
 import json
 from datetime import datetime, timezone
 
-from agent.config import load_config
-from agent.report import build_report, render_csv, render_html, render_json, render_text
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.config.load import load_config
+from agent.reports.build import build_report, render_csv, render_html, render_json, render_text
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 
 START = datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp()      # the second quarter
 END = datetime(2026, 7, 1, tzinfo=timezone.utc).timestamp()

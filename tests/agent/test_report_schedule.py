@@ -24,7 +24,7 @@ class Inbox:
 
 
 def test_a_missed_weekly_report_is_caught_up_and_delivered(agent_factory):
-    from agent.store import Store
+    from agent.store.writer import Store
 
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())

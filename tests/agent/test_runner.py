@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Literal
 
-from agent.triggers import Interval
+from agent.config.triggers import Interval
 from agent.job import Job
-from agent.result import CheckResult, Status, sample
+from agent.plugin.result import CheckResult, Status, sample
 from agent.runner import Runner
 from checks.base import Check, CheckOptions
 from tests.conftest import wait_for

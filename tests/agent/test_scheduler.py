@@ -3,8 +3,8 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from agent.calendar import parse_calendar
-from agent.triggers import Calendar, Interval
+from agent.plugin.calendar import parse_calendar
+from agent.config.triggers import Calendar, Interval
 from agent.scheduler import plan_next, plan_start
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,15 +11,15 @@ from datetime import datetime, timezone
 import pytest
 
 from agent import maintenance
-from agent.config import load_config
+from agent.config.load import load_config
 from agent.job import Job
-from agent.metrics import AgentState
-from agent.result import Evaluated, Status, sample
-from agent.statuspage import SECURITY_HEADERS, charts, respond
-from agent.statuspage.pages import incidents
-from agent.statuspage.queries import MainValue
-from agent.statuspage.recent import Recent
-from agent.store import Store
+from agent.http.metrics import AgentState
+from agent.plugin.result import Evaluated, Status, sample
+from agent.http.statuspage import SECURITY_HEADERS, charts, respond
+from agent.http.statuspage.pages import incidents
+from agent.http.statuspage.queries import MainValue
+from agent.http.statuspage.recent import Recent
+from agent.store.writer import Store
 from checks import CHECK_TYPES
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc).timestamp()
@@ -151,7 +151,7 @@ def test_statuspage_check_page_ranges_beyond_raw_retention_use_daily_rollups(wri
 
 
 def test_statuspage_a_range_with_more_runs_than_a_chart_reads_comes_from_rollups(seeded, monkeypatch):
-    from agent.statuspage import queries
+    from agent.http.statuspage import queries
     monkeypatch.setattr(queries, "RAW_SCAN_ROWS", 100)   # a day of a 1-minute check is 1440 runs
     _, text, _ = page(seeded, "/check/disk")
     assert "daily rollups" in text and text.count('<svg class="chart"') == 2
@@ -225,8 +225,8 @@ def test_statuspage_auto_refresh_is_on_by_default_and_a_query_turns_it_off(seede
 
 
 def test_statuspage_a_bug_is_a_500_page_and_one_log_line(seeded, monkeypatch):
-    import agent.statuspage.pages as pages
-    from agent import logs
+    import agent.http.statuspage.pages as pages
+    from agent.plugin import logs
 
     events = []
     monkeypatch.setattr(pages, "overview", lambda *a: 1 / 0)
@@ -240,7 +240,7 @@ def test_statuspage_a_bug_is_a_500_page_and_one_log_line(seeded, monkeypatch):
 
 
 def test_recent_reads_only_runs_newer_than_the_last_request(seeded):
-    from agent.history import open_readonly
+    from agent.store.history import open_readonly
     conn = open_readonly(seeded.db_path)
     check_id = conn.execute("SELECT id FROM checks WHERE name = 'disk'").fetchone()[0]
     recent, main = Recent(), MainValue(("used_ratio",), "above")
@@ -259,7 +259,7 @@ def test_recent_reads_only_runs_newer_than_the_last_request(seeded):
 
 
 def test_recent_drops_buckets_older_than_a_day(seeded):
-    from agent.history import open_readonly
+    from agent.store.history import open_readonly
     conn = open_readonly(seeded.db_path)
     check_id = conn.execute("SELECT id FROM checks WHERE name = 'disk'").fetchone()[0]
     recent = Recent()

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.history import StoreUnusable, latest_runs, open_readonly, runs
-from agent.result import Evaluated, Status, sample
-from agent.store import SCHEMA_VERSION, Store
+from agent.store.history import StoreUnusable, latest_runs, open_readonly, runs
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import SCHEMA_VERSION, Store
 
 UTC = ZoneInfo("UTC")
 

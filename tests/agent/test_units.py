@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.units import (
+from agent.plugin.units import (
     format_duration, format_size, format_timestamp, format_value, parse_duration, parse_ratio, parse_size,
 )
 

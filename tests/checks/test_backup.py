@@ -36,11 +36,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.config import parse_config
+from agent.config.load import parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
-from agent.units import format_size
-from agent.yamlsrc import ConfigError
+from agent.plugin.result import CheckResult, Status
+from agent.plugin.units import format_size
+from agent.config.yamlsrc import ConfigError
 from checks.backup import (
     BackupFilesCheck, Keep, RestoreTestCheck, RetentionPolicy, ensure_scratch,
     retention_gaps, scratch_name,

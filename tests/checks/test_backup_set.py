@@ -23,7 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.backup_set import BackupSetCheck
 from checks.base import CheckContext
 from checks.s3 import S3BackupCheck

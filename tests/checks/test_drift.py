@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, parse_config
-from agent.result import CheckResult, Status
+from agent.config.load import ConfigError, parse_config
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.drift import ConfigDriftCheck, baseline_path
 from tests.conftest import run_cli

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import parse_config
-from agent.heartbeat import Signal, Signals, record
-from agent.result import Status
-from agent.store import Store
-from agent.triggers import Interval
+from agent.config.load import parse_config
+from agent.plugin.heartbeat import Signal, Signals, record
+from agent.plugin.result import Status
+from agent.store.writer import Store
+from agent.config.triggers import Interval
 from checks.base import CheckContext
 from checks.heartbeat import HeartbeatCheck, judge
 from tests.metrics_contract import assert_family_contract
@@ -147,7 +147,7 @@ def test_config_heartbeat_schedule_name_resolves_and_the_check_runs_on_its_own_i
     ("{name: dump, type: heartbeat, period: 0s}", "agent.yaml:5: checks[0].period: must be above 0"),
 ])
 def test_config_heartbeat_errors_are_located(entry, error):
-    from agent.yamlsrc import ConfigError
+    from agent.config.yamlsrc import ConfigError
     with pytest.raises(ConfigError) as caught:
         parse_config(BASE + f"  - {entry}\n", "agent.yaml")
     assert error in str(caught.value)
@@ -155,7 +155,7 @@ def test_config_heartbeat_errors_are_located(entry, error):
 
 def test_retention_prunes_old_signals_but_keeps_each_jobs_latest(tmp_path):
     """A monthly job whose last run is older than the raw retention must not turn "new" again."""
-    from agent.heartbeat import latest, prune
+    from agent.plugin.heartbeat import latest, prune
     store = Store(tmp_path / "maint-agent.db")
     for day in range(5):
         record(store.conn, "monthly", "start", T0 + day * DAY)

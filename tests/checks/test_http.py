@@ -30,10 +30,10 @@ from urllib.parse import parse_qs
 import pytest
 from pydantic import ValidationError
 
-from agent.config import parse_config
+from agent.config.load import parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
-from agent.yamlsrc import ConfigError
+from agent.plugin.result import CheckResult, Status
+from agent.config.yamlsrc import ConfigError
 from checks.base import CheckContext
 from checks.http import HttpCheck, TcpCheck, TlsCertCheck, cert_validity, json_equal, status_ranges
 from checks.net import ResolveTimeout, resolve
@@ -681,7 +681,7 @@ def test_http_client_is_made_on_the_first_run_and_kept(web):
 
 
 def test_http_httpx_is_imported_only_when_a_check_runs():
-    code = ("import sys, agent.config, checks; from checks.http import HttpCheck;"
+    code = ("import sys, agent.config.load, checks; from checks.http import HttpCheck;"
             "HttpCheck(HttpCheck.Options(name='x', type='http', url='http://127.0.0.1/'));"
             "print('httpx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config.load import ConfigError, parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.redact import REDACT
-from agent.result import CheckResult, Status
+from agent.plugin.redact import REDACT
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.logscan import LogScanCheck
 from tests.metrics_contract import assert_family_contract

@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.nagios import OUTPUT_CAP_BYTES, SUMMARY_CAP_CHARS, NagiosCheck, parse_perfdata
 from tests.conftest import wait_for

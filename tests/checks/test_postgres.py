@@ -29,10 +29,10 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from agent.config import parse_config
+from agent.config.load import parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
-from agent.yamlsrc import ConfigError
+from agent.plugin.result import CheckResult, Status
+from agent.config.yamlsrc import ConfigError
 from checks.base import CheckContext
 from checks.pg_session import Session, open_session, redact_query
 from checks.postgres import (

@@ -20,9 +20,9 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from agent.config import ConfigError, parse_config
+from agent.config.load import ConfigError, parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.redis import RedisCheck, RedisReplicationCheck
 from tests.conftest import free_port, wait_for

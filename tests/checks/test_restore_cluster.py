@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.restore_cluster import RestoreClusterCheck
 from checks.scratch_dirs import LOCK_NAME, HostLock

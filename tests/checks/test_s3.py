@@ -27,7 +27,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.s3 import S3BackupCheck, local_root_of, plan_checksum, remote_key
 from tests.conftest import REPO, free_port, wait_for
@@ -612,7 +612,7 @@ def test_s3_backup_checksum_plan_multipart_crc_of_unknown_type_left_open():
 # --- cost and contract ------------------------------------------------------------------------
 
 def test_s3_backup_botocore_imported_only_when_a_check_runs():
-    code = ("import sys, agent.config, checks; from checks.s3 import S3BackupCheck;"
+    code = ("import sys, agent.config.load, checks; from checks.s3 import S3BackupCheck;"
             "S3BackupCheck(S3BackupCheck.Options(name='x', type='s3_backup', bucket='backups'));"
             "print(sorted(m for m in ('boto3', 'botocore', 'moto') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

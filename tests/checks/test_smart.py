@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, parse_config
-from agent.result import CheckResult, Status
+from agent.config.load import ConfigError, parse_config
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.smart import SmartCheck, decode_exit
 from tests.metrics_contract import assert_family_contract

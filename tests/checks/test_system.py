@@ -21,7 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks import CHECK_TYPES
 from checks.base import CheckContext
 from checks.system import (

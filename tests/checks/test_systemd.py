@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.config import ConfigError, parse_config
+from agent.config.load import ConfigError, parse_config
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.systemd import SD_BOOTED, SystemdUnitCheck, parse_show, parse_version
 

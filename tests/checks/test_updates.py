@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, parse_config
-from agent.result import CheckResult, Status
+from agent.config.load import ConfigError, parse_config
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.updates import OsUpdatesCheck, parse_simulation
 from tests.metrics_contract import assert_family_contract

@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.evaluate import WindowState, evaluate
-from agent.result import CheckResult, Status
+from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.wal_archive import WalArchiveCheck, WalLayout, find_gaps, parse_lsn
 from tests.conftest import wait_for

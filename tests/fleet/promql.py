@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from agent.metrics import contract
+from agent.http.metrics import contract
 
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
             "offset", "inf", "nan"}

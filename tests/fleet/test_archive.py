@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.archive import archive_pending
-from agent.archive_section import ArchiveSection
-from agent.result import Evaluated, Status, sample
-from agent.store import Store
+from agent.store.archive import archive_pending
+from agent.config.archive import ArchiveSection
+from agent.plugin.result import Evaluated, Status, sample
+from agent.store.writer import Store
 from tests.conftest import free_port, run_cli
 
 TZ = ZoneInfo("Europe/Berlin")

@@ -1,4 +1,4 @@
-"""Rules and dashboard name only what the agent exports (docs/metrics.md, `agent.metrics.contract()`):
+"""Rules and dashboard name only what the agent exports (docs/metrics.md, `agent.http.metrics.contract()`):
 a query over a misspelt metric or label is empty forever, and an alert over it never fires."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import contract
+from agent.http.metrics import contract
 from tests.conftest import REPO, free_port, have, run_cli, wait_for
 
 PROMETHEUS = REPO / "deploy" / "prometheus"

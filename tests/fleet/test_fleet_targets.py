@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from agent.cli_fleet import target_of
+from agent.cli.fleet import target_of
 from tests.conftest import have, run_cli
 
 

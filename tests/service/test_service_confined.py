@@ -79,7 +79,7 @@ def test_confined_agent_runs_checks_and_serves_tls_without_privileges(confined_d
     """))
     # the store is migrated beforehand: the agent migrates in a child process of this checkout's interpreter,
     # which lives where nobody may not exec it on this machine (an installed /opt/maint-agent has no such problem)
-    from agent.store import Store
+    from agent.store.writer import Store
     Store(confined_dir / "state" / "maint-agent.db").close()
     for path in (confined_dir / "state", *(confined_dir / "state").iterdir(), *tls.iterdir(), confined_dir / "web.yml",
                  config):

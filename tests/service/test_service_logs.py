@@ -11,8 +11,8 @@ import sys
 from tests.conftest import REPO
 
 SCRIPT = """
-from agent import logs
-from agent.redact import REDACT
+from agent.plugin import logs
+from agent.plugin.redact import REDACT
 REDACT.add(["log-Secret-77aa"])
 logs.setup("debug")
 logs.event("check.failed", "error", check="db", error="auth failed for password log-Secret-77aa")

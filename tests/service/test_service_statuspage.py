@@ -20,7 +20,7 @@ import bcrypt
 import httpx
 import pytest
 
-from agent.config import load_config
+from agent.config.load import load_config
 from docs.status_preview import chromium, demo_config, seed
 from tests.conftest import AgentProcess, wait_for
 from tests.service.conftest import Pki, client_context, speak_https
@@ -176,12 +176,12 @@ def test_statuspage_is_loaded_on_the_first_request_with_its_headers_and_404s(age
           - {name: load, type: load, every: 1s}
     """).start(env={"PYTHONVERBOSE": "1"})
     assert agent.get("/metrics")[0] == 200 and agent.get("/healthz")[0] == 200
-    assert imported(agent, "agent.metrics")
-    assert not imported(agent, "agent.statuspage") and not imported(agent, "jinja2"), "loaded before the first page"
+    assert imported(agent, "agent.http.metrics")
+    assert not imported(agent, "agent.http.statuspage") and not imported(agent, "jinja2"), "loaded before the first page"
     status, headers, body = fetch(agent, "/")
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Content-Security-Policy"] == CSP and headers["X-Content-Type-Options"] == "nosniff"
-    assert imported(agent, "agent.statuspage") and imported(agent, "jinja2")
+    assert imported(agent, "agent.http.statuspage") and imported(agent, "jinja2")
     status, headers, body = fetch(agent, "/check/no-such-check")
     assert status == 404 and headers["Content-Security-Policy"] == CSP
     assert "No check named “no-such-check” is configured." in body.decode() and b'href="/"' in body
@@ -198,4 +198,4 @@ def test_statuspage_http_ui_false_keeps_the_plain_index_and_loads_nothing(agent_
     status, headers, body = fetch(agent, "/")
     assert status == 200 and b'<a href="/metrics">' in body and "Content-Security-Policy" not in headers
     assert fetch(agent, "/check/load")[0] == 404
-    assert imported(agent, "agent.metrics") and not imported(agent, "agent.statuspage")
+    assert imported(agent, "agent.http.metrics") and not imported(agent, "agent.http.statuspage")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.result import Status
+from agent.plugin.result import Status
 from checks.base import CheckContext
 from checks.smart import SmartCheck
 from tests.conftest import REPO

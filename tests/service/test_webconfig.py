@@ -11,8 +11,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from agent.webconfig import Authenticator, RateLimiter, WebConfigFile, load_web_config, server_context
-from agent.yamlsrc import ConfigError
+from agent.config.web import Authenticator, RateLimiter, WebConfigFile, load_web_config, server_context
+from agent.config.yamlsrc import ConfigError
 from tests.conftest import run_cli
 from tests.service.conftest import Pki
 
