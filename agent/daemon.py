@@ -702,7 +702,7 @@ def _stall_for_tests() -> None:
 
 def _warn_exposed_files(loaded: LoadedConfig) -> None:
     """Loudly, at every start: the config or a secret file that others can read (`config check --strict` fails)."""
-    from agent.config.load import exposed_files
+    from agent.config.exposure import exposed_files
     for problem in exposed_files(loaded):
         logs.event("config.file_exposed", "warning", file=str(problem.path), problem=problem.reason)
 

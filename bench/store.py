@@ -355,7 +355,8 @@ def history_anatomy(db: Path, cfg: Path, check: str, repeat: int = 3, top: int =
     import pstats
     sys.path.insert(0, str(REPO))
     from agent.cli.main import main as cli_main
-    from agent.store.history import open_readonly, runs as history_runs
+    from agent.store.history import runs as history_runs
+    from agent.plugin.storefile import open_readonly
 
     argv = ["history", "--config", str(cfg), "--check", check, "--since", "30d", "--format", "json"]
     query, whole, rows = [], [], 0

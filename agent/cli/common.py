@@ -135,7 +135,7 @@ def lean_config(args) -> LeanConfig:
 
 def open_store(args):
     """(read-only connection, lean config); exits 2 with the reason when either is missing."""
-    from agent.store.history import StoreMissing, open_readonly
+    from agent.plugin.storefile import StoreMissing, open_readonly
     lean = lean_config(args)
     try:
         return open_readonly(lean.db), lean

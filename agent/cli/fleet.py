@@ -172,7 +172,7 @@ def _archive_config(args):
 
 def cmd_archive_status(args) -> int:
     from agent.store.archive import day_states
-    from agent.store.history import StoreMissing, open_readonly
+    from agent.plugin.storefile import StoreMissing, open_readonly
     from agent.output import emit
 
     found, code = _archive_config(args)

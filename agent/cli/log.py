@@ -257,7 +257,7 @@ def cmd_checklist(args) -> int:
     from agent.reports.checklist import checklist_status, period_bounds, period_label
     from agent.config.checklists import CHECKLIST_PERIODS
     from agent.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, column_headers, config_path, fail, load_or_report, time_format
-    from agent.store.history import StoreMissing, open_readonly
+    from agent.plugin.storefile import StoreMissing, open_readonly
     from agent.output import emit
     loaded = load_or_report(config_path(args))
     if loaded is None:

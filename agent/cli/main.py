@@ -18,7 +18,7 @@ from agent.cli.common import (
     EXIT_OK, EXIT_PROBLEM, EXIT_UNKNOWN, EXIT_USAGE, STATUS_NAMES, column_headers, config_path, fail,
     load_or_report, open_store, time_format, time_range, unknown_name,
 )
-from agent.store.history import StoreUnusable
+from agent.plugin.storefile import StoreUnusable
 from agent.output import FORMATS, emit
 from agent.timefmt import TIME_FORMS
 
@@ -186,7 +186,7 @@ def cmd_config_check(args) -> int:
     loaded = load_or_report(path, offline=args.offline)
     if loaded is None:
         return EXIT_USAGE
-    from agent.config.load import exposed_files
+    from agent.config.exposure import exposed_files
     exposed = exposed_files(loaded, strict=args.strict)
     for problem in exposed:
         print(f"{'error' if args.strict else 'warning'}: {problem}", file=sys.stderr)
@@ -273,7 +273,8 @@ def cmd_checks(args) -> int:
     loaded = load_or_report(config_path(args))
     if loaded is None:
         return EXIT_USAGE
-    from agent.store.history import StoreMissing, latest_runs, open_readonly, scheduler_state
+    from agent.store.history import latest_runs, scheduler_state
+    from agent.plugin.storefile import StoreMissing, open_readonly
     from agent.scheduler import compact, describe, jitter_key_for, plan_start
     try:
         conn = open_readonly(loaded.db_path)

@@ -66,7 +66,7 @@ def cmd_report(args) -> int:
     REDACT.refresh(loaded.config)    # the configured secrets' values are masked in log entries and queries
     if args.send:
         return _send(loaded, section, period, start, end)
-    from agent.store.history import open_readonly
+    from agent.plugin.storefile import open_readonly
     from agent.reports.build import RENDERERS, build_report
     from agent.plugin.terminal import json_c1_escaped, printable
     conn = open_readonly(loaded.db_path)
@@ -127,7 +127,7 @@ def _send(loaded, section, period: str, start: float, end: float) -> int:
 
 def _outcome(loaded, outbox_id: int, ok: int, problem: int) -> int:
     """Say what happened to an outbox row; `ok` when it was delivered."""
-    from agent.store.history import open_readonly
+    from agent.plugin.storefile import open_readonly
 
     conn = open_readonly(loaded.db_path)
     status, error, recipients = conn.execute("SELECT status, last_error, recipients FROM report_outbox WHERE id = ?",

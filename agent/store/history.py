@@ -5,12 +5,6 @@ from __future__ import annotations
 import io
 import sqlite3
 
-# the store's open primitives live below the store (the heartbeat check uses them too); the CLI and
-# agent.store.writer still import them from here until the store package gathers both
-from agent.plugin.storefile import (  # noqa: F401
-    StoreMissing, StoreUnusable, open_readonly, store_unusable, unusable_or_same,
-)
-
 from agent.plugin.terminal import json_c1_escaped_bytes
 from agent.timefmt import utc_sql
 

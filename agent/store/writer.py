@@ -22,7 +22,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 from zoneinfo import ZoneInfo
 
 from agent import maintenance
-from agent.store.history import store_unusable, unusable_or_same
+from agent.plugin.storefile import store_unusable, unusable_or_same
 from agent.plugin.result import Evaluated, Sample, Status
 
 SavedWindow = tuple[Optional[str], Optional[float], Optional[float]]

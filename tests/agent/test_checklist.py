@@ -15,7 +15,7 @@ from agent.config.checklists import CHECKLIST_PERIODS, ChecklistItem, Checklists
 from agent.reports.checklist import (checklist_status, period_bounds,
                              period_label)
 from agent.cli.log import CHECKLISTS
-from agent.store.history import open_readonly
+from agent.plugin.storefile import open_readonly
 from agent.plugin.result import Evaluated, Status, sample
 from agent.store.writer import Store
 from tests.conftest import run_cli

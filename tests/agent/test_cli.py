@@ -196,7 +196,8 @@ def test_cli_history_reads_stopped_store_from_read_only_directory(populated):
 def test_cli_history_json_streamed_in_chunks_same_text_as_one_list(tmp_path):
     """`history --format json` writes SQLite's objects chunk by chunk; the text is the one list it used to join."""
     import sqlite3
-    from agent.store.history import _RUN_JSON, _runs_query, open_readonly, write_runs_json
+    from agent.store.history import _RUN_JSON, _runs_query, write_runs_json
+    from agent.plugin.storefile import open_readonly
     store = Store(tmp_path / "maint-agent.db")
     now = time.time()
     store.record_runs([Evaluated("disk", "disk", Status(i % 4), f'run {i} "quoted" \\ é\nline', (

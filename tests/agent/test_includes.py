@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.load import exposed_files, load_config
+from agent.config.exposure import exposed_files
+from agent.config.load import load_config
 from agent.config.yamlsrc import ConfigError
 from tests.conftest import run_cli, wait_for
 

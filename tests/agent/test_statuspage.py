@@ -240,7 +240,7 @@ def test_statuspage_a_bug_is_a_500_page_and_one_log_line(seeded, monkeypatch):
 
 
 def test_recent_reads_only_runs_newer_than_the_last_request(seeded):
-    from agent.store.history import open_readonly
+    from agent.plugin.storefile import open_readonly
     conn = open_readonly(seeded.db_path)
     check_id = conn.execute("SELECT id FROM checks WHERE name = 'disk'").fetchone()[0]
     recent, main = Recent(), MainValue(("used_ratio",), "above")
@@ -259,7 +259,7 @@ def test_recent_reads_only_runs_newer_than_the_last_request(seeded):
 
 
 def test_recent_drops_buckets_older_than_a_day(seeded):
-    from agent.store.history import open_readonly
+    from agent.plugin.storefile import open_readonly
     conn = open_readonly(seeded.db_path)
     check_id = conn.execute("SELECT id FROM checks WHERE name = 'disk'").fetchone()[0]
     recent = Recent()

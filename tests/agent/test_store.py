@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.store.history import StoreUnusable, latest_runs, open_readonly, runs
+from agent.store.history import latest_runs, runs
+
+from agent.plugin.storefile import StoreUnusable, open_readonly
 from agent.plugin.result import Evaluated, Status, sample
 from agent.store.writer import SCHEMA_VERSION, Store
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from agent.plugin import logs
-from agent.store.history import StoreMissing, open_readonly
+from agent.plugin.storefile import StoreMissing, open_readonly
 from agent.http.statuspage import pages
 from agent.http.statuspage.recent import Recent
 from agent.http.statuspage.render import render
