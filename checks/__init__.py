@@ -47,8 +47,13 @@ def _postgres():
 
 
 def _backup():
-    from checks.backup import BackupFilesCheck, RestoreTestCheck
-    return BackupFilesCheck, RestoreTestCheck
+    from checks.backup import BackupFilesCheck
+    return (BackupFilesCheck,)
+
+
+def _restore_test():
+    from checks.restore_test import RestoreTestCheck
+    return (RestoreTestCheck,)
 
 
 def _s3():
@@ -121,7 +126,7 @@ CHECK_TYPES: TypeRegistry[Check] = TypeRegistry("check", {
     "pg_statements": _postgres,
     "pg_tables": _postgres,
     "backup_files": _backup,
-    "restore_test": _backup,
+    "restore_test": _restore_test,
     "restore_cluster": _restore_cluster,
     "backup_set": _backup_set,
     "s3_backup": _s3,

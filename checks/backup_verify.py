@@ -19,6 +19,7 @@ import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from agent.plugin.child_env import child_env
 from agent.plugin.units import format_size, format_timestamp
@@ -420,3 +421,19 @@ def _pg_restore_reads(v: Verification, deadline: float, monotonic, bin_dir: str 
         if v.entries is None:
             found = re.search(r"TOC Entries:\s*(\d+)", done.output)
             v.entries = int(found.group(1)) if found else None
+
+
+# -- option and path helpers of the backup families ---------------------------------------------------
+
+
+def default_keys(data: Any, **defaults: Any) -> Any:
+    """Fill `defaults` into raw options only when none of their keys was given (warning/critical as a pair)."""
+    if isinstance(data, dict) and not any(key in data for key in defaults):
+        return {**data, **defaults}
+    return data
+
+
+def short_path(path: str, pattern: str) -> str:
+    """The part of `path` below the glob's fixed directory: `20250105/full_backup.sql.gz`."""
+    base = os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0])
+    return os.path.relpath(path, base) if base else path

@@ -41,10 +41,8 @@ from agent.evaluate import WindowState, evaluate
 from agent.plugin.result import CheckResult, Status
 from agent.plugin.units import format_size
 from agent.config.yamlsrc import ConfigError
-from checks.backup import (
-    BackupFilesCheck, Keep, RestoreTestCheck, RetentionPolicy, ensure_scratch,
-    retention_gaps, scratch_name,
-)
+from checks.backup import BackupFilesCheck, Keep, RetentionPolicy, retention_gaps
+from checks.restore_test import RestoreTestCheck, ensure_scratch, scratch_name
 from checks.base import CheckContext
 from tests.conftest import wait_for
 from tests.fixtures.postgres import BINDIR, RESTORE_USER, pg_single  # noqa: F401 (session fixture)
