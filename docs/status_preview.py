@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.plugin.calendar import fire_times_between  # noqa: E402  (after the path insert: runs from a checkout)
-from agent.config.load import Interval, LoadedConfig, load_config  # noqa: E402
+from agent.config.triggers import Interval  # noqa: E402
+from agent.config.load import LoadedConfig, load_config
 from agent.plugin.result import Evaluated, Status, sample  # noqa: E402
 from agent.store.writer import Store  # noqa: E402
 

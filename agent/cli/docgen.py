@@ -14,8 +14,10 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from agent.config.load import (
+from agent.config.schema import (
+
     AgentSection, BasicAuth, HttpSection, MaintenanceWindowSection, Retention, StoreSection, schema_model,
+
 )
 from agent.http.metrics import contract
 from actions import ACTION_TYPES

@@ -264,7 +264,7 @@ def _indent(text: str) -> str:
 
 def cmd_config_schema(args) -> int:
     import json
-    from agent.config.load import json_schema
+    from agent.config.schema import json_schema
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 

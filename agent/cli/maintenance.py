@@ -222,7 +222,7 @@ def _scheduled(args, now: float) -> list:
     except (ZoneInfoNotFoundError, ValueError):
         return []
     if tz is None:
-        from agent.config.load import local_zone
+        from agent.timefmt import local_zone
         tz = local_zone()
     upcoming = []
     for entry in entries:

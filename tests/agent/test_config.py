@@ -21,7 +21,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from agent.config.load import DEFAULT_SCHEDULES, json_schema, load_config, parse_config
+from agent.config.schema import DEFAULT_SCHEDULES, json_schema
+
+from agent.config.load import load_config, parse_config
 from agent.config.triggers import Calendar, Interval
 from agent.config.yamlsrc import ConfigError, ConfigIssue
 from checks import CHECK_TYPES

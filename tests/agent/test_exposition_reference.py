@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.plugin.calendar import parse_calendar
-from agent.config.load import Calendar, Interval
+from agent.config.triggers import Calendar, Interval
 from agent.job import Job
 from agent.http.metrics import AGENT_FAMILIES, AgentState, Exposition, check_families, exported_name
 from agent.http.promtext import go_float

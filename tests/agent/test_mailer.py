@@ -18,7 +18,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from agent.config.load import load_config, schema_model
+from agent.config.load import load_config
+
+from agent.config.schema import schema_model
 from agent.plugin.mailer import MailError, SmtpSection, build_message, send_message
 from agent.config.reports import report_issues, report_schedule
 from agent.reports.delivery import MAX_ATTEMPTS, deliver_pending, queue_report, resend, retry_delay

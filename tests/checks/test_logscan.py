@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.load import ConfigError, parse_config
+from agent.config.yamlsrc import ConfigError
+
+from agent.config.load import parse_config
 from agent.evaluate import WindowState, evaluate
 from agent.plugin.redact import REDACT
 from agent.plugin.result import CheckResult, Status

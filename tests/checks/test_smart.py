@@ -31,7 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.load import ConfigError, parse_config
+from agent.config.yamlsrc import ConfigError
+
+from agent.config.load import parse_config
 from agent.plugin.result import CheckResult, Status
 from checks.base import CheckContext
 from checks.smart import SmartCheck, decode_exit

@@ -81,7 +81,7 @@ def _limit(text: str, key: str) -> int:
 
 
 def test_unit_resource_limits_leave_room_for_the_listener_cap_and_the_checks():
-    from agent.config.load import AgentSection, HttpSection
+    from agent.config.schema import AgentSection, HttpSection
     text = UNIT.read_text()
     connections = next(m.le for m in HttpSection.model_fields["max_connections"].metadata if hasattr(m, "le"))
     workers = next(m.le for m in AgentSection.model_fields["workers"].metadata if hasattr(m, "le"))
