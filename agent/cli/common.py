@@ -4,6 +4,7 @@ tables. `agent.cli.main` and every `agent.cli_*` module import from here; nothin
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -170,3 +171,40 @@ def column_headers(when, *columns: str) -> dict[str, str]:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+
+
+# -- what several command modules' parsers and handlers share -------------------------------------------
+
+TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (in the agent's time zone)"
+
+
+def shared_options(parser: argparse.ArgumentParser, *, output_format: bool) -> argparse.ArgumentParser:
+    """--config (and --format) for a subcommand of a command that has them too, without defaults: a value
+    given before the subcommand's word (`checklist -c FILE weekly`) is kept, not reset by the subcommand.
+    Declared afresh: parsers built with `parents=` share the parent's option objects and defaults."""
+    from pathlib import Path
+    from agent.output import FORMATS
+    parser.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: as for the other commands)")
+    if output_format:
+        parser.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS,
+                            help="output format (default: table)")
+    return parser
+
+
+def _default_author() -> str:
+    """The person behind sudo, not root: entries say who did the work."""
+    import getpass
+    import os
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):   # a uid without a passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def author_name(given: str | None) -> str:
+    """Who did it: `--by`, else the person behind sudo; raise ValueError for more than one short line."""
+    author = (given or "").strip() or _default_author()
+    if "\n" in author or len(author) > 100:
+        raise ValueError("--by must be one short line (a name)")
+    return author

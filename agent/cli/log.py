@@ -1,5 +1,5 @@
-"""`maint-agent log`, `checklist` and `history export`: the maintenance log (seed 004: "record all
-maintenance activities"), the daily…quarterly checklists, and the run history for other tools.
+"""`maint-agent log` and `checklist`: the maintenance log (the procedures' "record all maintenance
+activities") and the daily…quarterly checklists.
 
 Every CLI invocation imports this module to build its parser, so the top level imports argparse
 only; the handlers import what they need, including agent.cli.main's helpers (no import cycle).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.timefmt import utc_sql
+from agent.cli.common import TIME_HELP, author_name, shared_options
 
 LOG_CATEGORIES = ("hardware", "software", "update", "security", "backup", "database", "network", "configuration",
                   "incident", "review", "other")
@@ -19,36 +19,16 @@ typo is refused. The agent writes its own under `agent` (start, stop, reloads, c
 or expired; `maintenance start|stop` write theirs with the operator as author)."""
 CHECKLISTS = ("daily", "weekly", "monthly", "quarterly")
 """agent.config.checklists.CHECKLIST_PERIODS's keys, repeated here so building the parser needs no pydantic."""
-EXPORT_COLUMNS = ("check", "type", "started", "duration_seconds", "status", "pending", "summary", "metrics",
-                  "details")
-TIME_HELP = "7d, 12h (ago), 2026-11-01 or 2026-11-01T08:00 (in the agent's time zone)"
 SOURCES = ("cli", "agent", "policy")
 """Who wrote a log entry: operators (`log add`, `checklist done`, `action run`), the agent, its remediation."""
 AGENT_CATEGORIES = ("agent", "action", "checklist", "corrective", "notification", "report")
 """Categories the agent and the CLI write themselves, beside an operator's LOG_CATEGORIES."""
-EXPORT_FORMATS = ("jsonl", "json", "csv")
 
 
 def register(sub, common, fmt) -> None:
-    """Add `log`, `checklist` and `history export` to `sub`; `common` gives --config, `fmt` gives --format.
-    `history` itself is built by agent.cli.main before the area modules register; `export` hangs below it."""
+    """Add `log` and `checklist` to `sub`; `common` gives --config, `fmt` gives --format."""
     _register_log(sub, common, fmt)
     _register_checklist(sub, common, fmt)
-    _register_export(sub.choices["history"])
-
-
-def _shared_options(parser: argparse.ArgumentParser, *, output_format: bool) -> argparse.ArgumentParser:
-    """--config (and --format) for a subcommand of a command that has them too, without defaults: a value
-    given before the subcommand's word (`checklist -c FILE weekly`) is kept, not reset by the subcommand.
-    Declared afresh: parsers built with `parents=` share the parent's option objects and defaults."""
-    from pathlib import Path
-    from agent.output import FORMATS
-    parser.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
-                        help="config file (default: as for the other commands)")
-    if output_format:
-        parser.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS,
-                            help="output format (default: table)")
-    return parser
 
 
 def _register_log(sub, common, fmt) -> None:
@@ -84,10 +64,10 @@ def _register_checklist(sub, common, fmt) -> None:
     checklist.set_defaults(handler=cmd_checklist, checklist=None)
     checklist_sub = checklist.add_subparsers(title="checklists", metavar="CHECKLIST")
     for name in CHECKLISTS:
-        p = _shared_options(checklist_sub.add_parser(name, help=f"only the {name} checklist"), output_format=True)
+        p = shared_options(checklist_sub.add_parser(name, help=f"only the {name} checklist"), output_format=True)
         p.add_argument("--at", default=argparse.SUPPRESS, help=at_help)
         p.set_defaults(handler=cmd_checklist, checklist=name)
-    p = _shared_options(checklist_sub.add_parser("done", help="tick a manual item for its current period"),
+    p = shared_options(checklist_sub.add_parser("done", help="tick a manual item for its current period"),
                         output_format=False)
     p.add_argument("item", metavar="CHECKLIST.ITEM", help="e.g. weekly.security-review")
     p.add_argument("--note", required=True, help="what was done or found (kept in the maintenance log)")
@@ -97,20 +77,6 @@ def _register_checklist(sub, common, fmt) -> None:
     p.set_defaults(handler=cmd_checklist_done)
 
 
-def _register_export(history) -> None:
-    history_sub = history.add_subparsers(title="history commands", metavar="COMMAND")
-    p = _shared_options(history_sub.add_parser("export", help="stream runs, oldest first, as JSON lines or CSV "
-                                                              "for other tools"), output_format=False)
-    p.add_argument("--since", default=argparse.SUPPRESS, help=f"{TIME_HELP} (default: everything kept)")
-    p.add_argument("--until", default=argparse.SUPPRESS, help="same forms as --since; exclusive")
-    p.add_argument("--check", default=argparse.SUPPRESS, help="only this check")
-    p.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="jsonl",
-                   help="jsonl: one JSON object per line; json: the same objects as one JSON array (one per "
-                        "line, like every --format json); csv: metrics and details as JSON (default: jsonl)")
-    p.add_argument("-o", "--output", help="write to this file (replaced only when complete) instead of stdout")
-    p.set_defaults(handler=cmd_history_export)
-
-
 def _usage(parser: argparse.ArgumentParser) -> int:
     from agent.cli.common import EXIT_USAGE
     parser.print_help()
@@ -118,23 +84,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 # -- shared -------------------------------------------------------------------------------------------------
-
-
-def _default_author() -> str:
-    """The person behind sudo, not root: entries say who did the work."""
-    import getpass
-    import os
-    try:
-        return os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):   # a uid without a passwd entry (containers)
-        return f"uid {os.getuid()}"
-
-
-def _author(given: str | None) -> str:
-    author = (given or "").strip() or _default_author()
-    if "\n" in author or len(author) > 100:
-        raise ValueError("--by must be one short line (a name)")
-    return author
 
 
 def _parse_at(text: str, now: float, tz) -> float:
@@ -189,7 +138,7 @@ def cmd_log_add(args) -> int:
     now = time.time()
     try:
         at = _past(_parse_at(args.at, now, lean.tz), now) if args.at else now
-        author = _author(args.by)
+        author = author_name(args.by)
     except ValueError as exc:
         return fail(str(exc))
     if args.check and args.check not in names:
@@ -321,7 +270,7 @@ def cmd_checklist_done(args) -> int:
     tz, now = loaded.tz, time.time()
     try:
         at = _past(_parse_at(args.at, now, tz), now) if args.at else now
-        author = _author(args.by)
+        author = author_name(args.by)
     except ValueError as exc:
         return fail(str(exc))
     try:
@@ -333,89 +282,3 @@ def cmd_checklist_done(args) -> int:
     return EXIT_OK
 
 
-# -- history export ---------------------------------------------------------------------------------------
-
-_STATUS_SQL = "CASE {0} WHEN 0 THEN 'ok' WHEN 1 THEN 'warning' WHEN 2 THEN 'critical' ELSE 'unknown' END"
-_EXPORT_FIELDS = {
-    "check": "c.name", "type": "c.type", "started": utc_sql("r.started"),
-    "duration_seconds": "r.duration", "status": _STATUS_SQL.format("r.status"),
-    "pending": f"CASE WHEN r.pending = 0 THEN NULL ELSE {_STATUS_SQL.format('r.pending')} END",
-    "summary": "r.summary", "metrics": "coalesce(r.metrics, '{}')", "details": "coalesce(r.details, '{}')",
-}
-"""Column → SQL. SQLite formats times and statuses (and for jsonl builds the object), so a month of a
-1/min check streams without a Python object per field."""
-
-
-def _export_sql(jsonl: bool, check: str | None, since: float | None, until: float | None) -> tuple[str, list]:
-    if jsonl:
-        pairs = ", ".join(f"'{name}', " + (f"json({sql})" if name in ("metrics", "details") else sql)
-                          for name, sql in _EXPORT_FIELDS.items())
-        columns = f"json_object({pairs})"
-    else:
-        columns = ", ".join(_EXPORT_FIELDS[name] for name in EXPORT_COLUMNS)
-    where, params = [], []
-    for condition, value in (("r.check_id = (SELECT id FROM checks WHERE name = ?)", check),
-                             ("r.started >= ?", since), ("r.started < ?", until)):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id"
-    return sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.started", params
-
-
-def cmd_history_export(args) -> int:
-    import sys
-    import time
-    from agent.cli.common import EXIT_OK, fail, open_store, time_range, unknown_name
-    now = time.time()
-    conn, lean = open_store(args)
-    try:
-        since, until = time_range(args, now, lean.tz)
-    except ValueError as exc:
-        return fail(str(exc))
-    if args.check and not conn.execute("SELECT 1 FROM checks WHERE name = ?", (args.check,)).fetchone():
-        if args.check not in lean.all_names:
-            known = {row[0] for row in conn.execute("SELECT name FROM checks")} | lean.all_names
-            return fail(unknown_name("check", args.check, known))
-    cursor = conn.execute(*_export_sql(args.export_format != "csv", args.check, since, until))
-    if not args.output:
-        _write_export(cursor, args.export_format, sys.stdout)
-        return EXIT_OK
-    try:
-        count = _export_to_file(cursor, args.export_format, args.output)
-    except OSError as exc:
-        return fail(f"cannot write {args.output}: {exc.strerror or exc}")
-    print(f"exported {count} runs to {args.output}")
-    return EXIT_OK
-
-
-def _export_to_file(cursor, fmt: str, output: str) -> int:
-    """Write beside the target and rename: a reader never sees half an export, and the history (check
-    summaries, command output) lands in a file only its owner can read, never through a planted link."""
-    from pathlib import Path
-    from agent.plugin.outfile import replace_file
-    with replace_file(Path(output), newline="") as out:
-        return _write_export(cursor, fmt, out)
-
-
-def _write_export(cursor, fmt: str, out) -> int:
-    """Stream rows from the cursor (never all in memory); return how many were written."""
-    from agent.output import csv_field
-    from agent.plugin.terminal import json_c1_escaped
-    count = 0
-    if fmt in ("jsonl", "json"):
-        array = fmt == "json"   # the CLI's one JSON style: an array, one object per line
-        for (line,) in cursor:
-            out.write(("[\n" if not count else ",\n") if array else "")
-            out.write(json_c1_escaped(line) + ("" if array else "\n"))
-            count += 1
-        if array:
-            out.write("\n]\n" if count else "[]\n")
-        return count
-    import csv
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for row in cursor:
-        writer.writerow([csv_field(value) for value in row])
-        count += 1
-    return count

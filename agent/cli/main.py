@@ -16,14 +16,13 @@ from pathlib import Path
 
 from agent.cli.common import (
     EXIT_OK, EXIT_PROBLEM, EXIT_UNKNOWN, EXIT_USAGE, STATUS_NAMES, column_headers, config_path, fail,
-    load_or_report, open_store, time_format, time_range, unknown_name,
+    load_or_report, open_store, time_format, unknown_name,
 )
 from agent.plugin.storefile import StoreUnusable
 from agent.output import FORMATS, emit
-from agent.timefmt import TIME_FORMS
 
 STANDALONE_COMMANDS = ("run", "status")
-"""Commands defined here that no command module extends (`history` gains `export`): parsed without importing them."""
+"""Commands defined here that no command module extends: parsed without importing any command module."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +63,8 @@ def _command_word(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or for a STANDALONE_COMMANDS `command` only of those defined here: `run`
-    (the daemon keeps what it imports for months) and `status` (start-up time) skip the command modules."""
+    (the daemon keeps what it imports for months) and `status` (start-up time) skip the command modules, and
+    `history` builds only its own."""
     # -c/--config before the command word (`maint-agent -c FILE status`) or after it: the subcommands'
     # option has no default, so it never resets a value given before the word
     common = argparse.ArgumentParser(add_help=False)
@@ -126,22 +126,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also checks that are no longer in the config")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("history", parents=[common, fmt], help="past runs, newest first")
-    p.add_argument("--check", help="only this check")
-    p.add_argument("--status", help="comma-separated statuses: ok,warning,critical,unknown")
-    p.add_argument("--since", help=f"{TIME_FORMS} (in the agent's time zone)")
-    p.add_argument("--until", help="same forms as --since; exclusive")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
-    p.set_defaults(handler=cmd_history)
     if command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
-        _register_command_modules(sub, common, fmt)
+        _register_command_modules(sub, common, fmt, command)
     return parser
 
 
-def _register_command_modules(sub, common, fmt) -> None:
+def _register_command_modules(sub, common, fmt, command: str | None) -> None:
     """Further commands, one module per area, each adding its subparsers with `register(sub, common, fmt)`;
-    imported here by name (and only when a command needs them), never by a string."""
+    imported here by name (and only when a command needs them), never by a string. `history` (a read
+    command scripts call) builds only its own."""
+    from agent.cli import history
+    history.register(sub, common, fmt)
+    if command == "history":
+        return
     from agent.cli import actions, drift, fleet, log, maintenance, notifications, ping, report
     for module in (actions, log, report, fleet, drift, maintenance, ping, notifications):
         module.register(sub, common, fmt)
@@ -383,35 +380,6 @@ def _paint(row: dict, column: str) -> str | None:
     return {"critical": "1;31", "unknown": "35", "warning": "33", "ok": "32"}.get(row["status"], "2")
 
 
-def cmd_history(args) -> int:
-    from agent.store.history import runs, write_runs_json
-    now = time.time()
-    conn, lean = open_store(args)
-    try:
-        since, until = time_range(args, now, lean.tz)
-        statuses = [STATUS_NAMES.index(s.strip().lower()) for s in args.status.split(",")] if args.status else None
-    except ValueError as exc:
-        return fail(str(exc) if "invalid time" in str(exc) else
-                     f"invalid --status {args.status!r} (use ok,warning,critical,unknown)")
-    if args.limit is None:
-        args.limit = 100 if args.format == "table" else 0
-    if args.limit < 0:
-        return fail("--limit must be 0 (no limit) or more")
-    if args.check and args.check not in lean.all_names:
-        stored = {row[0] for row in conn.execute("SELECT name FROM checks")}
-        if args.check not in stored:
-            return fail(unknown_name("check", args.check, lean.all_names | stored))
-    query = dict(check=args.check, statuses=statuses, since=since, until=until, limit=args.limit or None)
-    if args.format == "json":
-        sys.stdout.flush()
-        write_runs_json(conn, sys.stdout.buffer, **query)
-        return EXIT_OK
-    when = time_format(args.format, lean.tz, now)
-    rows = [{"check": r["check_name"], "started": when(r["started"]), "status": STATUS_NAMES[r["status"]],
-             "duration_seconds": round(r["duration"], 4), "summary": r["summary"], "metrics": r["metrics"]}
-            for r in runs(conn, **query)]
-    emit(rows, args.format, ["started", "check", "status", "summary"], headers=column_headers(when, "started"))
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
     from agent import maintenance
     from agent.cli.common import EXIT_OK, fail
     from agent.cli.common import unknown_name
-    from agent.cli.log import _author
+    from agent.cli.common import author_name
     from agent.plugin.redact import REDACT
     from agent.plugin.units import format_duration, parse_duration
     if bool(args.checks) == args.all:
@@ -71,7 +71,7 @@ def cmd_maintenance_start(args: argparse.Namespace) -> int:
     if not reason:
         return fail("--reason is empty: say what work is planned")
     try:
-        author = _author(args.by)
+        author = author_name(args.by)
     except ValueError as exc:
         return fail(str(exc))
     lean = _config(args)
@@ -101,12 +101,12 @@ def cmd_maintenance_stop(args: argparse.Namespace) -> int:
 
     from agent import maintenance
     from agent.cli.common import EXIT_OK, EXIT_PROBLEM, fail
-    from agent.cli.log import _author
+    from agent.cli.common import author_name
     from agent.plugin.units import format_duration
     if (args.id is None) == (not args.all):
         return fail("give the ID of a window (see `maint-agent maintenance list`) or --all (not both)")
     try:
-        author = _author(args.by)
+        author = author_name(args.by)
     except ValueError as exc:
         return fail(str(exc))
     db = _config(args).db

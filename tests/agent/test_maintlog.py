@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli.log import EXPORT_COLUMNS
+from agent.cli.history import EXPORT_COLUMNS
 from agent.plugin.result import Evaluated, Status, sample
 from agent.store.writer import Store
 from tests.conftest import AGENT, REPO, run_cli
