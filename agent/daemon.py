@@ -164,7 +164,6 @@ class Daemon:
         last_ping, last_status = 0.0, self._status_line()
         status, status_at = last_status, time.monotonic()
         while not self._stop.is_set():
-            _stall_for_tests()
             if self._reload:
                 self._reload = False
                 self._do_reload()
@@ -625,11 +624,11 @@ class Daemon:
                 from agent.reports.delivery import deliver_pending
                 return deliver_pending(db, loaded, now) or None
             tasks.append(Task("_outbox", Interval(OUTBOX_EVERY_SECONDS), outbox))
-        if cfg.archive is not None and getattr(cfg.archive, "enabled", True):
+        if cfg.archive is not None and cfg.archive.enabled:
             def archive(now: float) -> dict:
                 from agent.store.archive import archive_pending
                 return archive_pending(db, cfg.archive, cfg.agent.hostname, tz, now)
-            tasks.append(Task("_archive", Calendar(parse_calendar(getattr(cfg.archive, "at", "00:45")), "archive"),
+            tasks.append(Task("_archive", Calendar(parse_calendar(cfg.archive.at), "archive"),
                               archive))
         return tasks
 
@@ -690,14 +689,6 @@ def _job_beat(job: Job) -> dict:
         pending_at = since + job.options.sustained if since is not None else None
     return {"next": job.next_due, "every": job.trigger.seconds if isinstance(job.trigger, Interval) else None,
             "pending_at": pending_at}
-
-
-def _stall_for_tests() -> None:
-    """Test hook, not a feature: while the file named by $MAINT_AGENT_TEST_STALL_FILE exists the scheduler
-    loop blocks, as a deadlocked loop would, so tests can watch WATCHDOG=1 stop and /healthz turn 503."""
-    path = os.environ.get("MAINT_AGENT_TEST_STALL_FILE")
-    while path and os.path.exists(path):
-        time.sleep(0.05)
 
 
 def _warn_exposed_files(loaded: LoadedConfig) -> None:

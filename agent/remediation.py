@@ -167,7 +167,7 @@ class Remediator:
                 self._publish_exhausted()
 
     def _skipped(self, options: ActionOptions, trigger: TriggerInfo, reason: str, detail: str) -> None:
-        self._count(options.name, reason)
+        self.state.action_decided(options.name, reason)
         row = audit_row(options, trigger, None, started=time.time(), duration=0.0, dry_run=self._dry(options),
                         source="policy", decision=reason, detail=detail)
         self.safely("action_audit", self.store.record_action, row)
@@ -222,8 +222,7 @@ class Remediator:
             attempt_id = attempt_id if isinstance(attempt_id, int) else None
         else:
             self.safely("action_audit", self.store.update_action, attempt_id, **row)
-        self._count(options.name, "dry_run" if dry_run else ("success" if result.ok else "failure"))
-        self.state.action_last_run[options.name] = started
+        self.state.action_ran(options.name, "dry_run" if dry_run else ("success" if result.ok else "failure"), started)
         logs.event("action.ran", "info" if result.ok else "error", action=options.name, check=trigger.check,
                    trigger=trigger.event, source=source, dry_run=dry_run or None, ok=result.ok,
                    summary=REDACT(result.summary), seconds=f"{duration:.2f}")
@@ -241,14 +240,10 @@ class Remediator:
                 self.safely("policy_state", self.store.save_policy_states, dirty)
             self._carry_out(more, trigger)
 
-    def _count(self, action: str, result: str) -> None:
-        key = (action, result)
-        self.state.action_results[key] = self.state.action_results.get(key, 0) + 1
-
     def _publish_exhausted(self) -> None:
         with self._lock:
-            self.state.exhausted = {name: self.policy.exhausted(name) for name, check in self.checks.items()
-                                    if check.actions}
+            exhausted = {name: self.policy.exhausted(name) for name, check in self.checks.items() if check.actions}
+        self.state.remediation_exhausted(exhausted)
 
     def _log(self, message: str, check: str | None, category: str) -> None:
         self.safely("maintenance_log", self.store.add_log, message, at=time.time(), category=category,

@@ -140,6 +140,21 @@ class AgentState:
         self.notifications_pending = 0
         self.notification_failures: dict[str, int] = {}        # channel → failed attempts
 
+    def action_ran(self, action: str, result: str, at: float) -> None:
+        """Remediation's report of one action run (result: success, failure, dry_run), for its two families."""
+        key = (action, result)
+        self.action_results[key] = self.action_results.get(key, 0) + 1
+        self.action_last_run[action] = at
+
+    def action_decided(self, action: str, result: str) -> None:
+        """An action the policy decided not to run (exhausted, window, maintenance …), counted by reason."""
+        key = (action, result)
+        self.action_results[key] = self.action_results.get(key, 0) + 1
+
+    def remediation_exhausted(self, exhausted: dict[str, bool]) -> None:
+        """Which checks' remediation is exhausted, replaced whole (a render sees the old or the new mapping)."""
+        self.exhausted = exhausted
+
 
 # the per-check families, in the order they are exposed; the families of measured values follow
 CHECK_FAMILIES = (

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,18 +71,35 @@ def systemd(tmp_path):
     fake.close()
 
 
-def spawn(agent: AgentProcess, env: dict[str, str]) -> None:
+STALLABLE = """
+import os, sys, time
+from agent.daemon import Daemon
+from agent.cli.main import main
+stall, take_requests = os.environ.pop("STALL_FILE"), Daemon._take_requests
+def blocking(self, now):   # a deadlocked scheduler loop, as long as the file exists
+    while os.path.exists(stall):
+        time.sleep(0.05)
+    return take_requests(self, now)
+Daemon._take_requests = blocking
+sys.exit(main(sys.argv[1:]))
+"""
+"""The agent with its scheduler loop blocked while $STALL_FILE exists: the test's own double of a deadlock, so
+the production loop carries no test hook (every other part — HTTP server, workers, sd_notify — is the real one)."""
+
+
+def spawn(agent: AgentProcess, env: dict[str, str], stall: Path | None = None) -> None:
     """Start without waiting for /healthz: the test wants to see what comes first."""
     agent._log_fh = open(agent.log, "ab")
-    agent.proc = subprocess.Popen([*AGENT, "run", "--config", str(agent.config)], cwd=REPO, stdout=agent._log_fh,
-                                  stderr=subprocess.STDOUT, env={**os.environ, **env})
+    argv = [*AGENT] if stall is None else [sys.executable, "-c", STALLABLE]
+    extra = {} if stall is None else {"STALL_FILE": str(stall)}
+    agent.proc = subprocess.Popen([*argv, "run", "--config", str(agent.config)], cwd=REPO, stdout=agent._log_fh,
+                                  stderr=subprocess.STDOUT, env={**os.environ, **env, **extra})
 
 
 def test_notify_ready_after_metrics_answers_watchdog_pauses_while_loop_blocked(agent_factory, systemd, tmp_path):
     stall = tmp_path / "stall"
     agent = agent_factory(BASE + "  - {name: load, type: load, every: 200ms}\n")
-    spawn(agent, {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC),
-                  "MAINT_AGENT_TEST_STALL_FILE": str(stall)})
+    spawn(agent, {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}, stall)
 
     ready = systemd.wait("READY")
     status, body = agent.get("/metrics")             # asked the moment READY=1 arrived
@@ -91,7 +109,7 @@ def test_notify_ready_after_metrics_answers_watchdog_pauses_while_loop_blocked(a
     pings = [systemd.wait("WATCHDOG", 2) for _ in range(4)]
     assert all(p["WATCHDOG"] == "1" for p in pings), "keeps arriving, well within WatchdogSec"
 
-    stall.touch()                                    # the scheduler loop now blocks (test hook)
+    stall.touch()                                    # the scheduler loop now blocks (STALLABLE)
     systemd.quiet("WATCHDOG", WATCHDOG_USEC / 2e6 + 0.2)   # at most one ping already under way
     assert systemd.quiet("WATCHDOG", 3 * WATCHDOG_USEC / 1e6) == [], \
         "a blocked loop must stop the pings, so systemd's watchdog restarts the agent"
