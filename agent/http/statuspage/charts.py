@@ -53,19 +53,12 @@ def worst_of(counts: tuple[int, int, int, int]) -> str:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """Neighbouring buckets of one colour, merged: one rectangle and one tooltip instead of dozens."""
+class Segment(StatusBucket):
+    """Neighbouring buckets of one colour, merged, and where they are drawn: one rectangle and one tooltip
+    instead of dozens (the worst of the summed counts is the buckets' one colour)."""
 
-    x: float
-    width: float
-    worst: str
-    start: float
-    end: float
-    counts: tuple[int, int, int, int]
-
-    @property
-    def runs(self) -> int:
-        return sum(self.counts)
+    x: float = 0.0
+    width: float = 0.0
 
     @property
     def breakdown(self) -> str:
@@ -84,11 +77,10 @@ def strip(buckets: list[StatusBucket], x: Callable[[float], float]) -> list[Segm
         last = segments[-1] if segments else None
         if last is not None and last.worst == bucket.worst and bucket.start <= last.end:
             counts = tuple(a + b for a, b in zip(last.counts, bucket.counts))
-            segments[-1] = Segment(last.x, x(bucket.end) - last.x, last.worst, last.start, bucket.end, counts)
+            segments[-1] = Segment(last.start, bucket.end, counts, x=last.x, width=x(bucket.end) - last.x)
         else:
             left = x(bucket.start)
-            segments.append(Segment(left, x(bucket.end) - left, bucket.worst, bucket.start, bucket.end,
-                                    bucket.counts))
+            segments.append(Segment(bucket.start, bucket.end, bucket.counts, x=left, width=x(bucket.end) - left))
     return [s for s in segments if s.width > 0]
 
 
