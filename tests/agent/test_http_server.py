@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from agent.http_server import Connections
+from agent.http_server import Connections, MetricsServer
 
 
 class Clock:
@@ -88,3 +88,17 @@ def test_connections_close_counts_once_and_changes_move_with_rejections(pairs):
     assert table.snapshot()[0] == 0 and table.changes == 0
     table.reject("header_timeout")
     assert table.changes == 1 and table.snapshot()[1]["header_timeout"] == 1
+
+
+def test_server_binds_without_a_reverse_lookup_of_its_address(monkeypatch):
+    """HTTPServer looks its address up (getfqdn) for a server_name nothing reads: a dead resolver would hold up
+    the start, and the lookup loads the idna codec for the daemon's whole life."""
+    def no_lookup(*args):
+        raise AssertionError("reverse DNS lookup at bind")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    server = MetricsServer(("127.0.0.1", 0), None, lambda: (True, "ok"))
+    try:
+        assert server.server_address[0] == "127.0.0.1" and server.server_port == server.server_address[1]
+    finally:
+        server.server_close()
