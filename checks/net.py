@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
+import sys
 import threading
 import time
 from typing import Callable
@@ -101,9 +101,10 @@ def describe_error(exc: OSError, timeout: float) -> str:
         return f"timed out after {format_duration(timeout)}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host: {exc.strerror}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")   # a TLS error implies a check imported ssl: not imported here (~1 MiB resident)
+    if ssl and isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
+    if ssl and isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: {(exc.reason or str(exc)).replace('_', ' ').lower()}"
     if isinstance(exc, ConnectionResetError):
         return "connection reset by peer"
