@@ -16,8 +16,8 @@ Three limits apply before any request is authenticated:
 Each early close is counted (`maint_http_connections_rejected_total{reason}`).
 
 Requests are read and answered by `_HttpRequestHandler`, the part of http.server's BaseHTTPRequestHandler
-this listener uses, without http.server: that imports http.client, which imports ssl (with html and
-mimetypes ~1.5 MiB resident) on every host, TLS or not. ssl is imported with a web config's TLS only.
+this listener uses, without http.server: that imports http.client, which imports ssl on every host, TLS or
+not (with html and mimetypes ~1.9 MiB resident). ssl loads with a web config's TLS or a check that speaks TLS.
 """
 
 from __future__ import annotations
