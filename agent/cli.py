@@ -64,9 +64,7 @@ def _command_word(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or for a STANDALONE_COMMANDS `command` only of those defined here: `run`
-    (the daemon keeps what it imports for months) and `status` (start-up time) skip the command modules, and
-    `history` imports only agent.cli_log, which adds `history export` (the others would add a fifth to the
-    start-up of `history --format json`)."""
+    (the daemon keeps what it imports for months) and `status` (start-up time) skip the command modules."""
     # -c/--config before the command word (`maint-agent -c FILE status`) or after it: the subcommands'
     # option has no default, so it never resets a value given before the word
     common = argparse.ArgumentParser(add_help=False)
@@ -136,10 +134,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="at most this many runs, 0 for no limit (default: 100 for table, no limit for json/csv)")
     p.set_defaults(handler=cmd_history)
-    if command == "history":
-        from agent import cli_log
-        cli_log.register(sub, common, fmt)
-    elif command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
+    if command not in STANDALONE_COMMANDS:   # each module keeps its top-level imports light
         _register_command_modules(sub, common, fmt)
     return parser
 

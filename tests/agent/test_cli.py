@@ -229,21 +229,3 @@ def test_cli_standalone_commands_parse_without_the_other_command_modules_and_the
         alone = build_parser(command)._subparsers._group_actions[0].choices
         assert alone[command].format_help() == every[command].format_help()
         assert alone[command]._subparsers is None and every[command]._subparsers is None
-
-
-def test_cli_history_parses_with_only_the_module_that_adds_export_and_the_same_way():
-    import subprocess
-    import sys
-    from agent.cli import build_parser
-    code = ("import sys; from agent.cli import build_parser; build_parser('history'); "
-            "print(sorted(m for m in sys.modules if m.startswith('agent.cli_') and m != 'agent.cli_common'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0 and done.stdout.strip() == "['agent.cli_log']", done.stderr
-    every = build_parser()._subparsers._group_actions[0].choices["history"]
-    alone = build_parser("history")._subparsers._group_actions[0].choices["history"]
-    assert alone.format_help() == every.format_help()
-    exports = [parser._subparsers._group_actions[0].choices["export"] for parser in (alone, every)]
-    assert exports[0].format_help() == exports[1].format_help()
-    argv = ["history", "--check", "disk", "--since", "2d", "--format", "json", "--limit", "0"]
-    assert vars(build_parser("history").parse_args(argv)) == vars(build_parser().parse_args(argv))
