@@ -14,18 +14,26 @@ Three limits apply before any request is authenticated:
   431 and the connection closes. A request body is never read.
 
 Each early close is counted (`maint_http_connections_rejected_total{reason}`).
+
+Requests are read and answered by `_HttpRequestHandler`, the part of http.server's BaseHTTPRequestHandler
+this listener uses, without http.server: that imports http.client, which imports ssl on every host, TLS or
+not (with html and mimetypes ~1.9 MiB resident). ssl loads with a web config's TLS or a check that speaks TLS.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.utils
 import errno
 import io
 import re
 import socket
+import socketserver
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http import HTTPStatus
 from typing import Callable
 
 from agent.http.metrics import CONTENT_TYPE, Exposition
@@ -160,7 +168,7 @@ class Connections:
         self.changes += 1
 
 
-class MetricsServer(HTTPServer):
+class MetricsServer(socketserver.TCPServer):
     """/metrics and /healthz over HTTP, or HTTPS with the TLS, client-certificate, basic-auth, header and
     rate-limit settings of an exporter-toolkit web config (`agent.config.web`); `credentials` is the plain
     `http.basic_auth` pair, accepted beside the web config's users. One thread per admitted connection."""
@@ -280,7 +288,201 @@ class _ReplyWriter:
         self._parts, self.closed = [], True
 
 
-class _Handler(BaseHTTPRequestHandler):
+_MAX_LINE = 65536   # http.server's limits: a request line or header line, and header lines with the blank one
+_MAX_HEADERS = 100
+_ERROR_PAGE = """\
+<!DOCTYPE HTML>
+<html lang="en">
+    <head>
+        <meta charset="utf-8">
+        <title>Error response</title>
+    </head>
+    <body>
+        <h1>Error response</h1>
+        <p>Error code: %(code)d</p>
+        <p>Message: %(message)s.</p>
+        <p>Error code explanation: %(code)s - %(explain)s.</p>
+    </body>
+</html>
+"""
+
+
+def _version_number(version: str) -> tuple[int, int] | None:
+    """`HTTP/1.1` → (1, 1); None when it is not an HTTP version as http.server reads one."""
+    if not version.startswith("HTTP/"):
+        return None
+    parts = version.split("/", 1)[1].split(".")
+    if len(parts) != 2 or not all(part.isdigit() and len(part) <= 10 for part in parts):
+        return None
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:   # digits int() does not read, such as '²'
+        return None
+
+
+def _html_escape(text: str) -> str:
+    """html.escape(text, quote=False), without html (its unescape table is 2,000 entries)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class _HttpRequestHandler(socketserver.BaseRequestHandler):
+    """BaseHTTPRequestHandler (Python 3.11) without http.server: request line, headers (the email parser
+    reads them, as http.client's parse_headers does), method dispatch, keep-alive and Expect handling, and
+    replies byte for byte as http.server writes them, error pages and Server header included. `rfile` holds
+    the request; subclasses set `rfile` and `wfile` in setup() and implement do_GET and the like."""
+
+    server_version = "BaseHTTP/0.6"   # what http.server sends: scrapers and tests see the same header
+    sys_version = "Python/" + sys.version.split()[0]
+    protocol_version = "HTTP/1.0"
+    default_request_version = "HTTP/0.9"
+    error_message_format = _ERROR_PAGE
+    error_content_type = "text/html;charset=utf-8"
+    responses = {status: (status.phrase, status.description) for status in HTTPStatus.__members__.values()}
+    rfile: io.BufferedIOBase
+    wfile: io.BufferedIOBase
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
+            if len(self.raw_requestline) > _MAX_LINE:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, "Unsupported method (%r)" % self.command)
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError:   # a read or a write timed out: the connection ends
+            self.close_connection = True
+
+    def parse_request(self) -> bool:
+        """Request line and headers into command, path, request_version and headers; False (the error reply
+        sent, if any) when they are malformed."""
+        self.command = None
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            number = _version_number(version)
+            if number is None:
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request version (%r)" % version)
+                return False
+            if number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if number >= (2, 0):
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                                "Invalid HTTP version (%s)" % version.split("/", 1)[1])
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Bad request syntax (%r)" % requestline)
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad HTTP/0.9 request type (%r)" % command)
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):   # an open redirect would read it as a host
+            self.path = "/" + self.path.lstrip("/")
+        lines = []
+        while True:
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long",
+                                "got more than %d bytes when reading header line" % _MAX_LINE)
+                return False
+            lines.append(line)
+            if len(lines) > _MAX_HEADERS:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers",
+                                "got more than %d headers" % _MAX_HEADERS)
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+        self.headers = email.parser.Parser().parsestr(b"".join(lines).decode("iso-8859-1"))
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        if (self.headers.get("Expect", "").lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
+                and self.request_version >= "HTTP/1.1"):
+            return self.handle_expect_100()
+        return True
+
+    def handle_expect_100(self) -> bool:
+        self.send_response_only(HTTPStatus.CONTINUE)
+        self.end_headers()
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """An error reply with http.server's HTML page; the connection closes after it."""
+        short, long = self.responses.get(code, ("???", "???"))
+        message = short if message is None else message
+        explain = long if explain is None else explain
+        self.send_response(code, message)
+        self.send_header("Connection", "close")
+        body = None
+        if code >= 200 and code not in (HTTPStatus.NO_CONTENT, HTTPStatus.RESET_CONTENT, HTTPStatus.NOT_MODIFIED):
+            body = (self.error_message_format % {"code": code, "message": _html_escape(message),
+                                                 "explain": _html_escape(explain)}).encode("UTF-8", "replace")
+            self.send_header("Content-Type", self.error_content_type)
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.send_response_only(code, message)
+        self.send_header("Server", f"{self.server_version} {self.sys_version}")
+        self.send_header("Date", email.utils.formatdate(time.time(), usegmt=True))
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        if self.request_version != "HTTP/0.9":
+            if message is None:
+                message = self.responses[code][0] if code in self.responses else ""
+            self._headers_buffer().append(f"{self.protocol_version} {code:d} {message}\r\n".encode("latin-1"))
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._headers_buffer().append(f"{keyword}: {value}\r\n".encode("latin-1"))
+        if keyword.lower() == "connection":
+            if value.lower() == "close":
+                self.close_connection = True
+            elif value.lower() == "keep-alive":
+                self.close_connection = False
+
+    def end_headers(self) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._headers_buffer().append(b"\r\n")
+            self.wfile.write(b"".join(self._headers))
+            self._headers = []
+
+    def _headers_buffer(self) -> list[bytes]:
+        if not hasattr(self, "_headers"):
+            self._headers = []
+        return self._headers
+
+
+class _Handler(_HttpRequestHandler):
     protocol_version = "HTTP/1.1"
     server: MetricsServer
 
@@ -331,7 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.connections.serving(self.conn)
         try:
             super().handle_one_request()
-            self.wfile.flush()   # an error reply (400, 501) is written but not flushed by http.server
+            self.wfile.flush()   # an error reply (400, 501) is written but not flushed by handle_one_request
         except OSError:
             self.close_connection = True
         finally:
@@ -401,7 +603,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler naming)
         security = self.server.security()
         path = self.path.split("?", 1)[0]
         if security and security.limiter and not security.limiter.allow():
@@ -423,7 +625,7 @@ class _Handler(BaseHTTPRequestHandler):
                                    b'<a href="/healthz">/healthz</a></body></html>\n', "text/html; charset=utf-8")
         self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler naming)
         """`POST /ping/NAME[/start|/fail|/EXIT]`: a job's heartbeat signal, with the auth of /metrics; the body
         (at most PING_BODY_CAP bytes, read within the connection's deadline) is the job's message. A browser's
         cross-site form cannot send one (requests with an Origin header are refused)."""

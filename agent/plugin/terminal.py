@@ -29,7 +29,11 @@ _C1_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]")
 
 
 def json_c1_escaped_bytes(data: bytes) -> bytes:
-    """`json_c1_escaped` for UTF-8 JSON bytes made of whole objects (a character is never cut in two)."""
+    """`json_c1_escaped` for UTF-8 JSON bytes made of whole objects (a character is never cut in two). Text
+    without DEL and without a character of U+0080…U+00BF (lead byte 0xc2), nearly all of it, is found so at
+    memchr speed and returned as it is: the pattern scans ten times slower (`history --format json`)."""
+    if b"\x7f" not in data and b"\xc2" not in data:
+        return data
     return _C1_UTF8.sub(lambda m: b"\\u%04x" % m.group()[-1], data)
 
 

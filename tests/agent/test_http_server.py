@@ -1,12 +1,16 @@
-"""The listener's connection table on a fake clock: who makes room at the limit, and what is counted."""
+"""The listener's connection table on a fake clock: who makes room at the limit, and what is counted; its
+request handling, which must answer every request as http.server's BaseHTTPRequestHandler does."""
 
 from __future__ import annotations
 
+import http.server
+import io
+import re
 import socket
 
 import pytest
 
-from agent.http.server import Connections
+from agent.http.server import Connections, MetricsServer, _HttpRequestHandler
 
 
 class Clock:
@@ -88,3 +92,86 @@ def test_connections_close_counts_once_and_changes_move_with_rejections(pairs):
     assert table.snapshot()[0] == 0 and table.changes == 0
     table.reject("header_timeout")
     assert table.changes == 1 and table.snapshot()[1]["header_timeout"] == 1
+
+
+def test_server_binds_without_a_reverse_lookup_of_its_address(monkeypatch):
+    """http.server's HTTPServer looks its address up (getfqdn) for a server_name nothing reads: a dead resolver
+    would hold up the start, and the lookup loads the idna codec for the daemon's whole life."""
+    def no_lookup(*args):
+        raise AssertionError("reverse DNS lookup at bind")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    server = MetricsServer(("127.0.0.1", 0), None, lambda: (True, "ok"))
+    try:
+        assert server.server_address[0] == "127.0.0.1" and server.server_address[1] > 0
+    finally:
+        server.server_close()
+
+
+class Routes:
+    """The same two routes on both handlers; rfile is the raw request, wfile collects the reply."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        self.rfile, self.wfile = io.BytesIO(self.request), io.BytesIO()
+
+    def finish(self):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        body = (f"{self.command} {self.path} {self.request_version} connection={self.headers.get('Connection')!r} "
+                f"two={self.headers.get('X-Two')!r} has-two={'x-two' in self.headers}\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+class Stdlib(Routes, http.server.BaseHTTPRequestHandler):
+    pass
+
+
+class Ours(Routes, _HttpRequestHandler):
+    pass
+
+
+REQUESTS = [
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nPOST /c HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n",
+    b"GET /a HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n",
+    b"GET //evil.example/x HTTP/1.1\r\n\r\n",
+    b"GET /nine\r\n", b"POST /nine\r\n", b"GET\r\n\r\n", b"\r\n\r\n", b"",
+    b"GET / HTTP/2.0\r\n\r\n", b"GET / HTTP/1.x\r\n\r\n", b"GET / HTTP/1.\xb2\r\n\r\n",
+    b"GET / HTTP/01234567890.1\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n", b"GET /<b>&x HTTP/9<i>\r\n\r\n",
+    b"HEAD / HTTP/3.0\r\n\r\n", b"BREW /pot HTTP/1.1\r\n\r\n", b"get / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 99 + b"\r\n",
+    b"GET / HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 100 + b"\r\n",
+    b"GET / HTTP/1.1\r\nX-Two: a\r\n  folded\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header: 1\r\nX-Two: hidden\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Two: bare\rcarriage: return\r\nx-two: second\r\n\r\n",
+    b"GET / HTTP/1.1\nX-Two: \xe9t\xe9\n\n",
+    b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+    b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", REQUESTS, ids=range(len(REQUESTS)))
+def test_request_handler_answers_byte_for_byte_as_http_server(raw):
+    """Without http.server (and so without ssl) the listener parses requests and writes replies, error pages
+    and headers exactly as BaseHTTPRequestHandler does; only the Date may differ."""
+    replies = []
+    for handler in (Stdlib, Ours):
+        done = handler(raw, ("127.0.0.1", 40000), None)
+        replies.append(re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: *\r\n", done.wfile.getvalue()))
+    assert replies[1] == replies[0]

@@ -41,3 +41,13 @@ def test_output_json_escapes_c0_and_c1_and_keeps_the_text():
     text = rendered("json")
     assert not controls(text)
     assert json.loads(text)[0]["summary"] == HOSTILE
+
+
+def test_output_json_bytes_escape_del_and_c1_only_and_pass_other_text_as_is():
+    from agent.plugin.terminal import json_c1_escaped_bytes
+    plain = '{"summary":"disk used: / 91.2% at 21 °C, café"}'.encode()
+    assert json_c1_escaped_bytes(plain) == plain, "° and é (lead bytes 0xc2, 0xc3) are text, not C1 controls"
+    for raw, escaped in (("\x7f", "\\u007f"), ("\x9b", "\\u009b"), ("\x80 °", "\\u0080 °")):
+        data = f'{{"summary":"a{raw}b"}}'.encode()
+        assert json_c1_escaped_bytes(data) == f'{{"summary":"a{escaped}b"}}'.encode()
+        assert json.loads(json_c1_escaped_bytes(data))["summary"] == f"a{raw}b"

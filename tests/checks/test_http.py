@@ -891,6 +891,14 @@ def test_resolve_address_literal_needs_no_time():
     assert resolve("::1", 80, 0.0)[0][4][:2] == ("::1", 80)
 
 
+def test_resolve_address_literal_loads_no_idna_codec():
+    """A str host makes getaddrinfo load the idna codec (~0.6 MiB kept by the daemon); a literal needs none."""
+    code = ("import sys; from checks.net import resolve; resolve('127.0.0.1', 80, 0.0); resolve('::1', 80, 0.0);"
+            "print('encodings.idna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_tcp_name_that_does_not_resolve_in_time_is_critical_within_the_timeout(dead_resolver, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", dead_resolver)
     result, elapsed = timed(make(TcpCheck, target="redis.internal:6379", connect_timeout="500ms"), timeout=5.0)
