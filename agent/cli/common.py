@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from agent.cli.statusview import ConfiguredCheck
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "warning", "critical", "unknown")
@@ -53,8 +52,16 @@ def load_or_report(path: Path, offline: bool = True):
         return None
 
 
-@dataclass(frozen=True)
-class LeanConfig:
+class ConfiguredCheck(NamedTuple):
+    """A check as the config file names it (read without validating the whole file)."""
+
+    name: str
+    type: str
+    enabled: bool
+    interval: float | None          # seconds; None for a calendar check (`schedule:`)
+
+
+class LeanConfig(NamedTuple):
     """What the lean commands need from the config, read from the YAML alone without validating the whole
     file (keeps `status` and `history` fast and free of pydantic and of the secrets)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from agent.cli.common import ConfiguredCheck
 from agent.store.liveness import Liveness
 from agent.timefmt import ago
 
@@ -22,16 +23,6 @@ STALE_INTERVALS = 3                 # as the MaintCheckNotRunning alert rule
 CALENDAR_MISSED_SECONDS = 900.0     # as the MaintCheckScheduleMissed alert rule
 _RANK = {"critical": 0, "unknown": 1, "warning": 2, "ok": 4, "never_run": 6, "disabled": 7, "retired": 8}
 NOT_OK = ("critical", "unknown", "warning")
-
-
-@dataclass(frozen=True)
-class ConfiguredCheck:
-    """A check as the config file names it (read without validating the whole file)."""
-
-    name: str
-    type: str
-    enabled: bool
-    interval: float | None          # seconds; None for a calendar check (`schedule:`)
 
 
 @dataclass

@@ -15,7 +15,8 @@ import pytest
 
 from agent.store.liveness import LOST_AFTER_SECONDS, Liveness, liveness, process_alive, process_identity
 from agent.plugin.result import Evaluated, Status
-from agent.cli.statusview import ConfiguredCheck, build, header_line, status_cell, summary_cell
+from agent.cli.common import ConfiguredCheck
+from agent.cli.statusview import build, header_line, status_cell, summary_cell
 from agent.store.writer import Store
 from agent.timefmt import iso_utc
 from tests.conftest import AGENT, REPO, run_cli, wait_for
