@@ -241,6 +241,7 @@ class Store:
         self.conn = connect(path)
         self._lock = threading.Lock()
         self._check_ids: dict[str, int] = {}
+        self._windows: dict[str, SavedWindow] = {}   # each check's `for:` window as last committed by this handle
         version = self._version()
         if version < SCHEMA_VERSION and migrate_in_child:
             _migrate_in_child(path)
@@ -288,21 +289,14 @@ class Store:
 
     def record_runs(self, runs: Iterable[Evaluated], windows: dict[str, SavedWindow] | None = None) -> None:
         """Commit a batch of runs, their scheduler state, each check's latest result and `for:` windows
-        (check → (options key, warning since, critical since)) in one transaction (all or nothing)."""
+        (check → (options key, warning since, critical since)) in one transaction (all or nothing).
+        A window equal to the one last committed for its check is not written again (most runs leave it
+        as it was)."""
         rows = [(run, *_encode(run)) for run in runs]
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for run, metrics, details in rows:
-                    check_id = self._check_id(run.check, run.check_type)
-                    started = run.started
-                    # (check, started) is the key; a clock stepped back onto an old instant must not lose a run
-                    while not self.conn.execute(
-                            "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
-                            " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                            (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
-                             run.summary, metrics, details, int(run.maintenance))).rowcount:
-                        started += 1e-6
+                self._insert_runs(rows)
                 self.conn.executemany(
                     "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
                     "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
@@ -318,16 +312,40 @@ class Store:
                     [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
                       int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance))
                      for run, _, details in rows])
+                changed = {name: window for name, window in (windows or {}).items()
+                           if self._windows.get(name) != window}
                 self.conn.executemany(
                     "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
                     [(key, warning_since, critical_since, name)
-                     for name, (key, warning_since, critical_since) in (windows or {}).items()])
+                     for name, (key, warning_since, critical_since) in changed.items()])
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._check_ids.clear()   # ids inserted in this transaction are gone with it
+                self._windows.clear()     # as are the windows it wrote: the next batch writes them all
                 if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
                     self.conn.execute("ROLLBACK")
                 raise
+            batch = {run.check for run, _, _ in rows}   # their check_state rows exist: the window is in the file
+            self._windows.update((name, window) for name, window in changed.items() if name in batch)
+
+    def _insert_runs(self, rows: list[tuple[Evaluated, str, str | None]]) -> None:
+        """Insert the batch's check_runs rows in one statement. (check, started) is the key: when a row clashes
+        (a clock stepped back onto a stored instant, two runs of a check at one instant) the batch is inserted
+        again one row at a time, each clash moved on by a microsecond, so no run is lost."""
+        insert = ("INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
+                  " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+        params = [(self._check_id(run.check, run.check_type), run.started, run.duration, run.scheduled,
+                   int(run.status), int(run.pending), run.summary, metrics, details, int(run.maintenance))
+                  for run, metrics, details in rows]
+        self.conn.execute("SAVEPOINT batch")
+        if self.conn.executemany(insert, params).rowcount == len(params):
+            self.conn.execute("RELEASE batch")
+            return
+        self.conn.execute("ROLLBACK TO batch")
+        self.conn.execute("RELEASE batch")
+        for check_id, started, *rest in params:
+            while not self.conn.execute(insert, (check_id, started, *rest)).rowcount:
+                started += 1e-6
 
     def check_states(self) -> dict[str, SavedState]:
         """Each check's latest result and `for:` window as last committed: what a restart starts from."""
