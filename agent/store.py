@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import threading
 from datetime import date, datetime, time as dtime, timedelta
+from json.encoder import encode_basestring_ascii as _json_text
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional
 from zoneinfo import ZoneInfo
@@ -141,21 +142,50 @@ MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _encode(run: Evaluated) -> tuple[str, str | None]:
-    """Metrics and details as JSON; non-finite values are dropped (SQLite's JSON functions reject them)."""
-    metrics = _COMPACT.encode({s.key: s.value for s in run.samples if math.isfinite(s.value)})
+def _encode(run: Evaluated) -> tuple[str, str, str | None]:
+    """(metrics, samples, details) of a run as JSON: metrics `{key: value}` for check_runs, samples
+    `[[name, value, {label: value}], …]` for check_state, both with finite values only (SQLite's JSON
+    functions reject the others), and details (None when empty)."""
+    metrics, samples = _encode_samples(run)
     if not run.details:
-        return metrics, None
+        return metrics, samples, None
     try:
         details = _COMPACT_STRICT.encode(run.details)
     except (TypeError, ValueError) as exc:
         details = json.dumps({"error": f"details not serialisable: {exc}"})
-    return metrics, details
+    return metrics, samples, details
 
 
-def _encode_samples(run: Evaluated) -> str:
-    """Samples with their labels, as JSON [[name, value, {label: value}], …] (finite values only)."""
-    return _COMPACT.encode([[s.name, s.value, dict(s.labels)] for s in run.samples if math.isfinite(s.value)])
+def _encode_samples(run: Evaluated) -> tuple[str, str]:
+    """Both sample columns, written by hand for what checks return (float values, text labels): the text
+    json.dumps gives, at a third of the cost; anything else goes through the encoder."""
+    metrics, samples = {}, []
+    for s in run.samples:
+        value, labels = s.value, s.labels
+        if type(value) is not float or (labels and not _text_labels(labels)):
+            return _encode_samples_slowly(run)
+        if not math.isfinite(value):
+            continue
+        number = float.__repr__(value)
+        if labels:
+            metrics[_json_text(s.key)] = number
+            pairs = ",".join([f"{_json_text(k)}:{_json_text(v)}" for k, v in labels])
+            samples.append(f"[{_json_text(s.name)},{number},{{{pairs}}}]")
+        else:
+            name = _json_text(s.name)
+            metrics[name] = number
+            samples.append(f"[{name},{number},{{}}]")
+    return "{" + ",".join([f"{key}:{number}" for key, number in metrics.items()]) + "}", "[" + ",".join(samples) + "]"
+
+
+def _text_labels(labels: tuple) -> bool:
+    return all(type(k) is str and type(v) is str for k, v in labels)
+
+
+def _encode_samples_slowly(run: Evaluated) -> tuple[str, str]:
+    finite = [s for s in run.samples if math.isfinite(s.value)]
+    return (_COMPACT.encode({s.key: s.value for s in finite}),
+            _COMPACT.encode([[s.name, s.value, dict(s.labels)] for s in finite]))
 
 
 def _decode_samples(text: str | None) -> tuple[Sample, ...]:
@@ -292,7 +322,7 @@ class Store:
         (check → (options key, warning since, critical since)) in one transaction (all or nothing).
         A window equal to the one last committed for its check is not written again (most runs leave it
         as it was)."""
-        rows = [(run, *_encode(run)) for run in runs]
+        rows = [(run, *_encode(run)) for run in runs]   # (run, metrics, samples, details)
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -300,7 +330,7 @@ class Store:
                 self.conn.executemany(
                     "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
                     "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
-                    [(run.check, run.started) for run, _, _ in rows])
+                    [(run.check, run.started) for run, *_ in rows])
                 self.conn.executemany(
                     "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
                     " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
@@ -310,8 +340,8 @@ class Store:
                     " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
                     " WHERE excluded.started >= check_state.started",
                     [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
-                      int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance))
-                     for run, _, details in rows])
+                      int(run.pending), run.summary, samples, details, int(run.maintenance))
+                     for run, _, samples, details in rows])
                 changed = {name: window for name, window in (windows or {}).items()
                            if self._windows.get(name) != window}
                 self.conn.executemany(
@@ -325,10 +355,10 @@ class Store:
                 if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
                     self.conn.execute("ROLLBACK")
                 raise
-            batch = {run.check for run, _, _ in rows}   # their check_state rows exist: the window is in the file
+            batch = {run.check for run, *_ in rows}   # their check_state rows exist: the window is in the file
             self._windows.update((name, window) for name, window in changed.items() if name in batch)
 
-    def _insert_runs(self, rows: list[tuple[Evaluated, str, str | None]]) -> None:
+    def _insert_runs(self, rows: list[tuple[Evaluated, str, str, str | None]]) -> None:
         """Insert the batch's check_runs rows in one statement. (check, started) is the key: when a row clashes
         (a clock stepped back onto a stored instant, two runs of a check at one instant) the batch is inserted
         again one row at a time, each clash moved on by a microsecond, so no run is lost."""
@@ -336,7 +366,7 @@ class Store:
                   " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
         params = [(self._check_id(run.check, run.check_type), run.started, run.duration, run.scheduled,
                    int(run.status), int(run.pending), run.summary, metrics, details, int(run.maintenance))
-                  for run, metrics, details in rows]
+                  for run, metrics, _, details in rows]
         self.conn.execute("SAVEPOINT batch")
         if self.conn.executemany(insert, params).rowcount == len(params):
             self.conn.execute("RELEASE batch")

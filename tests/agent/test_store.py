@@ -260,3 +260,18 @@ def test_store_window_follows_every_change_across_batches(tmp_path):
     store.conn.execute("UPDATE check_state SET options_key = 'other'")   # what the file holds no longer matches
     store.record_runs([run(started=6.0)], {"disk": ("k", None, None)})
     assert store.check_states()["disk"].window == ("k", None, None)
+
+
+def test_store_sample_columns_are_the_json_encoders_text_for_every_kind_of_sample():
+    """The sample columns are written by hand for float values and text labels: the same text as the JSON
+    encoder, non-finite values left out, a repeated series once (its last value), anything else encoded."""
+    from agent.result import Sample
+    from agent.store import _encode_samples, _encode_samples_slowly
+    odd = [Sample("plain", 0.1), Sample("big", 1e300), Sample("tiny", -5e-324), Sample("int", 3),
+           Sample("flag", True), Sample("inf", float("inf")), Sample("nan", float("nan")),
+           Sample("used_ratio", 0.5, (("mount", '/mnt/"x",y=z'), ("ünit", "é\u2028\x00"))),
+           Sample("used_ratio", 0.7, (("mount", '/mnt/"x",y=z'), ("ünit", "é\u2028\x00"))),
+           Sample("numeric_label", 1.0, (("port", 5432),))]
+    for kept in ([], odd[:3], odd[5:9], odd[:2] + odd[7:9], odd, odd[3:5], odd[9:]):
+        result = Evaluated("x", "disk", Status.OK, "s", tuple(kept), {}, 1.0, 0.1, 1.0)
+        assert _encode_samples(result) == _encode_samples_slowly(result), kept
