@@ -324,58 +324,66 @@ class Store:
         as it was)."""
         rows = [(run, *_encode(run)) for run in runs]   # (run, metrics, samples, details)
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._insert_runs(rows)
-                self.conn.executemany(
-                    "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
-                    "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
-                    [(run.check, run.started) for run, *_ in rows])
-                self.conn.executemany(
-                    "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
-                    " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
-                    " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
-                    " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
-                    " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
-                    " WHERE excluded.started >= check_state.started",
-                    [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
-                      int(run.pending), run.summary, samples, details, int(run.maintenance))
-                     for run, _, samples, details in rows])
-                changed = {name: window for name, window in (windows or {}).items()
-                           if self._windows.get(name) != window}
-                self.conn.executemany(
-                    "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
-                    [(key, warning_since, critical_since, name)
-                     for name, (key, warning_since, critical_since) in changed.items()])
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._check_ids.clear()   # ids inserted in this transaction are gone with it
-                self._windows.clear()     # as are the windows it wrote: the next batch writes them all
-                if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
-                    self.conn.execute("ROLLBACK")
-                raise
-            batch = {run.check for run, *_ in rows}   # their check_state rows exist: the window is in the file
-            self._windows.update((name, window) for name, window in changed.items() if name in batch)
+            if not self._commit_runs(rows, windows or {}, one_by_one=False):
+                self._commit_runs(rows, windows or {}, one_by_one=True)
 
-    def _insert_runs(self, rows: list[tuple[Evaluated, str, str, str | None]]) -> None:
-        """Insert the batch's check_runs rows in one statement. (check, started) is the key: when a row clashes
-        (a clock stepped back onto a stored instant, two runs of a check at one instant) the batch is inserted
-        again one row at a time, each clash moved on by a microsecond, so no run is lost."""
+    def _commit_runs(self, rows: list[tuple[Evaluated, str, str, str | None]], windows: dict[str, SavedWindow],
+                     one_by_one: bool) -> bool:
+        """One transaction of `record_runs`. The check_runs rows go in with one statement; (check, started) is
+        their key, and when a row clashes (a clock stepped back onto a stored instant, two runs of a check at
+        one instant) the transaction is rolled back and False returned: inserted `one_by_one`, each clash is
+        moved on by a microsecond, so no run is lost. (A savepoint instead would copy every page the batch
+        touches.)"""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._insert_runs(rows, one_by_one):
+                self.conn.execute("ROLLBACK")
+                self._check_ids.clear()   # ids inserted in this transaction are gone with it
+                return False
+            self.conn.executemany(
+                "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
+                "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
+                [(run.check, run.started) for run, *_ in rows])
+            self.conn.executemany(
+                "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
+                " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
+                " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
+                " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
+                " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
+                " WHERE excluded.started >= check_state.started",
+                [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
+                  int(run.pending), run.summary, samples, details, int(run.maintenance))
+                 for run, _, samples, details in rows])
+            changed = {name: window for name, window in windows.items() if self._windows.get(name) != window}
+            self.conn.executemany(
+                "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
+                [(key, warning_since, critical_since, name)
+                 for name, (key, warning_since, critical_since) in changed.items()])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._check_ids.clear()   # ids inserted in this transaction are gone with it
+            self._windows.clear()     # as are the windows it wrote: the next batch writes them all
+            if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            raise
+        batch = {run.check for run, *_ in rows}   # their check_state rows exist: the window is in the file
+        self._windows.update((name, window) for name, window in changed.items() if name in batch)
+        return True
+
+    def _insert_runs(self, rows: list[tuple[Evaluated, str, str, str | None]], one_by_one: bool) -> bool:
+        """Insert the check_runs rows; False (with one statement) when one clashed with a stored row."""
         insert = ("INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
                   " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
         params = [(self._check_id(run.check, run.check_type), run.started, run.duration, run.scheduled,
                    int(run.status), int(run.pending), run.summary, metrics, details, int(run.maintenance))
                   for run, metrics, _, details in rows]
-        self.conn.execute("SAVEPOINT batch")
-        if self.conn.executemany(insert, params).rowcount == len(params):
-            self.conn.execute("RELEASE batch")
-            return
-        self.conn.execute("ROLLBACK TO batch")
-        self.conn.execute("RELEASE batch")
+        if not one_by_one:
+            return self.conn.executemany(insert, params).rowcount == len(params)
         for check_id, started, *rest in params:
             while not self.conn.execute(insert, (check_id, started, *rest)).rowcount:
                 started += 1e-6
+        return True
 
     def check_states(self) -> dict[str, SavedState]:
         """Each check's latest result and `for:` window as last committed: what a restart starts from."""
