@@ -8,6 +8,13 @@ thread lives (no overlap; each skipped run is counted). Python cannot kill a
 thread, so checks that do I/O pass their own timeouts to it (sockets,
 subprocesses) and rarely get here. Workers are started on demand up to
 `workers` and then kept: a run costs a queue hand-off, not a thread start.
+
+A worker that finishes a run takes the next queued one without sleeping. Runs of
+checks that last finished within QUICK_SECONDS (a stat, a read of /proc) are
+handed one worker per request, not one each: a burst of 1,000 of them is worked
+through by one thread instead of four taking turns at the interpreter lock. When
+no run has started for STALL_SECONDS while runs wait (a quick check hung), `pump`
+wakes another worker, so they wait at most that long for an idle one.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ Deliver = Callable[[Job, CheckResult, float, float, float], None]   # job, resul
 Started = Callable[[Job, float], None]                                # job, calendar slot being run
 DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report first
 NO_DEADLINE = float("inf")
+QUICK_SECONDS = 0.01   # a run that took less (twice the interpreter's thread switch interval) was quick
+STALL_SECONDS = 0.05   # runs waiting this long while no run starts get another worker
 
 
 @dataclass(eq=False)
@@ -71,6 +80,7 @@ class Runner:
         self._idle = 0                # of those, waiting for work and not yet notified
         self._spawned = 0             # workers ever started (their thread names)
         self._next_deadline = NO_DEADLINE
+        self._last_start = 0.0         # monotonic time a worker last took a run from the queue
         self._closed = False
         self.abandoned = 0
 
@@ -86,7 +96,10 @@ class Runner:
         """`request` for every (job, scheduled, fired) of a tick under one lock: workers start on the
         batch once it is queued instead of contending with the scheduler loop for each run."""
         queued = []
+        slow = quick = 0
         with self._lock:
+            if not self._queue:
+                self._last_start = self._monotonic()   # the stall clock starts when runs begin to wait
             for job, scheduled, fired in runs:
                 if job.in_flight:
                     job.skipped += 1
@@ -99,7 +112,11 @@ class Runner:
                 job.in_flight = True
                 self._queue.append(_Run(job, scheduled, fired))
                 queued.append(True)
-            for _ in range(min(sum(queued), self.workers)):
+                if job.quick:
+                    quick = 1
+                else:
+                    slow += 1
+            for _ in range(min(slow + quick, self.workers)):
                 self._hand_out()
         return queued
 
@@ -124,6 +141,7 @@ class Runner:
                     self._work.wait()
                 run = self._queue.popleft()
                 run.started_wall, run.started_mono = self._wall(), self._monotonic()
+                self._last_start = run.started_mono
                 run.deadline = run.started_mono + run.job.timeout + DEADLINE_GRACE
                 self._running.add(run)
                 earlier = run.deadline < self._next_deadline
@@ -142,7 +160,8 @@ class Runner:
                 return   # abandoned: a new worker has taken this one's place
 
     def pump(self) -> float | None:
-        """Time out overrunning runs; return seconds to the next deadline (None when nothing is queued or running)."""
+        """Time out overrunning runs and wake a spare worker for a stalled queue; return seconds until pump is
+        needed again: the next deadline or stall check (None when nothing is queued or running)."""
         now = self._monotonic()
         with self._lock:
             expired = [run for run in self._running if now >= run.deadline]
@@ -150,12 +169,19 @@ class Runner:
                 run.done = run.abandoned = True
                 self._running.discard(run)
                 self._threads -= 1          # its thread is stuck in the check: no longer a worker
+                run.job.quick = False
             for _ in range(min(len(expired), len(self._queue))):
                 self._hand_out()            # …and queued runs get a new one
+            spare = self._idle or (self._threads < self.workers and not self._closed)
+            if self._queue and spare and now - self._last_start >= STALL_SECONDS:
+                self._last_start = now      # the awake workers are stuck in runs: one more takes the queue
+                self._hand_out()
             self._next_deadline = min((r.deadline for r in self._running), default=NO_DEADLINE)
             next_deadline = self._next_deadline
             if self._queue:                 # about to start: no deadline earlier than the grace from now
                 next_deadline = min(next_deadline, now + DEADLINE_GRACE)
+                if spare:                   # …nor than a stall a spare worker would end
+                    next_deadline = min(next_deadline, self._last_start + STALL_SECONDS)
         for run in expired:
             self.abandoned += 1
             logs.event("check.timeout", "warning", check=run.job.name, timeout=f"{run.job.timeout:g}s")
@@ -180,6 +206,7 @@ class Runner:
         duration = self._monotonic() - run.started_mono
         with self._lock:
             job.in_flight = job.skipping = False
+            job.quick = duration < QUICK_SECONDS
             late = run.done
             run.done = True
             self._running.discard(run)
