@@ -72,6 +72,7 @@ class Runner:
         self._wake = wake
         self._wall, self._monotonic = wall, monotonic
         self._hostname = socket.gethostname()   # once, not a uname() per run
+        self._contexts: dict[tuple, CheckContext] = {}
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[_Run] = deque()
@@ -192,11 +193,9 @@ class Runner:
     def _execute(self, run: _Run) -> bool:
         """Run the check and deliver its result; False when the run had been abandoned meanwhile."""
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
-                           state_dir=self.state_dir, keep_state=self.keep_state, store=self.store, tz=self.tz)
         try:
             with children.owner("check", job.name):
-                result = job.check.run(ctx)
+                result = job.check.run(self._context(job.timeout))
             if not isinstance(result, CheckResult):
                 result = CheckResult.unknown(f"check returned {type(result).__name__}, not a CheckResult")
         except Exception as exc:  # the one place a check's failure is turned into a result
@@ -216,6 +215,17 @@ class Runner:
         else:
             self._deliver(job, result, run.started_wall, duration, run.scheduled)
         return not late
+
+    def _context(self, timeout: float) -> CheckContext:
+        """The context of a run: one per timeout and zone (a reload may change it), not one per run; checks
+        read it and never change it."""
+        key = (timeout, self.tz)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = CheckContext(
+                timeout=timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
+                state_dir=self.state_dir, keep_state=self.keep_state, store=self.store, tz=self.tz)
+        return ctx
 
     def idle(self) -> bool:
         with self._lock:
