@@ -13,8 +13,9 @@ A worker that finishes a run takes the next queued one without sleeping. Runs of
 checks that last finished within QUICK_SECONDS (a stat, a read of /proc) are
 handed one worker per request, not one each: a burst of 1,000 of them is worked
 through by one thread instead of four taking turns at the interpreter lock. When
-no run has started for STALL_SECONDS while runs wait (a quick check hung), `pump`
-wakes another worker, so they wait at most that long for an idle one.
+the oldest queued run has waited STALL_SECONDS (the awake workers are stuck in a
+check that hung, or cannot keep up), another worker joins, at most one per
+STALL_SECONDS: a worker taking a run looks, and so does `pump` for when none does.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ Started = Callable[[Job, float], None]                                # job, cal
 DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report first
 NO_DEADLINE = float("inf")
 QUICK_SECONDS = 0.01   # a run that took less (twice the interpreter's thread switch interval) was quick
-STALL_SECONDS = 0.05   # runs waiting this long while no run starts get another worker
+STALL_SECONDS = 0.05   # a queued run waiting this long gets another worker
 
 
 @dataclass(eq=False)
@@ -48,6 +49,7 @@ class _Run:
     job: Job
     scheduled: float
     fired: float | None = None  # the calendar slot this run serves
+    queued: float = 0.0         # monotonic time it was requested
     started_wall: float = 0.0
     started_mono: float = 0.0
     deadline: float = 0.0
@@ -81,7 +83,7 @@ class Runner:
         self._idle = 0                # of those, waiting for work and not yet notified
         self._spawned = 0             # workers ever started (their thread names)
         self._next_deadline = NO_DEADLINE
-        self._last_start = 0.0         # monotonic time a worker last took a run from the queue
+        self._grown_at = 0.0           # monotonic time the last worker joined for a stalled queue
         self._closed = False
         self.abandoned = 0
 
@@ -98,9 +100,8 @@ class Runner:
         batch once it is queued instead of contending with the scheduler loop for each run."""
         queued = []
         slow = quick = 0
+        now = self._monotonic()
         with self._lock:
-            if not self._queue:
-                self._last_start = self._monotonic()   # the stall clock starts when runs begin to wait
             for job, scheduled, fired in runs:
                 if job.in_flight:
                     job.skipped += 1
@@ -111,7 +112,7 @@ class Runner:
                     queued.append(False)
                     continue
                 job.in_flight = True
-                self._queue.append(_Run(job, scheduled, fired))
+                self._queue.append(_Run(job, scheduled, fired, now))
                 queued.append(True)
                 if job.quick:
                     quick = 1
@@ -131,6 +132,20 @@ class Runner:
             self._spawned += 1
             threading.Thread(target=self._worker, name=f"check-worker-{self._spawned}", daemon=True).start()
 
+    def _spare(self) -> bool:
+        """Under the lock: whether `_hand_out` would find a worker (an idle one, or room for a new one)."""
+        return bool(self._idle) or (self._threads < self.workers and not self._closed)
+
+    def _stalled(self, now: float) -> bool:
+        """Under the lock: the oldest queued run has waited STALL_SECONDS (and as long since a worker last
+        joined for it) while a worker is spare."""
+        return (bool(self._queue) and now - max(self._queue[0].queued, self._grown_at) >= STALL_SECONDS
+                and self._spare())
+
+    def _grow(self, now: float) -> None:
+        self._grown_at = now
+        self._hand_out()
+
     def _worker(self) -> None:
         while True:
             with self._lock:
@@ -142,7 +157,8 @@ class Runner:
                     self._work.wait()
                 run = self._queue.popleft()
                 run.started_wall, run.started_mono = self._wall(), self._monotonic()
-                self._last_start = run.started_mono
+                if self._stalled(run.started_mono):
+                    self._grow(run.started_mono)
                 run.deadline = run.started_mono + run.job.timeout + DEADLINE_GRACE
                 self._running.add(run)
                 earlier = run.deadline < self._next_deadline
@@ -173,16 +189,14 @@ class Runner:
                 run.job.quick = False
             for _ in range(min(len(expired), len(self._queue))):
                 self._hand_out()            # …and queued runs get a new one
-            spare = self._idle or (self._threads < self.workers and not self._closed)
-            if self._queue and spare and now - self._last_start >= STALL_SECONDS:
-                self._last_start = now      # the awake workers are stuck in runs: one more takes the queue
-                self._hand_out()
+            if self._stalled(now):          # no worker took a run for a while: the awake ones are stuck
+                self._grow(now)
             self._next_deadline = min((r.deadline for r in self._running), default=NO_DEADLINE)
             next_deadline = self._next_deadline
             if self._queue:                 # about to start: no deadline earlier than the grace from now
                 next_deadline = min(next_deadline, now + DEADLINE_GRACE)
-                if spare:                   # …nor than a stall a spare worker would end
-                    next_deadline = min(next_deadline, self._last_start + STALL_SECONDS)
+                if self._spare():           # …nor than a stall a spare worker would end
+                    next_deadline = min(next_deadline, max(self._queue[0].queued, self._grown_at) + STALL_SECONDS)
         for run in expired:
             self.abandoned += 1
             logs.event("check.timeout", "warning", check=run.job.name, timeout=f"{run.job.timeout:g}s")

@@ -253,7 +253,7 @@ def test_runner_burst_of_quick_checks_is_worked_through_by_one_worker():
             return CheckResult.ok("done")
 
     runner = Runner(4, Collector())
-    jobs = [job(Records, f"r{i}") for i in range(50)]
+    jobs = [job(Records, f"r{i}") for i in range(12)]   # ~15 ms of work, well within STALL_SECONDS
     for round_ in range(3):
         seen.clear()
         assert all(runner.request_many([(j, time.time(), None) for j in jobs]))
@@ -296,3 +296,25 @@ def test_runner_quick_check_that_hangs_holds_the_queue_at_most_a_stall(monkeypat
     finally:
         release.set()
         runner.close()
+
+
+def test_runner_quick_checks_one_worker_cannot_keep_up_with_get_more_workers():
+    """Sixty 5 ms runs (quick, but 0.3 s on one worker): once the oldest queued run has waited
+    STALL_SECONDS, the worker taking the next run wakes another, without the scheduler loop's help."""
+    seen = set()
+
+    class Takes5ms(FastCheck):
+        def run(self, ctx):
+            seen.add(threading.current_thread())
+            time.sleep(0.005)
+            return CheckResult.ok("done")
+
+    runner = Runner(4, Collector())
+    jobs = [job(Takes5ms, f"t{i}") for i in range(60)]
+    for _ in range(2):
+        seen.clear()
+        runner.request_many([(j, time.time(), None) for j in jobs])
+        wait_for(lambda: not any(j.in_flight for j in jobs), 5, what="a round of runs")
+    assert all(j.quick for j in jobs)
+    assert len(seen) > 1, "a backlog of quick runs stays on one worker"
+    runner.close()
