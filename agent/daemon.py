@@ -33,7 +33,7 @@ from agent.plugin.result import CheckResult, Evaluated, Status
 from agent.remediation import Remediator
 from agent.runner import Runner
 from agent.tasks import Task, Tasks
-from agent.scheduler import DueQueue, clamp_to_clock, jitter_key_for, plan_next, plan_start
+from agent.scheduler import DueQueue, clamp_to_clock, jitter_key_for, next_interval_due, plan_next, plan_start
 from agent.plugin.redact import REDACT, redacted_outcome
 from agent.sdnotify import notify, watchdog_interval
 from agent.store.writer import SavedState, Store
@@ -95,7 +95,8 @@ class Daemon:
         self._identity = liveness.process_identity()
         self._started_at = time.time()
         self._beat_due = 0.0
-        self._beat_pending: dict[str, Status] = {}
+        self._pending_turns = 0   # pending breaches begun, ended or changed (the sink counts them)
+        self._beat_turns = 0      # …as many as the last heartbeat had seen
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -191,8 +192,8 @@ class Daemon:
             deadline_in = self.runner.pump()
             self._heartbeat = time.monotonic()
             self._publish_listener()
-            if now >= self._beat_due or self._beat_news():
-                self._beat(now)
+            if now >= self._beat_due or self._pending_turns != self._beat_turns:
+                self._beat(now)   # a pending breach turned: `status` shows when it turns, so say it now
             if self._heartbeat - status_at >= STATUS_EVERY_SECONDS:
                 status, status_at = self._status_line(), self._heartbeat
             if watchdog and self._heartbeat - last_ping >= watchdog:
@@ -365,11 +366,16 @@ class Daemon:
         """Queue a run of every due check, then plan each one's next."""
         self.runner.request_many([(job, job.next_due, job.next_fire) for job in jobs])
         for job in jobs:
-            plan = plan_next(job.trigger, job.next_due, job.next_fire, now, self.tz, jitter_key(self.loaded, job.name),
+            trigger = job.trigger
+            if isinstance(trigger, Interval):   # plan_next's interval case, without building a Plan per run
+                job.next_due, job.next_fire = next_interval_due(trigger.seconds, job.next_due, now), None
+                self._due.push(job)
+                continue
+            plan = plan_next(trigger, job.next_due, job.next_fire, now, self.tz, jitter_key(self.loaded, job.name),
                              job.options.jitter)
             job.next_due, job.next_fire = plan.next_due, plan.next_fire
             self._due.push(job)
-            if isinstance(job.trigger, Calendar):
+            if isinstance(trigger, Calendar):
                 # the next-run gauge must move at dispatch: a long calendar check (a restore test) would
                 # otherwise look overdue to the dead man's switch until its result arrives
                 self.exposition.refresh()
@@ -560,27 +566,29 @@ class Daemon:
 
     def _evaluate(self, job: Job, result: CheckResult, started: float, duration: float,
                   scheduled: float) -> Evaluated:
+        name, latest = job.name, job.latest
         verdict = evaluate(job.check, result, job.window, started + duration)
         job.window = verdict.state
-        self._windows[job.name] = (self._option_keys.get(job.name), verdict.state.warning_since,
-                                   verdict.state.critical_since)
+        self._windows[name] = (self._option_keys.get(name), verdict.state.warning_since, verdict.state.critical_since)
         # what a check says may quote a secret (a plugin echoing its URL): redacted before the store,
         # /metrics' exposition, the logs and the reports ever see it
         summary, details = redacted_outcome(verdict.summary, result.details, REDACT)
-        run = Evaluated(job.name, job.check.TYPE, verdict.status, summary, result.samples, details,
-                        started, duration, scheduled, verdict.pending, job.name in self.state.maintenance)
-        previous = job.latest.status if job.latest else None
+        run = Evaluated(name, job.check.TYPE, verdict.status, summary, result.samples, details,
+                        started, duration, scheduled, verdict.pending, name in self.state.maintenance)
+        previous = latest.status if latest else None
+        if verdict.pending is not (latest.pending if latest else Status.OK):
+            self._pending_turns += 1
         resource = fault_of(result.details)
         if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.plugin.faults)
             self.state.resource_errors[resource] += 1
-            logs.event("agent.out_of_resources", "error", check=job.name, resource=resource, reason=result.summary)
+            logs.event("agent.out_of_resources", "error", check=name, resource=resource, reason=result.summary)
         job.latest = run
         if result.recheck_at is not None:
             self._recheck(job, result.recheck_at)
         job.lag = max(0.0, started - scheduled)
         job.runs[verdict.status.label] += 1
         if verdict.status is not previous:
-            logs.event("check.status_changed", "info" if verdict.status is Status.OK else "warning", check=job.name,
+            logs.event("check.status_changed", "info" if verdict.status is Status.OK else "warning", check=name,
                        status=verdict.status.label, was=previous.label if previous else None,
                        summary=summary)
         return run
@@ -641,20 +649,11 @@ class Daemon:
     def _dry_run(self) -> bool:
         return self.dry_run or self.loaded.config.agent.dry_run
 
-    def _beat_news(self) -> bool:
-        """A pending breach began or ended since the last heartbeat: `status` shows when it turns, so say
-        it now rather than at the next regular beat."""
-        return self._pending_breaches() != self._beat_pending
-
-    def _pending_breaches(self) -> dict[str, Status]:
-        return {name: job.latest.pending for name, job in list(self.jobs.items())
-                if job.latest is not None and job.latest.pending is not Status.OK}
-
     def _beat(self, now: float, stopped: bool = False) -> None:
         """Write the heartbeat `maint-agent status` reads (agent/store/liveness.py): from the scheduler loop only,
         so a hung loop stops it; a failed write is counted like any other, never fatal."""
         self._beat_due = now + liveness.HEARTBEAT_SECONDS
-        self._beat_pending = self._pending_breaches()
+        self._beat_turns = self._pending_turns   # before reading the jobs: a turn from here on beats again
         record = {**self._identity, "version": __version__, "started": self._started_at, "beat": now,
                   "stopped": now if stopped else None, "dry_run": self._dry_run(), "config": str(self.loaded.path),
                   "checks": {name: _job_beat(job) for name, job in list(self.jobs.items())}}

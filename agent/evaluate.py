@@ -78,7 +78,7 @@ def evaluate(check: Check, result: CheckResult, state: WindowState, now: float) 
         held = Status.CRITICAL
     elif state.warning_since is not None and now - state.warning_since >= window:
         held = Status.WARNING
-    status = worst(result.status, held)
+    status = result.status if held is Status.OK else worst(result.status, held)
     pending = level if level.severity > held.severity else Status.OK
     summary = result.summary
     if reasons:

@@ -21,6 +21,7 @@ class Job:
     in_flight: bool = False          # queued or running (a hung, abandoned run keeps it set)
     skipped: int = 0                 # due while still in flight
     skipping: bool = False           # the current in-flight episode has already been logged
+    quick: bool = False              # the last run finished within runner.QUICK_SECONDS: shares a worker
     runs: Counter = field(default_factory=Counter)   # status label → count
     window: WindowState = field(default_factory=WindowState)
     latest: Evaluated | None = None

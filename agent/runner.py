@@ -8,6 +8,14 @@ thread lives (no overlap; each skipped run is counted). Python cannot kill a
 thread, so checks that do I/O pass their own timeouts to it (sockets,
 subprocesses) and rarely get here. Workers are started on demand up to
 `workers` and then kept: a run costs a queue hand-off, not a thread start.
+
+A worker that finishes a run takes the next queued one without sleeping. Runs of
+checks that last finished within QUICK_SECONDS (a stat, a read of /proc) are
+handed one worker per request, not one each: a burst of 1,000 of them is worked
+through by one thread instead of four taking turns at the interpreter lock. When
+the oldest queued run has waited STALL_SECONDS (the awake workers are stuck in a
+check that hung, or cannot keep up), another worker joins, at most one per
+STALL_SECONDS: a worker taking a run looks, and so does `pump` for when none does.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ Deliver = Callable[[Job, CheckResult, float, float, float], None]   # job, resul
 Started = Callable[[Job, float], None]                                # job, calendar slot being run
 DEADLINE_GRACE = 1.0   # let a check's own timeout (killing a plugin) report first
 NO_DEADLINE = float("inf")
+QUICK_SECONDS = 0.01   # a run that took less (twice the interpreter's thread switch interval) was quick
+STALL_SECONDS = 0.05   # a queued run waiting this long gets another worker
 
 
 @dataclass(eq=False)
@@ -39,6 +49,7 @@ class _Run:
     job: Job
     scheduled: float
     fired: float | None = None  # the calendar slot this run serves
+    queued: float = 0.0         # monotonic time it was requested
     started_wall: float = 0.0
     started_mono: float = 0.0
     deadline: float = 0.0
@@ -63,6 +74,7 @@ class Runner:
         self._wake = wake
         self._wall, self._monotonic = wall, monotonic
         self._hostname = socket.gethostname()   # once, not a uname() per run
+        self._contexts: dict[tuple, CheckContext] = {}
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[_Run] = deque()
@@ -71,6 +83,7 @@ class Runner:
         self._idle = 0                # of those, waiting for work and not yet notified
         self._spawned = 0             # workers ever started (their thread names)
         self._next_deadline = NO_DEADLINE
+        self._grown_at = 0.0           # monotonic time the last worker joined for a stalled queue
         self._closed = False
         self.abandoned = 0
 
@@ -86,6 +99,8 @@ class Runner:
         """`request` for every (job, scheduled, fired) of a tick under one lock: workers start on the
         batch once it is queued instead of contending with the scheduler loop for each run."""
         queued = []
+        slow = quick = 0
+        now = self._monotonic()
         with self._lock:
             for job, scheduled, fired in runs:
                 if job.in_flight:
@@ -97,9 +112,13 @@ class Runner:
                     queued.append(False)
                     continue
                 job.in_flight = True
-                self._queue.append(_Run(job, scheduled, fired))
+                self._queue.append(_Run(job, scheduled, fired, now))
                 queued.append(True)
-            for _ in range(min(sum(queued), self.workers)):
+                if job.quick:
+                    quick = 1
+                else:
+                    slow += 1
+            for _ in range(min(slow + quick, self.workers)):
                 self._hand_out()
         return queued
 
@@ -113,6 +132,20 @@ class Runner:
             self._spawned += 1
             threading.Thread(target=self._worker, name=f"check-worker-{self._spawned}", daemon=True).start()
 
+    def _spare(self) -> bool:
+        """Under the lock: whether `_hand_out` would find a worker (an idle one, or room for a new one)."""
+        return bool(self._idle) or (self._threads < self.workers and not self._closed)
+
+    def _stalled(self, now: float) -> bool:
+        """Under the lock: the oldest queued run has waited STALL_SECONDS (and as long since a worker last
+        joined for it) while a worker is spare."""
+        return (bool(self._queue) and now - max(self._queue[0].queued, self._grown_at) >= STALL_SECONDS
+                and self._spare())
+
+    def _grow(self, now: float) -> None:
+        self._grown_at = now
+        self._hand_out()
+
     def _worker(self) -> None:
         while True:
             with self._lock:
@@ -124,6 +157,8 @@ class Runner:
                     self._work.wait()
                 run = self._queue.popleft()
                 run.started_wall, run.started_mono = self._wall(), self._monotonic()
+                if self._stalled(run.started_mono):
+                    self._grow(run.started_mono)
                 run.deadline = run.started_mono + run.job.timeout + DEADLINE_GRACE
                 self._running.add(run)
                 earlier = run.deadline < self._next_deadline
@@ -142,7 +177,8 @@ class Runner:
                 return   # abandoned: a new worker has taken this one's place
 
     def pump(self) -> float | None:
-        """Time out overrunning runs; return seconds to the next deadline (None when nothing is queued or running)."""
+        """Time out overrunning runs and wake a spare worker for a stalled queue; return seconds until pump is
+        needed again: the next deadline or stall check (None when nothing is queued or running)."""
         now = self._monotonic()
         with self._lock:
             expired = [run for run in self._running if now >= run.deadline]
@@ -150,12 +186,17 @@ class Runner:
                 run.done = run.abandoned = True
                 self._running.discard(run)
                 self._threads -= 1          # its thread is stuck in the check: no longer a worker
+                run.job.quick = False
             for _ in range(min(len(expired), len(self._queue))):
                 self._hand_out()            # …and queued runs get a new one
+            if self._stalled(now):          # no worker took a run for a while: the awake ones are stuck
+                self._grow(now)
             self._next_deadline = min((r.deadline for r in self._running), default=NO_DEADLINE)
             next_deadline = self._next_deadline
             if self._queue:                 # about to start: no deadline earlier than the grace from now
                 next_deadline = min(next_deadline, now + DEADLINE_GRACE)
+                if self._spare():           # …nor than a stall a spare worker would end
+                    next_deadline = min(next_deadline, max(self._queue[0].queued, self._grown_at) + STALL_SECONDS)
         for run in expired:
             self.abandoned += 1
             logs.event("check.timeout", "warning", check=run.job.name, timeout=f"{run.job.timeout:g}s")
@@ -166,11 +207,9 @@ class Runner:
     def _execute(self, run: _Run) -> bool:
         """Run the check and deliver its result; False when the run had been abandoned meanwhile."""
         job = run.job
-        ctx = CheckContext(timeout=job.timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
-                           state_dir=self.state_dir, keep_state=self.keep_state, store=self.store, tz=self.tz)
         try:
             with children.owner("check", job.name):
-                result = job.check.run(ctx)
+                result = job.check.run(self._context(job.timeout))
             if not isinstance(result, CheckResult):
                 result = CheckResult.unknown(f"check returned {type(result).__name__}, not a CheckResult")
         except Exception as exc:  # the one place a check's failure is turned into a result
@@ -180,6 +219,7 @@ class Runner:
         duration = self._monotonic() - run.started_mono
         with self._lock:
             job.in_flight = job.skipping = False
+            job.quick = duration < QUICK_SECONDS
             late = run.done
             run.done = True
             self._running.discard(run)
@@ -189,6 +229,17 @@ class Runner:
         else:
             self._deliver(job, result, run.started_wall, duration, run.scheduled)
         return not late
+
+    def _context(self, timeout: float) -> CheckContext:
+        """The context of a run: one per timeout and zone (a reload may change it), not one per run; checks
+        read it and never change it."""
+        key = (timeout, self.tz)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = CheckContext(
+                timeout=timeout, wall=self._wall, monotonic=self._monotonic, hostname=self._hostname,
+                state_dir=self.state_dir, keep_state=self.keep_state, store=self.store, tz=self.tz)
+        return ctx
 
     def idle(self) -> bool:
         with self._lock:

@@ -54,11 +54,15 @@ def plan_next(trigger: Trigger, scheduled: float, fired: float | None, now: floa
               jitter_key: str, jitter: float) -> Plan:
     """Given the run just dispatched (due at `scheduled`, slot `fired`), return the following one."""
     if isinstance(trigger, Interval):
-        every = trigger.seconds
-        slots = max(1, math.floor((now - scheduled) / every) + 1)
-        return Plan(scheduled + slots * every, None)
+        return Plan(next_interval_due(trigger.seconds, scheduled, now), None)
     fire = next_fire(trigger.spec, _utc(max(fired if fired is not None else now, now)), tz).timestamp()
     return Plan(fire + jitter_offset_seconds(jitter_key, jitter), fire)
+
+
+def next_interval_due(every: float, scheduled: float, now: float) -> float:
+    """Given an interval check's run due at `scheduled`, dispatched at `now`, return when the next is due: on
+    its cadence, the slots already passed (a stall) skipped."""
+    return scheduled + max(1, math.floor((now - scheduled) / every) + 1) * every
 
 
 def clamp_to_clock(trigger: Trigger, next_due: float, now: float) -> float:

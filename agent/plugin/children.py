@@ -60,14 +60,20 @@ class _Registry:
 _REGISTRY = _Registry()
 
 
-@contextmanager
-def owner(kind: str, name: str) -> Iterator[None]:
-    """Children started inside this block (in this thread) belong to `kind` `name` (check, action)."""
-    token = _OWNER.set((kind, name))
-    try:
-        yield
-    finally:
-        _OWNER.reset(token)
+class owner:
+    """`with owner(kind, name):` children started inside the block (in this thread) belong to `kind` `name`
+    (check, action). A class rather than a generator: it wraps every check run (a third of the cost)."""
+
+    __slots__ = ("_owner", "_token")
+
+    def __init__(self, kind: str, name: str):
+        self._owner = (kind, name)
+
+    def __enter__(self) -> None:
+        self._token = _OWNER.set(self._owner)
+
+    def __exit__(self, *exc) -> None:
+        _OWNER.reset(self._token)
 
 
 @contextmanager

@@ -38,6 +38,8 @@ _KEYWORDS = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|token|secret|api_key|
 _CREDENTIAL_HEADERS = re.compile(
     r"(?im)(?<![\w-])(?P<name>proxy-authorization|authorization|set-cookie|cookie)(?P<sep>[\"']?[ \t]*:[ \t]*)"
     r"(?P<value>\"(?:[^\"\\\r\n]|\\.)*\"|'[^'\r\n]*'|[^\r\n]+)")
+_CREDENTIAL_WORDS = ("://", "authorization", "cookie", "password", "passwd", "pwd", "token", "secret", "api_key",
+                     "apikey", "routing_key")   # what the three patterns above need, in lower case
 _ROUTE_WORD = re.compile(r"^[a-z]+(?:[-_.][a-z]+)*$")
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 
@@ -151,9 +153,28 @@ class Redactor:
         for value in self._values:
             if value in text:
                 text = text.replace(value, MASK)
-        text = _CREDENTIAL_HEADERS.sub(_mask_header, text)
-        text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-        return _KEYWORDS.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+        return text if _cannot_hold_credentials(text) else mask_credentials(text)
+
+
+def mask_credentials(text: str) -> str:
+    """Given a text, return it with credential headers, URL passwords and `password=…`-style values masked."""
+    text = _CREDENTIAL_HEADERS.sub(_mask_header, text)
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _KEYWORDS.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+
+
+def _cannot_hold_credentials(text: str) -> bool:
+    """True when no pattern of `mask_credentials` can match: each match holds one of `_CREDENTIAL_WORDS`.
+    Most summaries (`/srv/x modified 3s ago`) are answered by a few substring tests instead of three
+    case-insensitive regex passes. Only ASCII text is judged: re's case folding pairs characters that
+    str.lower does not (the Kelvin sign with k), so any other text goes through the patterns."""
+    if not text.isascii():
+        return False
+    lowered = text.lower()
+    for word in _CREDENTIAL_WORDS:
+        if word in lowered:
+            return False
+    return True
 
 
 def _mask_header(match: re.Match) -> str:

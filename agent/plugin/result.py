@@ -74,7 +74,7 @@ class Sample:
 
 
 def sample(name: str, value: float, **labels: str) -> Sample:
-    return Sample(name, float(value), tuple(sorted(labels.items())))
+    return Sample(name, float(value), tuple(sorted(labels.items())) if labels else ())
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,8 @@ class CheckResult:
         """One value per series: a second sample with the same name and labels (a plugin printing a label
         twice, a mount listed twice) would be a duplicate series in /metrics and a silent overwrite in the
         store. The first is kept; the keys of the dropped ones go to details["duplicate_samples"]."""
+        if len({(s.name, s.labels) for s in self.samples}) == len(self.samples):
+            return   # what nearly every result is: nothing to drop
         seen, kept, dropped = set(), [], []
         for s in self.samples:
             series = (s.name, s.labels)

@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import threading
 from datetime import date, datetime, time as dtime, timedelta
+from json.encoder import encode_basestring_ascii as _json_text
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional
 from zoneinfo import ZoneInfo
@@ -141,21 +142,50 @@ MIGRATIONS: list[Callable] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _encode(run: Evaluated) -> tuple[str, str | None]:
-    """Metrics and details as JSON; non-finite values are dropped (SQLite's JSON functions reject them)."""
-    metrics = _COMPACT.encode({s.key: s.value for s in run.samples if math.isfinite(s.value)})
+def _encode(run: Evaluated) -> tuple[str, str, str | None]:
+    """(metrics, samples, details) of a run as JSON: metrics `{key: value}` for check_runs, samples
+    `[[name, value, {label: value}], …]` for check_state, both with finite values only (SQLite's JSON
+    functions reject the others), and details (None when empty)."""
+    metrics, samples = _encode_samples(run)
     if not run.details:
-        return metrics, None
+        return metrics, samples, None
     try:
         details = _COMPACT_STRICT.encode(run.details)
     except (TypeError, ValueError) as exc:
         details = json.dumps({"error": f"details not serialisable: {exc}"})
-    return metrics, details
+    return metrics, samples, details
 
 
-def _encode_samples(run: Evaluated) -> str:
-    """Samples with their labels, as JSON [[name, value, {label: value}], …] (finite values only)."""
-    return _COMPACT.encode([[s.name, s.value, dict(s.labels)] for s in run.samples if math.isfinite(s.value)])
+def _encode_samples(run: Evaluated) -> tuple[str, str]:
+    """Both sample columns, written by hand for what checks return (float values, text labels): the text
+    json.dumps gives, at a third of the cost; anything else goes through the encoder."""
+    metrics, samples = {}, []
+    for s in run.samples:
+        value, labels = s.value, s.labels
+        if type(value) is not float or (labels and not _text_labels(labels)):
+            return _encode_samples_slowly(run)
+        if not math.isfinite(value):
+            continue
+        number = float.__repr__(value)
+        if labels:
+            metrics[_json_text(s.key)] = number
+            pairs = ",".join([f"{_json_text(k)}:{_json_text(v)}" for k, v in labels])
+            samples.append(f"[{_json_text(s.name)},{number},{{{pairs}}}]")
+        else:
+            name = _json_text(s.name)
+            metrics[name] = number
+            samples.append(f"[{name},{number},{{}}]")
+    return "{" + ",".join([f"{key}:{number}" for key, number in metrics.items()]) + "}", "[" + ",".join(samples) + "]"
+
+
+def _text_labels(labels: tuple) -> bool:
+    return all(type(k) is str and type(v) is str for k, v in labels)
+
+
+def _encode_samples_slowly(run: Evaluated) -> tuple[str, str]:
+    finite = [s for s in run.samples if math.isfinite(s.value)]
+    return (_COMPACT.encode({s.key: s.value for s in finite}),
+            _COMPACT.encode([[s.name, s.value, dict(s.labels)] for s in finite]))
 
 
 def _decode_samples(text: str | None) -> tuple[Sample, ...]:
@@ -241,6 +271,7 @@ class Store:
         self.conn = connect(path)
         self._lock = threading.Lock()
         self._check_ids: dict[str, int] = {}
+        self._windows: dict[str, SavedWindow] = {}   # each check's `for:` window as last committed by this handle
         version = self._version()
         if version < SCHEMA_VERSION and migrate_in_child:
             _migrate_in_child(path)
@@ -288,46 +319,71 @@ class Store:
 
     def record_runs(self, runs: Iterable[Evaluated], windows: dict[str, SavedWindow] | None = None) -> None:
         """Commit a batch of runs, their scheduler state, each check's latest result and `for:` windows
-        (check → (options key, warning since, critical since)) in one transaction (all or nothing)."""
-        rows = [(run, *_encode(run)) for run in runs]
+        (check → (options key, warning since, critical since)) in one transaction (all or nothing).
+        A window equal to the one last committed for its check is not written again (most runs leave it
+        as it was)."""
+        rows = [(run, *_encode(run)) for run in runs]   # (run, metrics, samples, details)
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for run, metrics, details in rows:
-                    check_id = self._check_id(run.check, run.check_type)
-                    started = run.started
-                    # (check, started) is the key; a clock stepped back onto an old instant must not lose a run
-                    while not self.conn.execute(
-                            "INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
-                            " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                            (check_id, started, run.duration, run.scheduled, int(run.status), int(run.pending),
-                             run.summary, metrics, details, int(run.maintenance))).rowcount:
-                        started += 1e-6
-                self.conn.executemany(
-                    "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
-                    "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
-                    [(run.check, run.started) for run, _, _ in rows])
-                self.conn.executemany(
-                    "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
-                    " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
-                    " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
-                    " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
-                    " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
-                    " WHERE excluded.started >= check_state.started",
-                    [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
-                      int(run.pending), run.summary, _encode_samples(run), details, int(run.maintenance))
-                     for run, _, details in rows])
-                self.conn.executemany(
-                    "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
-                    [(key, warning_since, critical_since, name)
-                     for name, (key, warning_since, critical_since) in (windows or {}).items()])
-                self.conn.execute("COMMIT")
-            except BaseException:
+            if not self._commit_runs(rows, windows or {}, one_by_one=False):
+                self._commit_runs(rows, windows or {}, one_by_one=True)
+
+    def _commit_runs(self, rows: list[tuple[Evaluated, str, str, str | None]], windows: dict[str, SavedWindow],
+                     one_by_one: bool) -> bool:
+        """One transaction of `record_runs`. The check_runs rows go in with one statement; (check, started) is
+        their key, and when a row clashes (a clock stepped back onto a stored instant, two runs of a check at
+        one instant) the transaction is rolled back and False returned: inserted `one_by_one`, each clash is
+        moved on by a microsecond, so no run is lost. (A savepoint instead would copy every page the batch
+        touches.)"""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._insert_runs(rows, one_by_one):
+                self.conn.execute("ROLLBACK")
                 self._check_ids.clear()   # ids inserted in this transaction are gone with it
-                if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
-                    self.conn.execute("ROLLBACK")
-                raise
+                return False
+            self.conn.executemany(
+                "INSERT INTO scheduler_state(check_name, last_run) VALUES (?, ?) "
+                "ON CONFLICT(check_name) DO UPDATE SET last_run = excluded.last_run",
+                [(run.check, run.started) for run, *_ in rows])
+            self.conn.executemany(
+                "INSERT INTO check_state(check_name, check_type, started, duration, scheduled, status, pending,"
+                " summary, samples, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(check_name) DO UPDATE SET check_type = excluded.check_type,"
+                " started = excluded.started, duration = excluded.duration, scheduled = excluded.scheduled,"
+                " status = excluded.status, pending = excluded.pending, summary = excluded.summary,"
+                " samples = excluded.samples, details = excluded.details, maintenance = excluded.maintenance"
+                " WHERE excluded.started >= check_state.started",
+                [(run.check, run.check_type, run.started, run.duration, run.scheduled, int(run.status),
+                  int(run.pending), run.summary, samples, details, int(run.maintenance))
+                 for run, _, samples, details in rows])
+            changed = {name: window for name, window in windows.items() if self._windows.get(name) != window}
+            self.conn.executemany(
+                "UPDATE check_state SET options_key = ?, warning_since = ?, critical_since = ? WHERE check_name = ?",
+                [(key, warning_since, critical_since, name)
+                 for name, (key, warning_since, critical_since) in changed.items()])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._check_ids.clear()   # ids inserted in this transaction are gone with it
+            self._windows.clear()     # as are the windows it wrote: the next batch writes them all
+            if self.conn.in_transaction:   # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            raise
+        batch = {run.check for run, *_ in rows}   # their check_state rows exist: the window is in the file
+        self._windows.update((name, window) for name, window in changed.items() if name in batch)
+        return True
+
+    def _insert_runs(self, rows: list[tuple[Evaluated, str, str, str | None]], one_by_one: bool) -> bool:
+        """Insert the check_runs rows; False (with one statement) when one clashed with a stored row."""
+        insert = ("INSERT INTO check_runs(check_id, started, duration, scheduled, status, pending, summary,"
+                  " metrics, details, maintenance) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+        params = [(self._check_id(run.check, run.check_type), run.started, run.duration, run.scheduled,
+                   int(run.status), int(run.pending), run.summary, metrics, details, int(run.maintenance))
+                  for run, metrics, _, details in rows]
+        if not one_by_one:
+            return self.conn.executemany(insert, params).rowcount == len(params)
+        for check_id, started, *rest in params:
+            while not self.conn.execute(insert, (check_id, started, *rest)).rowcount:
+                started += 1e-6
+        return True
 
     def check_states(self) -> dict[str, SavedState]:
         """Each check's latest result and `for:` window as last committed: what a restart starts from."""

@@ -72,3 +72,20 @@ def test_redactor_secret_url_segments_and_query_values_masked_route_words_kept()
 def test_redactor_database_url_keeps_its_database_name():
     redact = Redactor(["postgresql://app:pw-Secret-9@db.internal/app_db2"])
     assert redact("restore into app_db2 done") == "restore into app_db2 done"
+
+
+def test_redactor_shortcut_for_plain_text_masks_exactly_what_the_patterns_mask():
+    """Text without any credential word skips the patterns: over a corpus of near misses, case variants and
+    characters whose case folding differs between re and str.lower, the answer is the patterns' own."""
+    import random
+
+    from agent.plugin.redact import mask_credentials
+    pieces = ["/srv/x modified 3s ago", "Authorization: Basic dXNlcjpwYXNz", "AUTHORIZATION:x", "cookie: a=b",
+              "Set-Cookie:z", "http://u:p@h/", "HTTPS://USER:PW@HOST", ":/", "//", "password=x", "PassWd: y",
+              "pwd=1", "TOKEN 2", "token=3", "Secret:4", "api_key=5", "APIKEY=6", "routing_key=7", "to\u212aen=8",
+              "\u017fecret=9", "pa\u017f\u017fword=10", "p\u0130wd", "cooki", "tokn", "k", "=", " ", "\n", "é", "'q'",
+              "\"q\""]
+    rng = random.Random(14)
+    corpus = pieces + ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
+    redact = Redactor()
+    assert [redact(text) for text in corpus] == [mask_credentials(text) for text in corpus]

@@ -239,3 +239,82 @@ def test_runner_reuses_its_workers_instead_of_a_thread_per_run():
     assert len(set(seen)) <= 2
     runner.close()
     wait_for(lambda: not any(t.is_alive() for t in set(seen)), 5, what="the workers to end after close()")
+
+
+def test_runner_burst_of_quick_checks_is_worked_through_by_one_worker():
+    """Checks whose last run was quick (a stat) share one woken worker instead of four taking turns at
+    the interpreter lock; the first round, whose durations are unknown yet, may use them all."""
+    seen = []
+
+    class Records(FastCheck):
+        def run(self, ctx):
+            seen.append(threading.current_thread())
+            time.sleep(0.001)   # lets go of the interpreter lock, as a stat does
+            return CheckResult.ok("done")
+
+    runner = Runner(4, Collector())
+    jobs = [job(Records, f"r{i}") for i in range(12)]   # ~15 ms of work, well within STALL_SECONDS
+    for round_ in range(3):
+        seen.clear()
+        assert all(runner.request_many([(j, time.time(), None) for j in jobs]))
+        wait_for(lambda: not any(j.in_flight for j in jobs), 5, what="a round of runs")
+        if round_:
+            assert len(set(seen)) == 1, f"round {round_} ran on {len(set(seen))} workers"
+    runner.close()
+
+
+def test_runner_quick_check_that_hangs_holds_the_queue_at_most_a_stall(monkeypatch):
+    """A check that was quick hangs on its next run (a stat on a dead NFS mount) in the one worker its
+    round was given: the scheduler loop's pump wakes another for the runs queued behind it within
+    STALL_SECONDS, long before the hung run's deadline frees anything."""
+    from agent.runner import STALL_SECONDS
+    hang = threading.Event()
+    release = threading.Event()
+
+    class SometimesHangs(FastCheck):
+        def run(self, ctx):
+            if hang.is_set():
+                release.wait(30)
+            return CheckResult.ok("done")
+
+    out = Collector()
+    runner = Runner(3, out)
+    first = job(SometimesHangs, "nfs", timeout=5.0)
+    others = [job(FastCheck, f"f{i}") for i in range(5)]
+    try:
+        runner.request_many([(j, time.time(), None) for j in [first, *others]])
+        wait_for(lambda: not any(j.in_flight for j in [first, *others]), 5, what="the first round")
+        assert first.quick and all(j.quick for j in others)
+        hang.set()
+        queued = time.time()
+        runner.request_many([(j, queued, None) for j in [first, *others]])
+        wait_for(lambda: (runner.pump(), all(len(out.of(j.name)) == 2 for j in others))[1], 3,
+                 what="the runs queued behind the hung one")
+        lags = [out.of(j.name)[1][2] - queued for j in others]
+        assert max(lags) < STALL_SECONDS + 0.5, lags
+        assert first.in_flight and runner.abandoned == 0
+    finally:
+        release.set()
+        runner.close()
+
+
+def test_runner_quick_checks_one_worker_cannot_keep_up_with_get_more_workers():
+    """Sixty 5 ms runs (quick, but 0.3 s on one worker): once the oldest queued run has waited
+    STALL_SECONDS, the worker taking the next run wakes another, without the scheduler loop's help."""
+    seen = set()
+
+    class Takes5ms(FastCheck):
+        def run(self, ctx):
+            seen.add(threading.current_thread())
+            time.sleep(0.005)
+            return CheckResult.ok("done")
+
+    runner = Runner(4, Collector())
+    jobs = [job(Takes5ms, f"t{i}") for i in range(60)]
+    for _ in range(2):
+        seen.clear()
+        runner.request_many([(j, time.time(), None) for j in jobs])
+        wait_for(lambda: not any(j.in_flight for j in jobs), 5, what="a round of runs")
+    assert all(j.quick for j in jobs)
+    assert len(seen) > 1, "a backlog of quick runs stays on one worker"
+    runner.close()

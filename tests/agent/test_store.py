@@ -230,3 +230,50 @@ def test_store_check_state_keeps_latest_result_and_window_past_retention(tmp_pat
     assert states["disk"].run.samples == (sample("used_ratio", 0.5, mount="/"),)
     assert states["disk"].window == ("key-2", 1900.0, 1950.0)
 
+
+
+def test_store_run_at_a_stored_instant_keeps_every_run_of_the_batch(tmp_path):
+    """A clock stepped back onto an instant already stored: the clashing run moves on by a microsecond,
+    the batch's other runs are stored as they are, none twice."""
+    store = Store(tmp_path / "s.db")
+    store.record_runs([run("disk", started=100.0)])
+    store.record_runs([run("other", started=99.0), run("disk", started=100.0, value=0.7), run("disk", started=101.0)])
+    rows = store.conn.execute("SELECT c.name, r.started, r.summary FROM check_runs r JOIN checks c ON c.id = r.check_id"
+                              " ORDER BY c.name, r.started").fetchall()
+    assert [(name, summary) for name, _, summary in rows] == [
+        ("disk", "disk 0.5"), ("disk", "disk 0.7"), ("disk", "disk 0.5"), ("other", "other 0.5")]
+    assert rows[1][1] == pytest.approx(100.000001)
+
+
+def test_store_window_follows_every_change_across_batches(tmp_path):
+    """A window equal to the last one committed is skipped; every change, and a window lost with a failed
+    batch, still reaches the file."""
+    store = Store(tmp_path / "s.db")
+    for started, window in ((1.0, ("k", None, None)), (2.0, ("k", None, None)), (3.0, ("k", 2.5, None)),
+                            (4.0, ("k", None, None))):
+        store.record_runs([run(started=started)], {"disk": window})
+        assert store.check_states()["disk"].window == window
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count={pages}")      # the disk is full: this batch is lost
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        store.record_runs([Evaluated("disk", "disk", Status.OK, "x" * 40000, (), {}, 5.0, 0.1, 5.0)],
+                          {"disk": ("k", 4.5, 4.5)})
+    store.conn.execute("PRAGMA max_page_count=1073741823")
+    store.conn.execute("UPDATE check_state SET options_key = 'other'")   # what the file holds no longer matches
+    store.record_runs([run(started=6.0)], {"disk": ("k", None, None)})
+    assert store.check_states()["disk"].window == ("k", None, None)
+
+
+def test_store_sample_columns_are_the_json_encoders_text_for_every_kind_of_sample():
+    """The sample columns are written by hand for float values and text labels: the same text as the JSON
+    encoder, non-finite values left out, a repeated series once (its last value), anything else encoded."""
+    from agent.plugin.result import Sample
+    from agent.store.writer import _encode_samples, _encode_samples_slowly
+    odd = [Sample("plain", 0.1), Sample("big", 1e300), Sample("tiny", -5e-324), Sample("int", 3),
+           Sample("flag", True), Sample("inf", float("inf")), Sample("nan", float("nan")),
+           Sample("used_ratio", 0.5, (("mount", '/mnt/"x",y=z'), ("ünit", "é\u2028\x00"))),
+           Sample("used_ratio", 0.7, (("mount", '/mnt/"x",y=z'), ("ünit", "é\u2028\x00"))),
+           Sample("numeric_label", 1.0, (("port", 5432),))]
+    for kept in ([], odd[:3], odd[5:9], odd[:2] + odd[7:9], odd, odd[3:5], odd[9:]):
+        result = Evaluated("x", "disk", Status.OK, "s", tuple(kept), {}, 1.0, 0.1, 1.0)
+        assert _encode_samples(result) == _encode_samples_slowly(result), kept
