@@ -576,13 +576,13 @@ class Daemon:
         run = Evaluated(name, job.check.TYPE, verdict.status, summary, result.samples, details,
                         started, duration, scheduled, verdict.pending, name in self.state.maintenance)
         previous = latest.status if latest else None
-        if verdict.pending is not (latest.pending if latest else Status.OK):
-            self._pending_turns += 1
         resource = fault_of(result.details)
         if resource is not None:   # the agent's own shortage: counted, logged, never acted on (agent.plugin.faults)
             self.state.resource_errors[resource] += 1
             logs.event("agent.out_of_resources", "error", check=name, resource=resource, reason=result.summary)
         job.latest = run
+        if verdict.pending is not (latest.pending if latest else Status.OK):
+            self._pending_turns += 1   # after job.latest: a heartbeat the loop writes now sees the new pending
         if result.recheck_at is not None:
             self._recheck(job, result.recheck_at)
         job.lag = max(0.0, started - scheduled)

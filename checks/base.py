@@ -104,9 +104,10 @@ class Threshold:
     bad_when: Literal["above", "below"] = "above"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckContext:
-    """What a run may use from the outside world; injected so tests can replace it."""
+    """What a run may use from the outside world; injected so tests can replace it. Frozen: the runner shares
+    one context among concurrent runs with the same timeout and zone."""
 
     timeout: float
     wall: Callable[[], float] = time.time

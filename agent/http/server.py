@@ -587,7 +587,12 @@ class _Handler(_HttpRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in self.headers:
+        # Framing a proxy in front could read otherwise: two Content-Lengths, or a malformed header line
+        # (the email parser then hides every header after it, Transfer-Encoding included). The request is
+        # answered (a POST with 400) and the connection ends, so no byte after it is read as another request.
+        self.ambiguous = (len(self.headers.get_all("Content-Length") or ()) > 1 or bool(self.headers.defects))
+        if (self.ambiguous or self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                or "Transfer-Encoding" in self.headers):
             self.close_connection = True   # a body is never read: the connection ends with this reply
         return True
 
@@ -640,6 +645,9 @@ class _Handler(_HttpRequestHandler):
             return self._send(404, b"not found\n", "text/plain; charset=utf-8")
         if "Origin" in self.headers:
             return self._send(403, b"cross-origin requests are refused\n", "text/plain; charset=utf-8")
+        if self.ambiguous:
+            return self._send(400, b"ambiguous request framing (repeated Content-Length or a malformed header)\n",
+                              "text/plain; charset=utf-8")
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:

@@ -7,6 +7,7 @@ import http.server
 import io
 import re
 import socket
+import threading
 
 import pytest
 
@@ -175,3 +176,33 @@ def test_request_handler_answers_byte_for_byte_as_http_server(raw):
         done = handler(raw, ("127.0.0.1", 40000), None)
         replies.append(re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: *\r\n", done.wfile.getvalue()))
     assert replies[1] == replies[0]
+
+
+SMUGGLED = b"GET /healthz?smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\nContent-Length: 44\r\n\r\n",
+    b"POST /ping/job HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n",
+], ids=["two-content-lengths", "malformed-header-hides-the-rest", "ping-two-content-lengths"])
+def test_listener_ambiguous_framing_gets_one_reply_and_the_connection_ends(head):
+    """Request smuggling: a proxy in front may take the bytes after these headers for a body, the listener for
+    a second request. The listener answers the first request only and closes, whatever follows."""
+    pings = []
+    server = MetricsServer(("127.0.0.1", 0), None, lambda: (True, "ok"),
+                           on_ping=lambda name, body: (pings.append(name), (200, "ok"))[1])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=5) as sock:
+            sock.sendall(head + SMUGGLED)
+            reply = b""
+            while chunk := sock.recv(65536):   # until the listener closes (a kept-alive one: timeout, fail)
+                reply += chunk
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.count(b"HTTP/1.1 ") == 1, reply
+    assert pings == []
+    if head.startswith(b"POST"):
+        assert reply.startswith(b"HTTP/1.1 400 ")

@@ -73,3 +73,23 @@ def test_daemon_with_repo_config_imports_only_the_types_and_sections_it_uses(tmp
               "importlib.metadata",   # pydantic's plugin scan (agent/__init__.py tells it there are none)
               "http.server", "ssl"}   # the listener parses HTTP itself; TLS is not configured here
     assert not unused & modules, f"imported without being configured: {sorted(unused & modules)}"
+
+
+PLUGINS = """
+import sys
+import agent
+from pydantic import BaseModel, create_model
+create_model("Probe", __base__=BaseModel, x=(int, 1))(x=2)   # pydantic asks for plugins while building it
+loader = sys.modules["pydantic.plugin._loader"]
+print(loader.__doc__ == agent._without_pydantic_plugins.__doc__, loader.get_plugins())
+"""
+
+
+def test_pydantic_plugins_stay_unloaded_after_models_are_built():
+    """The agent replaces pydantic's plugin loader (a private module) so no installed package's plugin runs
+    inside it: if a pydantic release moves or renames that module, this fails instead of the protection
+    silently lapsing."""
+    done = subprocess.run([sys.executable, "-c", PLUGINS], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "()"]
