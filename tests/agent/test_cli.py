@@ -216,6 +216,25 @@ def test_cli_history_json_streamed_in_chunks_same_text_as_one_list(tmp_path):
     assert conn.text_factory is str and isinstance(conn.execute("SELECT 1").fetchone(), sqlite3.Row)
 
 
+def test_cli_history_parses_with_its_own_module_only_and_the_same_way():
+    """`history` is what scripts call: its parser is built from agent/cli/history.py alone, and reads exactly as
+    in the full parser (export included)."""
+    import subprocess
+    import sys
+    from agent.cli.main import build_parser
+    code = ("import sys; from agent.cli.main import build_parser; build_parser('history'); "
+            "print(sorted(m for m in sys.modules if m.startswith('agent.cli.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['agent.cli.common',", "'agent.cli.history',", "'agent.cli.main']"]
+    every = build_parser()._subparsers._group_actions[0].choices["history"]
+    alone = build_parser("history")._subparsers._group_actions[0].choices["history"]
+    assert alone.format_help() == every.format_help()
+    export = [a for a in alone._actions if a.dest == "handler" or a.__class__.__name__ == "_SubParsersAction"]
+    assert export and "export" in export[0].choices
+
+
 def test_cli_standalone_commands_parse_without_the_other_command_modules_and_the_same_way():
     import subprocess
     import sys
