@@ -24,6 +24,7 @@ from datetime import datetime, timezone, tzinfo
 from typing import Callable, Iterable
 
 from agent.plugin.calendar import CalendarSpec, next_fire, previous_fire
+from agent.plugin.storefile import where_clause
 
 LOG_CATEGORY = "maintenance"
 REQUEST_KIND = "maintenance"
@@ -128,19 +129,10 @@ def _window(row) -> Window:
 def read_windows(conn: sqlite3.Connection, *, open_only: bool = False, since: float | None = None,
                  until: float | None = None) -> list[Window]:
     """Windows, newest first: those not ended (`open_only`), or those that overlap [since, until)."""
-    where, params = [], []
-    if open_only:
-        where.append("ended IS NULL")
-    if since is not None:
-        where.append("coalesce(ended, ends) > ?")
-        params.append(since)
-    if until is not None:
-        where.append("starts < ?")
-        params.append(until)
-    sql = f"SELECT {_COLUMNS} FROM maintenance_windows"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [_window(row) for row in conn.execute(sql + " ORDER BY starts DESC, id DESC", params)]
+    where, params = where_clause((("ended IS NULL", open_only), ("coalesce(ended, ends) > ?", since),
+                                  ("starts < ?", until)))
+    sql = f"SELECT {_COLUMNS} FROM maintenance_windows{where} ORDER BY starts DESC, id DESC"
+    return [_window(row) for row in conn.execute(sql, params)]
 
 
 def get_window(conn: sqlite3.Connection, window_id: int) -> Window | None:

@@ -55,14 +55,12 @@ def cmd_actions(args: argparse.Namespace) -> int:
             if kind == "check":
                 known |= lean.all_names
             return fail(unknown_name(kind, value, known))
-    where, params = ["started >= ?"], [since]
-    for column, value in (("check_name", args.check), ("action", args.action)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
+    from agent.plugin.storefile import where_clause
+    where, params = where_clause((("started >= ?", since), ("check_name = ?", args.check or None),
+                                  ("action = ?", args.action or None)))
     sql = ("SELECT id, started, duration, action, action_type, check_name, trigger_status, trigger, target, "
-           "decision, source, dry_run, exit_code, outcome, verified, output, details FROM action_runs "
-           f"WHERE {' AND '.join(where)} ORDER BY started DESC, id DESC" + (" LIMIT ?" if limit else ""))
+           f"decision, source, dry_run, exit_code, outcome, verified, output, details FROM action_runs{where} "
+           "ORDER BY started DESC, id DESC" + (" LIMIT ?" if limit else ""))
     when = time_format(args.format, lean.tz, now)
     rows = []
     for r in conn.execute(sql, params + ([limit] if limit else [])):

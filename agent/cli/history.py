@@ -101,14 +101,10 @@ def _export_sql(jsonl: bool, check: str | None, since: float | None, until: floa
         columns = f"json_object({pairs})"
     else:
         columns = ", ".join(_EXPORT_FIELDS[name] for name in EXPORT_COLUMNS)
-    where, params = [], []
-    for condition, value in (("r.check_id = (SELECT id FROM checks WHERE name = ?)", check),
-                             ("r.started >= ?", since), ("r.started < ?", until)):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id"
-    return sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.started", params
+    from agent.plugin.storefile import where_clause
+    where, params = where_clause((("r.check_id = (SELECT id FROM checks WHERE name = ?)", check),
+                                  ("r.started >= ?", since), ("r.started < ?", until)))
+    return f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id{where} ORDER BY r.started", params
 
 
 def cmd_history_export(args) -> int:

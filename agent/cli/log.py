@@ -176,18 +176,12 @@ def cmd_log_list(args) -> int:
     for name in _csv_list(args.check):
         if name not in lean.all_names and name not in logged:
             return fail(unknown_name("check", name, lean.all_names | logged))
-    where, params = [], []
-    for column, values in (("category", _csv_list(args.category)), ("source", _csv_list(args.source)),
-                           ("check_name", _csv_list(args.check))):
-        if values:
-            where.append(f"{column} IN ({','.join('?' * len(values))})")
-            params += values
-    for condition, value in (("at >= ?", since), ("at < ?", until)):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    sql = "SELECT id, at, category, author, source, check_name, message FROM maintenance_log"
-    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, id DESC"
+    from agent.plugin.storefile import where_clause
+    where, params = where_clause((("category IN (?)", _csv_list(args.category)),
+                                  ("source IN (?)", _csv_list(args.source)),
+                                  ("check_name IN (?)", _csv_list(args.check)), ("at >= ?", since), ("at < ?", until)))
+    sql = (f"SELECT id, at, category, author, source, check_name, message FROM maintenance_log{where}"
+           " ORDER BY at DESC, id DESC")
     if limit:
         sql += f" LIMIT {int(limit)}"
     when = time_format(args.format, lean.tz, now)

@@ -60,3 +60,20 @@ def _connect(uri: str, shared: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def where_clause(filters) -> tuple[str, list]:
+    """Given (condition, value) pairs, return `" WHERE c1 AND c2 …"` and its parameters ("" and [] when nothing
+    filters). A pair whose value is None or an empty list is left out; True stands for a condition without a
+    parameter (`ended IS NULL`); a list fills its condition's `(?)` with one `?` per item (an IN list)."""
+    conditions, params = [], []
+    for condition, value in filters:
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if isinstance(value, (list, tuple)):
+            condition = condition.replace("(?)", f"({','.join('?' * len(value))})")
+            params.extend(value)
+        elif value is not True:
+            params.append(value)
+        conditions.append(condition)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 
+from agent.plugin.storefile import where_clause
 from agent.plugin.terminal import json_c1_escaped_bytes
 from agent.timefmt import utc_sql
 
@@ -83,23 +84,9 @@ def write_runs_json(conn: sqlite3.Connection, out: io.BufferedIOBase, *, check: 
 
 
 def _runs_query(columns: str, check, statuses, since, until, limit) -> tuple[str, list]:
-    where, params = [], []
-    if check:
-        where.append("r.check_id = (SELECT id FROM checks WHERE name = ?)")
-        params.append(check)
-    if statuses:
-        where.append(f"r.status IN ({','.join('?' * len(statuses))})")
-        params += statuses
-    if since is not None:
-        where.append("r.started >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("r.started < ?")
-        params.append(until)
-    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY r.started DESC"
+    where, params = where_clause((("r.check_id = (SELECT id FROM checks WHERE name = ?)", check or None),
+                                  ("r.status IN (?)", statuses), ("r.started >= ?", since), ("r.started < ?", until)))
+    sql = f"SELECT {columns} FROM check_runs r JOIN checks c ON c.id = r.check_id{where} ORDER BY r.started DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return sql, params

@@ -277,3 +277,10 @@ def test_store_sample_columns_are_the_json_encoders_text_for_every_kind_of_sampl
     for kept in ([], odd[:3], odd[5:9], odd[:2] + odd[7:9], odd, odd[3:5], odd[9:]):
         result = Evaluated("x", "disk", Status.OK, "s", tuple(kept), {}, 1.0, 0.1, 1.0)
         assert _encode_samples(result) == _encode_samples_slowly(result), kept
+
+
+def test_where_clause_leaves_out_absent_filters_and_spreads_lists():
+    from agent.plugin.storefile import where_clause
+    assert where_clause((("a = ?", None), ("b IN (?)", []), ("c IS NULL", False))) == ("", [])
+    assert where_clause((("a = ?", 0.0), ("b IN (?)", [1, 2, 3]), ("c IS NULL", True), ("d < ?", "x"))) == (
+        " WHERE a = ? AND b IN (?,?,?) AND c IS NULL AND d < ?", [0.0, 1, 2, 3, "x"])
