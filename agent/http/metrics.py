@@ -140,16 +140,16 @@ class AgentState:
         self.notifications_pending = 0
         self.notification_failures: dict[str, int] = {}        # channel → failed attempts
 
-    def action_ran(self, action: str, result: str, at: float) -> None:
-        """Remediation's report of one action run (result: success, failure, dry_run), for its two families."""
-        key = (action, result)
-        self.action_results[key] = self.action_results.get(key, 0) + 1
-        self.action_last_run[action] = at
-
     def action_decided(self, action: str, result: str) -> None:
-        """An action the policy decided not to run (exhausted, window, maintenance …), counted by reason."""
+        """One decision about an action, counted by result: success, failure, dry_run when it ran, or why it
+        did not (exhausted, window, maintenance …)."""
         key = (action, result)
         self.action_results[key] = self.action_results.get(key, 0) + 1
+
+    def action_ran(self, action: str, result: str, at: float) -> None:
+        """An action that ran (or would have, dry_run): counted, and when."""
+        self.action_decided(action, result)
+        self.action_last_run[action] = at
 
     def remediation_exhausted(self, exhausted: dict[str, bool]) -> None:
         """Which checks' remediation is exhausted, replaced whole (a render sees the old or the new mapping)."""
