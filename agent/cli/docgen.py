@@ -56,7 +56,7 @@ def _unit(field) -> str | None:
 def _type_name(field) -> str:
     validators = [getattr(getattr(m, "func", None), "__name__", "") for m in field.metadata]
     top = next((_UNIT_PARSERS[n] for n in validators if n in _UNIT_PARSERS), None)
-    if top is None and "_check_spec" in validators:
+    if top is None and "_calendar_spec" in validators:
         top = "calendar spec"
     return top or _render(field.annotation)
 
@@ -69,7 +69,7 @@ def _render(tp) -> str:
             name = getattr(getattr(meta, "func", None), "__name__", "")
             if name in _UNIT_PARSERS:
                 return _UNIT_PARSERS[name]
-            if name == "_check_spec":
+            if name == "_calendar_spec":
                 return "calendar spec"
         return _render(args[0])
     if origin in (Union, UnionType):

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.plugin.calendar import CalendarSpecError, parse_calendar
-from agent.plugin.fields import PositiveDuration, SecretStr, check_http_url
+from agent.plugin.fields import CalendarText, PositiveDuration, SecretStr, check_http_url
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -29,7 +28,7 @@ class ArchiveSection(BaseModel):
     access_key_id: SecretStr | None = Field(
         None, description="a secret reference; default: the standard AWS credential chain")
     secret_access_key: SecretStr | None = Field(None, description="a secret reference, with access_key_id")
-    at: str = Field("00:45", description="calendar spec of the daily upload of the days before (local time)")
+    at: CalendarText = Field("00:45", description="calendar spec of the daily upload of the days before (local time)")
     max_days_per_run: int = Field(
         14, ge=1, le=366, description="days uploaded per run at most, oldest first (the rest follow next run); "
                                       "also how far back the first run reaches")
@@ -58,15 +57,6 @@ class ArchiveSection(BaseModel):
             return url
         return check_http_url(url, "endpoint_url", "http://host:port or https://host:port",
                               "use access_key_id/secret_access_key")
-
-    @field_validator("at")
-    @classmethod
-    def _calendar(cls, text: str) -> str:
-        try:
-            parse_calendar(text)
-        except CalendarSpecError as exc:
-            raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
-        return text
 
     @model_validator(mode="after")
     def _pair(self):

@@ -11,12 +11,14 @@ import socket
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 
 from agent.plugin.address import is_loopback, split_target
-from agent.plugin.calendar import CalendarSpec, CalendarSpecError, parse_calendar
+from agent.plugin.calendar import parse_calendar
 from agent.plugin.paths import DEFAULT_STATE_DIR
-from agent.plugin.fields import AbsolutePath, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr
+from agent.plugin.fields import (
+    AbsolutePath, CalendarText, Duration, HostPort, LongDuration, Name, PositiveDuration, SecretStr,
+)
 from agent.config.yamlsrc import ConfigError
 from actions import ACTION_TYPES
 from agent.config.checklists import ChecklistsSection
@@ -34,22 +36,6 @@ DEFAULT_SCHEDULES = {
     "monthly": "1 04:00",
     "quarterly": "jan,apr,jul,oct 1 05:00",
 }
-
-
-def _parse_spec(text: str) -> CalendarSpec:
-    try:
-        return parse_calendar(text)
-    except CalendarSpecError as exc:
-        raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
-
-
-def _check_spec(text: str) -> str:
-    _parse_spec(text)
-    return text
-
-
-CalendarText = Annotated[str, AfterValidator(_check_spec)]
-"""A calendar spec validated per value, so an error names the schedule's own key and line."""
 
 
 class _Section(BaseModel):
@@ -144,13 +130,7 @@ class Retention(_Section):
 class StoreSection(_Section):
     path: str | None = Field(None, description="default: <state_dir>/maint-agent.db")
     retention: Retention = Retention()
-    maintenance_at: str = Field("00:15", description="calendar spec of the daily rollup and prune")
-
-    @field_validator("maintenance_at")
-    @classmethod
-    def _calendar(cls, value):
-        _parse_spec(value)
-        return value
+    maintenance_at: CalendarText = Field("00:15", description="calendar spec of the daily rollup and prune")
 
 
 class MaintenanceWindowSection(_Section):

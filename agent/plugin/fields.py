@@ -67,6 +67,18 @@ LongDuration = Annotated[float, BeforeValidator(_long_duration),
                          _duration_schema({"minimum": 0}, MAX_LONG_DURATION_SECONDS)]
 """An age or a retention period: 0 … 100 years."""
 
+def _calendar_spec(text: str) -> str:
+    from agent.plugin.calendar import CalendarSpecError, parse_calendar
+    try:
+        parse_calendar(text)
+    except CalendarSpecError as exc:
+        raise ValueError(f"invalid calendar spec {text!r}: {exc}") from None
+    return text
+
+
+CalendarText = Annotated[str, AfterValidator(_calendar_spec)]
+"""A calendar spec (`mon 03:00`, `*-*-1 04:00`), validated per value, so an error names its own key and line."""
+
 DURATION_PARSERS = (_duration, _positive_duration, _long_duration)
 """The validators of the duration field types, so `config show` can print such a field back as `90d`."""
 
