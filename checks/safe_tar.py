@@ -86,6 +86,16 @@ def _open(path: str) -> Iterator[tarfile.TarFile]:
             pass
 
 
+def _admit(member: tarfile.TarInfo, deadline: float, monotonic: Callable[[], float]) -> None:
+    """Raise Deadline past the deadline, ArchiveRefused for a member a base backup cannot hold; else return."""
+    if monotonic() >= deadline:
+        raise Deadline()
+    problem = member_problem(member)
+    if problem:
+        raise ArchiveRefused(f"{problem}: a base backup holds only files and directories, named inside its "
+                             f"data directory")
+
+
 def scan(path: str, deadline: float, monotonic: Callable[[], float] = time.monotonic) -> Contents:
     """Given a (gzip-compressed) tar archive, read it to its end; return its member count, expanded size and the
     CAPTURED files. Raise ArchiveCorrupt, ArchiveRefused, Deadline, or FileNotFoundError/PermissionError."""
@@ -95,12 +105,7 @@ def scan(path: str, deadline: float, monotonic: Callable[[], float] = time.monot
         with _open(path) as archive:
             for member in archive:
                 last = member.name
-                if monotonic() >= deadline:
-                    raise Deadline()
-                problem = member_problem(member)
-                if problem:
-                    raise ArchiveRefused(f"{problem}: a base backup holds only files and directories, named "
-                                         f"inside its data directory")
+                _admit(member, deadline, monotonic)
                 found.members += 1
                 found.expanded_bytes += member.size if member.isfile() else 0
                 name = _normal(member.name)
@@ -124,12 +129,7 @@ def extract(path: str, dest: str, *, deadline: float, max_bytes: int,
 
     def admit(member: tarfile.TarInfo, where: str) -> tarfile.TarInfo:
         nonlocal written
-        if monotonic() >= deadline:
-            raise Deadline()
-        problem = member_problem(member)
-        if problem:
-            raise ArchiveRefused(f"{problem}: a base backup holds only files and directories, named inside its "
-                                 f"data directory")
+        _admit(member, deadline, monotonic)
         written += member.size if member.isfile() else 0
         if written > max_bytes:
             raise ArchiveRefused(f"the archive expands beyond the {max_bytes} bytes it held when it was sized "
