@@ -288,6 +288,8 @@ class _ReplyWriter:
         self._parts, self.closed = [], True
 
 
+_DIGITS = re.compile(r"[0-9]*")              # a Content-Length as every proxy reads it
+_BARE_CR_OR_NUL = re.compile(rb"\r(?!\n)|\x00")   # in a request head: framing others may read otherwise
 _MAX_LINE = 65536   # http.server's limits: a request line or header line, and header lines with the blank one
 _MAX_HEADERS = 100
 _ERROR_PAGE = """\
@@ -587,14 +589,23 @@ class _Handler(_HttpRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        # Framing a proxy in front could read otherwise: two Content-Lengths, or a malformed header line
-        # (the email parser then hides every header after it, Transfer-Encoding included). The request is
-        # answered (a POST with 400) and the connection ends, so no byte after it is read as another request.
-        self.ambiguous = (len(self.headers.get_all("Content-Length") or ()) > 1 or bool(self.headers.defects))
+        # Framing a proxy in front could read otherwise is answered (a POST with 400) and the connection ends,
+        # so no byte after the request is read as another one.
+        self.ambiguous = self._ambiguous_framing()
         if (self.ambiguous or self.headers.get("Content-Length", "0").strip() not in ("", "0")
                 or "Transfer-Encoding" in self.headers):
             self.close_connection = True   # a body is never read: the connection ends with this reply
         return True
+
+    def _ambiguous_framing(self) -> bool:
+        """Whether a proxy in front could frame this request differently from the headers read here: two
+        Content-Lengths, one that is not plain ASCII digits (`1_0`, `+5`, non-breaking spaces: int() reads what
+        a proxy may not), a header line the email parser took as malformed or as the start of the body (a bare
+        CR ends a line for it, hiding every header after it, Transfer-Encoding included), or a NUL."""
+        lengths = self.headers.get_all("Content-Length") or []
+        return (len(lengths) > 1 or any(not _DIGITS.fullmatch(value.strip(" \t")) for value in lengths)
+                or bool(self.headers.defects) or bool(self.headers.get_payload())
+                or _BARE_CR_OR_NUL.search(self.rfile.getvalue()) is not None)
 
     def handle_expect_100(self) -> bool:
         """Never invite a body ("100 Continue"): answer the request and close."""

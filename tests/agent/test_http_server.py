@@ -185,7 +185,13 @@ SMUGGLED = b"GET /healthz?smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\nContent-Length: 44\r\n\r\n",
     b"POST /ping/job HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n",
-], ids=["two-content-lengths", "malformed-header-hides-the-rest", "ping-two-content-lengths"])
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\r\r\nContent-Length: 44\r\n\r\n",
+    b"POST /ping/job HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX: a\r\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST /ping/job HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n",
+    b"POST /ping/job HTTP/1.1\r\nHost: x\r\nContent-Length: \xa05\r\n\r\n",
+], ids=["two-content-lengths", "malformed-header-hides-the-rest", "ping-two-content-lengths",
+        "bare-cr-hides-content-length", "bare-cr-hides-transfer-encoding", "ping-length-int-reads-leniently",
+        "ping-length-non-breaking-space"])
 def test_listener_ambiguous_framing_gets_one_reply_and_the_connection_ends(head):
     """Request smuggling: a proxy in front may take the bytes after these headers for a body, the listener for
     a second request. The listener answers the first request only and closes, whatever follows."""
