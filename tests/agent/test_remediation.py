@@ -129,7 +129,9 @@ def test_dry_run_audits_would_run_and_changes_nothing(agent_factory, service, tm
     wait_for(lambda: 'check="svc",severity="P1",type="http"} 0.0' in agent.metrics(), what="healthy")
     first_pid = pidfile.read_text()
     kill_service(pidfile)
-    rows = wait_for(lambda: audit(db, "decision = 'dry_run'"), timeout=20, what="a would-run row")
+    # the audit row is written as `running` before the action starts, then completed: wait for the completed one
+    rows = wait_for(lambda: audit(db, "decision = 'dry_run' AND outcome != 'running'"), timeout=20,
+                    what="a completed would-run row")
     assert rows[0]["dry_run"] == 1 and rows[0]["outcome"] == "dry_run"
     assert json.loads(rows[0]["details"])["summary"].startswith("would run")
     assert pidfile.read_text() == first_pid         # the restart script never ran
